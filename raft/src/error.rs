@@ -1,0 +1,58 @@
+//! The crate's one error type.
+
+use crate::types::NodeId;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No leader is known (election in progress or quorum lost). Retry later.
+    #[error("no leader is known: the cluster is electing one or has lost its quorum")]
+    NoLeader,
+    /// The local replica has not applied the requested index within the deadline.
+    #[error("this replica has applied index {applied}, the request needs {wanted}")]
+    ReplicaLagging { applied: u64, wanted: u64 },
+    /// The idempotency key was already used for a different command.
+    #[error("the Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// `apply` failed on every replica; nothing changed.
+    #[error("the command could not be applied: {0}")]
+    ApplyFailed(String),
+    /// A peer rejected our credentials, or a peer request lacked them.
+    #[error("peer authentication failed")]
+    Unauthorized,
+    /// A membership change that cannot be made (unknown node, last voter, …).
+    #[error("{0}")]
+    Membership(String),
+    #[error("node {0} is not a member of this cluster")]
+    UnknownNode(NodeId),
+    /// A peer could not be reached or answered with garbage.
+    #[error("peer {addr}: {message}")]
+    Peer { addr: String, message: String },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("encoding: {0}")]
+    Encoding(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("the replica is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// Errors after which retrying the same request elsewhere or later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NoLeader | Error::Peer { .. } | Error::ReplicaLagging { .. }
+        )
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Encoding(e.to_string())
+    }
+}

@@ -1,0 +1,33 @@
+//! Replicated SQLite: a small library that keeps one SQLite database identical on every
+//! node of a cluster with Raft (openraft 0.9).
+//!
+//! It owns the Raft log store, the state machine that applies entries to SQLite, snapshots
+//! (consistent SQLite copies streamed in chunks), the authenticated peer RPC over HTTP, and
+//! the client contract every caller uses: writes forwarded to the leader and retried across
+//! elections, reads at three consistency levels, and idempotent writes.
+//!
+//! It knows no domain: the application plugs in through [`Application`] (schema migrations
+//! plus a deterministic `apply`).
+
+mod app;
+mod db;
+mod error;
+mod log_store;
+mod network;
+mod peer_api;
+mod replica;
+mod state_machine;
+mod types;
+
+pub use app::{Application, ApplyContext};
+pub use error::{Error, Result};
+pub use log_store::LogStore;
+pub use network::{peer_key, CallError, PeerClient, PEER_KEY_HEADER};
+pub use peer_api::require_peer_key;
+pub use replica::{Consistency, MemberRole, MemberStatus, Replica, ReplicaConfig, WriteOutcome};
+pub use state_machine::StateMachine;
+pub use types::{NodeId, NodeInfo, Proposal, ProposalOutcome, TypeConfig};
+
+/// Re-exported so that callers can name openraft types without a direct dependency drift.
+pub use openraft;
+pub use rusqlite;

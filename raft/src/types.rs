@@ -1,0 +1,85 @@
+//! The Raft type configuration: what an entry carries and what applying it returns.
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub type NodeId = u64;
+
+/// Where a cluster member can be reached. Stored in the Raft membership, so every node knows
+/// every other node's addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `host:port` of the peer HTTP server (Raft RPC, forwarding).
+    pub peer_addr: String,
+    /// `host:port` of the public API.
+    pub api_addr: String,
+    /// `host:port` of the actor mesh.
+    pub mesh_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer_addr)
+    }
+}
+
+/// One application command as it travels through the log. The command itself is the
+/// application's JSON; the envelope adds what `apply` needs to stay deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// JSON of the application's command type.
+    pub command: String,
+    /// Wall-clock time at the leader when the command was proposed (ms since the epoch).
+    /// `apply` uses this instead of reading the clock, so every replica computes the same.
+    pub proposed_at_ms: i64,
+    /// When set, a second proposal with the same key returns the first one's outcome.
+    pub idempotency_key: Option<String>,
+    /// How long the key is remembered (ms), capped at 24 h.
+    pub idempotency_ttl_ms: i64,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "proposal({} bytes)", self.command.len())
+    }
+}
+
+/// What applying one entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ProposalOutcome {
+    /// Blank and membership entries.
+    #[default]
+    Internal,
+    /// JSON of the application's response type.
+    Applied(String),
+    /// A retried proposal: the stored outcome of the first one.
+    Replayed(String),
+    /// The same idempotency key was reused for a different command.
+    KeyReused,
+    /// `apply` failed (SQL error or panic); the entry changed nothing, on every replica.
+    Failed(String),
+}
+
+openraft::declare_raft_types!(
+    /// Panal's Raft types: JSON commands in a [`Proposal`], SQLite snapshot files held in memory while sent or installed.
+    pub TypeConfig:
+        D = Proposal,
+        R = ProposalOutcome,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type Vote = openraft::Vote<NodeId>;
