@@ -1,1 +1,69 @@
-//! x
+//! Panal's application: every table and every typed command of the domain, applied
+//! deterministically by the replicated state machine of `panal-raft`.
+//!
+//! - [`cluster`]: cluster identity, secrets, join tokens and node id allocation.
+//! - [`auth`]: accounts, password hashing, JWT signing keys, token issue and verification.
+//! - [`kv`]: a small key-value table used to exercise writes and reads end to end.
+
+pub mod auth;
+pub mod cluster;
+mod error;
+pub mod kv;
+
+use panal_raft::rusqlite::{self, Connection};
+use panal_raft::{Application, ApplyContext};
+use serde::{Deserialize, Serialize};
+
+pub use error::{Error, Rejection};
+
+/// Every command that can be proposed to the replicated log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "area", content = "command", rename_all = "snake_case")]
+pub enum Command {
+    Cluster(cluster::ClusterCommand),
+    Auth(auth::AuthCommand),
+    Kv(kv::KvCommand),
+}
+
+/// What a command produced: a reply, or a deterministic business rejection.
+pub type Response = Result<Reply, Rejection>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Reply {
+    Done,
+    NodeId(u64),
+    User(auth::User),
+    KvEntry(kv::KvEntry),
+}
+
+/// The application plugged into the replicated state machine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PanalApp;
+
+impl Application for PanalApp {
+    type Command = Command;
+    type Response = Response;
+
+    fn migrate(&self, db: &Connection) -> rusqlite::Result<()> {
+        cluster::migrate(db)?;
+        auth::migrate(db)?;
+        kv::migrate(db)
+    }
+
+    fn apply(
+        &self,
+        db: &Connection,
+        ctx: &ApplyContext,
+        command: Command,
+    ) -> rusqlite::Result<Response> {
+        match command {
+            Command::Cluster(c) => cluster::apply(db, ctx, c),
+            Command::Auth(c) => auth::apply(db, ctx, c),
+            Command::Kv(c) => kv::apply(db, ctx, c),
+        }
+    }
+}
+
+/// The replicated database, typed for this application.
+pub type Replica = panal_raft::Replica<PanalApp>;
