@@ -1,1 +1,54 @@
-fn main() {}
+//! The `panal` binary: command-line interface, node start-up and wiring, the public HTTP
+//! API, the peer port's join protocol, admin commands, the local-cluster launcher and
+//! benchmarks.
+
+mod admin;
+mod api;
+mod bench;
+mod cli;
+mod error;
+mod identity;
+mod peer;
+mod start;
+mod up;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PANAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Start(args) => start::run(args).await,
+            cli::Command::Up(args) => up::run(args).await,
+            cli::Command::Node(cmd) => admin::node(cmd).await,
+            cli::Command::Token(cmd) => admin::token(cmd).await,
+            cli::Command::Status(args) => admin::status(args).await,
+            cli::Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

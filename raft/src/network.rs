@@ -74,11 +74,41 @@ impl PeerClient {
     ) -> Result<Resp, CallError> {
         let body =
             rmp_serde::to_vec_named(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let bytes = self.send(addr, path, MSGPACK, body, timeout).await?;
+        rmp_serde::from_slice(&bytes)
+            .map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
+    }
+
+    /// Like [`PeerClient::call`], with JSON bodies (for the node's own peer routes).
+    pub async fn call_json<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let body =
+            serde_json::to_vec(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let bytes = self
+            .send(addr, path, "application/json", body, timeout)
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
+    }
+
+    async fn send(
+        &self,
+        addr: &str,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, CallError> {
         let resp = self
             .http
             .post(format!("http://{addr}{path}"))
             .header(PEER_KEY_HEADER, &self.key)
-            .header(reqwest::header::CONTENT_TYPE, MSGPACK)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(timeout)
             .body(body)
             .send()
@@ -94,17 +124,16 @@ impl PeerClient {
             return Err(CallError::Unauthorized);
         }
         if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
             return Err(CallError::Network(format!(
-                "peer answered HTTP {}",
-                resp.status()
+                "peer answered HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
             )));
         }
-        let bytes = resp
-            .bytes()
+        resp.bytes()
             .await
-            .map_err(|e| CallError::Network(e.to_string()))?;
-        rmp_serde::from_slice(&bytes)
-            .map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
+            .map_err(|e| CallError::Network(e.to_string()))
     }
 }
 

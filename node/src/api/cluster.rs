@@ -1,0 +1,259 @@
+//! Cluster administration (admin only): members, status, tokens, the debug key-value
+//! endpoint, state checksum and on-demand snapshots.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use panal_actors::cluster::{ClusterCommand, JoinRole};
+use panal_actors::kv::KvCommand;
+use panal_actors::{Command, Reply};
+use serde::Serialize;
+
+use super::extract::ReadOptions;
+use super::{Admin, AppState, READ_TIMEOUT, WRITE_TIMEOUT};
+use crate::error::{Error, Result};
+
+/// How long `nodes` waits for each member's own report.
+const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Proposes `command` and returns its reply, mapping rejections to 4xx.
+pub async fn propose(
+    s: &AppState,
+    command: Command,
+    idempotency_key: Option<String>,
+) -> Result<(Reply, u64)> {
+    let out = s
+        .replica
+        .write(&command, idempotency_key, WRITE_TIMEOUT)
+        .await?;
+    Ok((out.response?, out.index))
+}
+
+/// Adds `X-Panal-Index` to a response.
+pub fn with_index(index: u64, resp: impl IntoResponse) -> Response {
+    let mut resp = resp.into_response();
+    resp.headers_mut()
+        .insert("x-panal-index", HeaderValue::from(index));
+    resp
+}
+
+pub async fn status(State(s): State<AppState>, _: Admin) -> Json<serde_json::Value> {
+    let m = s.replica.metrics();
+    let replication = m.replication.as_ref().map(|r| {
+        r.iter()
+            .map(|(id, l)| (id.to_string(), l.map(|l| l.index)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
+    Json(serde_json::json!({
+        "node": s.replica.status(),
+        "members": s.replica.members().into_iter().map(|(id, n, role)| serde_json::json!({"id": id, "name": n.name, "role": role, "api_addr": n.api_addr, "peer_addr": n.peer_addr})).collect::<Vec<_>>(),
+        "leader": s.replica.leader().map(|(id, n)| serde_json::json!({"id": id, "name": n.name})),
+        "replication": replication,
+        "ready": s.caught_up.load(std::sync::atomic::Ordering::Acquire),
+    }))
+}
+
+#[derive(Serialize)]
+pub struct NodeRow {
+    id: u64,
+    name: String,
+    role: panal_raft::MemberRole,
+    state: Option<String>,
+    leader: Option<u64>,
+    api_addr: String,
+    reachable: bool,
+    applied_index: Option<u64>,
+    term: Option<u64>,
+}
+
+pub async fn nodes(State(s): State<AppState>, _: Admin) -> Json<Vec<NodeRow>> {
+    let members = s.replica.members();
+    let rows = futures::future::join_all(members.into_iter().map(|(id, node, role)| {
+        let replica = s.replica.clone();
+        async move {
+            let report = if id == replica.id() {
+                Some(replica.status())
+            } else {
+                replica.peer_status(&node, PEER_STATUS_TIMEOUT).await.ok()
+            };
+            NodeRow {
+                id,
+                name: node.name.clone(),
+                role,
+                state: report.as_ref().map(|r| r.state.clone()),
+                leader: report.as_ref().and_then(|r| r.leader),
+                api_addr: node.api_addr.clone(),
+                reachable: report.is_some(),
+                applied_index: report.as_ref().map(|r| r.applied_index),
+                term: report.as_ref().map(|r| r.term),
+            }
+        }
+    }))
+    .await;
+    Json(rows)
+}
+
+fn parse_id(id: &str) -> Result<u64> {
+    id.parse()
+        .map_err(|_| Error::BadRequest("invalid_node_id", format!("{id:?} is not a node id")))
+}
+
+fn ensure_member(s: &AppState, id: u64) -> Result<()> {
+    if s.replica.members().iter().any(|(m, _, _)| *m == id) {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "node {id} is not a member of this cluster"
+        )))
+    }
+}
+
+pub async fn promote(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    ensure_member(&s, id)?;
+    tracing::info!(by = %who.username, node = id, "promote requested");
+    s.replica.promote(id).await?;
+    Ok(Json(serde_json::json!({ "id": id, "role": "manager" })))
+}
+
+pub async fn demote(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    ensure_member(&s, id)?;
+    tracing::info!(by = %who.username, node = id, "demote requested");
+    s.replica.demote(id).await?;
+    Ok(Json(serde_json::json!({ "id": id, "role": "worker" })))
+}
+
+pub async fn remove(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    ensure_member(&s, id)?;
+    tracing::info!(by = %who.username, node = id, "remove requested");
+    s.replica.remove(id).await?;
+    Ok(Json(serde_json::json!({ "id": id, "removed": true })))
+}
+
+async fn cluster_config(s: &AppState) -> Result<panal_actors::cluster::ClusterConfig> {
+    s.replica
+        .state_machine()
+        .read(|db| panal_actors::cluster::config(db))
+        .await??
+        .ok_or(Error::Actors(panal_actors::Error::NotInitialized))
+}
+
+pub async fn tokens(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
+    let cfg = cluster_config(&s).await?;
+    Ok(Json(serde_json::json!({
+        "cluster_id": cfg.cluster_id,
+        "manager": cfg.token(JoinRole::Manager).to_string(),
+        "worker": cfg.token(JoinRole::Worker).to_string(),
+    })))
+}
+
+pub async fn rotate_token(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(role): Path<String>,
+) -> Result<Response> {
+    let role: JoinRole = role
+        .parse()
+        .map_err(|e| Error::BadRequest("invalid_role", e))?;
+    let secret = crate::identity::random_hex(16);
+    let (_, index) = propose(
+        &s,
+        Command::Cluster(ClusterCommand::RotateJoinSecret { role, secret }),
+        None,
+    )
+    .await?;
+    let cfg = cluster_config(&s).await?;
+    Ok(with_index(
+        index,
+        Json(serde_json::json!({ "role": role, "token": cfg.token(role).to_string() })),
+    ))
+}
+
+pub async fn kv_put(
+    State(s): State<AppState>,
+    Admin(_): Admin,
+    Path(key): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Result<Response> {
+    panal_actors::kv::validate(&key, &body)?;
+    let idem = idempotency_key(&headers)?;
+    let (reply, index) =
+        propose(&s, Command::Kv(KvCommand::Put { key, value: body }), idem).await?;
+    Ok(with_index(index, Json(reply_json(reply))))
+}
+
+pub async fn kv_get(
+    State(s): State<AppState>,
+    Admin(_): Admin,
+    Path(key): Path<String>,
+    opts: ReadOptions,
+) -> Result<Response> {
+    let (entry, index) = s
+        .replica
+        .read(opts.consistency, opts.min_index, READ_TIMEOUT, move |db| {
+            panal_actors::kv::get(db, &key)
+        })
+        .await?;
+    match entry? {
+        Some(e) => Ok(with_index(index, Json(e))),
+        None => Err(Error::NotFound("no such key".into())),
+    }
+}
+
+pub async fn checksum(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
+    let (index, sum) = s.replica.state_machine().checksum().await?;
+    Ok(Json(
+        serde_json::json!({ "applied_index": index, "checksum": sum }),
+    ))
+}
+
+pub async fn snapshot(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
+    let index = s.replica.snapshot_now().await?;
+    Ok(Json(
+        serde_json::json!({ "snapshot_index": index, "status": s.replica.status() }),
+    ))
+}
+
+/// The client's `Idempotency-Key`, scoped so keys of different routes never collide.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v.to_str().map_err(|_| {
+                Error::BadRequest("invalid_header", "Idempotency-Key must be text".into())
+            })?;
+            if k.is_empty() || k.len() > 128 {
+                return Err(Error::BadRequest(
+                    "invalid_header",
+                    "Idempotency-Key must be 1 to 128 characters".into(),
+                ));
+            }
+            Ok(Some(format!("client:{k}")))
+        }
+    }
+}
+
+fn reply_json(reply: Reply) -> serde_json::Value {
+    match reply {
+        Reply::KvEntry(e) => serde_json::to_value(e).unwrap_or_default(),
+        other => serde_json::to_value(other).unwrap_or_default(),
+    }
+}

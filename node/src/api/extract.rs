@@ -1,0 +1,159 @@
+//! Request extractors: JSON bodies, bearer tokens and read options, each failing with a
+//! 4xx in the one error shape.
+
+use std::str::FromStr;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use panal_actors::auth::{Identity, Role};
+use panal_raft::Consistency;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::{error_response, Error};
+
+/// A JSON body; malformed or oversized bodies are 400 / 413 in the one error shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> Response {
+    match rej {
+        JsonRejection::MissingJsonContentType(_) => error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+            None,
+        ),
+        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+                None,
+            )
+        }
+        JsonRejection::JsonDataError(e) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            &e.body_text(),
+            None,
+        ),
+        other => error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            &other.body_text(),
+            None,
+        ),
+    }
+}
+
+/// The caller's verified identity, from `Authorization: Bearer …`, checked locally
+/// against the replicated signing keys.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                Error::InvalidToken("missing token: send Authorization: Bearer <token>".into())
+            })?;
+        let value = header
+            .to_str()
+            .map_err(|_| Error::InvalidToken("malformed Authorization header".into()))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                Error::InvalidToken("the Authorization header must be: Bearer <token>".into())
+            })?
+            .trim()
+            .to_string();
+        let identity = state
+            .replica
+            .state_machine()
+            .read(move |db| panal_actors::auth::verify_token(db, &token))
+            .await
+            .map_err(Error::Replica)??;
+        Ok(Caller(identity))
+    }
+}
+
+/// A caller with the admin role.
+pub struct Admin(pub Identity);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Caller(identity) = Caller::from_request_parts(parts, state).await?;
+        if identity.role != Role::Admin {
+            return Err(Error::Forbidden(
+                "this endpoint needs the admin role".into(),
+            ));
+        }
+        Ok(Admin(identity))
+    }
+}
+
+/// How a read wants to be served: `X-Panal-Consistency` (or `?consistency=`) and the
+/// client's last seen write index `X-Panal-Index`.
+pub struct ReadOptions {
+    pub consistency: Consistency,
+    pub min_index: u64,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadOptions {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let bad = |m: String| {
+            error_response(StatusCode::BAD_REQUEST, "invalid_header", &m, None).into_response()
+        };
+        let from_query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("consistency="))
+                .map(String::from)
+        });
+        let level = match parts.headers.get("x-panal-consistency") {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| bad("X-Panal-Consistency is not text".into()))?
+                    .to_string(),
+            ),
+            None => from_query,
+        };
+        let consistency = match level {
+            Some(l) => Consistency::from_str(&l).map_err(bad)?,
+            None => Consistency::Session,
+        };
+        let min_index = match parts.headers.get("x-panal-index") {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| bad("X-Panal-Index must be a non-negative integer".into()))?,
+            None => 0,
+        };
+        Ok(ReadOptions {
+            consistency,
+            min_index,
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! The public HTTP API on the api port: routing, the per-request middleware (request id,
+//! `X-Panal-Node`), request extractors that turn bad input into 4xx errors, and the
+//! handlers, which stay thin: parse → call the replica → map the result.
+
+mod auth;
+mod cluster;
+mod extract;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use panal_actors::Replica;
+
+use crate::error::{error_response, REQUEST_ID};
+
+pub use extract::Admin;
+
+/// Largest accepted API request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Deadline for a write (including forwarding and retries across an election).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for a read barrier (`session` / `linearizable`).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub replica: Replica,
+    pub node_name: Arc<str>,
+    /// Set once this node knows a leader and has caught up with the commit index the
+    /// leader reported after start-up.
+    pub caught_up: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let node_header =
+        HeaderValue::from_str(&state.node_name).unwrap_or(HeaderValue::from_static("unknown"));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/cluster/status", get(cluster::status))
+        .route("/api/v1/cluster/nodes", get(cluster::nodes))
+        .route(
+            "/api/v1/cluster/nodes/{id}",
+            axum::routing::delete(cluster::remove),
+        )
+        .route("/api/v1/cluster/nodes/{id}/promote", post(cluster::promote))
+        .route("/api/v1/cluster/nodes/{id}/demote", post(cluster::demote))
+        .route("/api/v1/cluster/tokens", get(cluster::tokens))
+        .route(
+            "/api/v1/cluster/tokens/{role}/rotate",
+            post(cluster::rotate_token),
+        )
+        .route(
+            "/api/v1/cluster/kv/{key}",
+            put(cluster::kv_put).get(cluster::kv_get),
+        )
+        .route("/api/v1/cluster/checksum", get(cluster::checksum))
+        .route("/api/v1/cluster/snapshot", post(cluster::snapshot))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            node_header,
+            per_request,
+        ))
+        .with_state(state)
+}
+
+/// Gives each request an id (kept in a task-local for error bodies) and stamps the
+/// response with the node's name and the id.
+async fn per_request(State(node): State<HeaderValue>, req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(String::from)
+        .unwrap_or_else(|| crate::identity::random_hex(8));
+    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    resp.headers_mut().insert("x-panal-node", node);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route", None)
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+        None,
+    )
+}
+
+async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "node": &*s.node_name }))
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    let leader = s.replica.leader().map(|(id, _)| id);
+    let caught_up = s.caught_up.load(Ordering::Acquire);
+    let body = serde_json::json!({
+        "ready": leader.is_some() && caught_up,
+        "node": &*s.node_name,
+        "leader": leader,
+        "caught_up": caught_up,
+        "applied_index": s.replica.applied_index(),
+    });
+    if leader.is_none() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "this node knows no leader",
+            Some(1),
+        );
+    }
+    if !caught_up {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching_up",
+            "this node is still catching up with the leader",
+            Some(1),
+        );
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}

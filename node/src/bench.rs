@@ -1,0 +1,402 @@
+//! `panal bench …`: load generators that print a table. Speed targets live here, never in
+//! timed tests.
+//!
+//! `bench raft` measures acknowledged writes through a local 3-manager cluster at several
+//! concurrencies, the same load against a 3-member etcd on loopback when `etcd` is
+//! installed (`scripts/bench-raft.sh` installs it), and leader failover time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use clap::{Args, Subcommand};
+use tokio::process::Command;
+
+use crate::error::{Error, Result};
+use crate::up::LocalCluster;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Replicated writes/s and latency vs etcd, and leader failover time.
+    Raft(RaftBench),
+}
+
+#[derive(Debug, Args)]
+pub struct RaftBench {
+    /// Concurrent writers per run, comma-separated.
+    #[arg(long, default_value = "1,16,128")]
+    pub writers: String,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Leader kills to time.
+    #[arg(long, default_value_t = 5)]
+    pub failovers: usize,
+    /// First port for the benchmark's own cluster.
+    #[arg(long, default_value_t = 17700)]
+    pub base_port: u16,
+    /// Skip etcd even when it is installed.
+    #[arg(long)]
+    pub no_etcd: bool,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Raft(args) => raft(args).await,
+    }
+}
+
+/// Latencies and counts of one load run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadResult {
+    pub system: String,
+    pub writers: usize,
+    pub ok: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Runs `writers` loops for `duration`, each issuing `request(seq)` and awaiting it.
+/// The one load generator every benchmark uses.
+pub async fn load<F, Fut>(
+    system: &str,
+    writers: usize,
+    duration: Duration,
+    request: F,
+) -> LoadResult
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mut seq = (w as u64) << 40;
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    if request(seq).await {
+                        lat.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                    seq += 1;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    LoadResult {
+        system: system.into(),
+        writers,
+        ok: all.len() as u64,
+        errors,
+        per_second: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+async fn raft(args: RaftBench) -> Result<()> {
+    let writers: Vec<usize> = args
+        .writers
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse()
+                .map_err(|_| Error::Fatal(format!("--writers: {w:?} is not a number")))
+        })
+        .collect::<Result<_>>()?;
+    let duration = Duration::from_secs(args.seconds);
+    let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
+    eprintln!(
+        "starting a 3-manager panal cluster in {}",
+        dir.path().display()
+    );
+    let mut cluster = LocalCluster::up(dir.path(), 3, 0, args.base_port, &[]).await?;
+    let token = login_token(&cluster).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .map_err(|e| Error::Fatal(e.to_string()))?;
+    let urls: Arc<Vec<String>> =
+        Arc::new(cluster.nodes.iter().map(|n| n.api_url.clone()).collect());
+
+    let mut results = Vec::new();
+    for &w in &writers {
+        let (http, urls, token) = (http.clone(), urls.clone(), token.clone());
+        let r = load("panal", w, duration, move |seq| {
+            let url = format!(
+                "{}/api/v1/cluster/kv/k{}",
+                urls[(seq as usize) % urls.len()],
+                seq % 10_000
+            );
+            let req = http
+                .put(url)
+                .bearer_auth(&token)
+                .body(format!("value-{seq}"));
+            async move { matches!(req.send().await, Ok(r) if r.status().is_success()) }
+        })
+        .await;
+        eprintln!(
+            "panal  writers={w:<4} {:>8.0} writes/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            r.per_second, r.p50_ms, r.p99_ms, r.errors
+        );
+        results.push(r);
+    }
+
+    if !args.no_etcd {
+        match Etcd::start(args.base_port + 500).await {
+            Ok(etcd) => {
+                for &w in &writers {
+                    let (http, urls) = (http.clone(), Arc::new(etcd.client_urls.clone()));
+                    let r = load("etcd", w, duration, move |seq| {
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        let body = serde_json::json!({ "key": b64.encode(format!("k{}", seq % 10_000)), "value": b64.encode(format!("value-{seq}")) });
+                        let req = http.post(format!("{}/v3/kv/put", urls[(seq as usize) % urls.len()])).json(&body);
+                        async move { matches!(req.send().await, Ok(r) if r.status().is_success()) }
+                    })
+                    .await;
+                    eprintln!("etcd   writers={w:<4} {:>8.0} writes/s  p50 {:.2} ms  p99 {:.2} ms  errors {}", r.per_second, r.p50_ms, r.p99_ms, r.errors);
+                    results.push(r);
+                }
+                etcd.stop().await;
+            }
+            Err(e) => eprintln!("etcd skipped: {e}"),
+        }
+    }
+
+    let failovers = measure_failover(&mut cluster, &http, &token, args.failovers).await?;
+    cluster.stop().await;
+
+    println!("\n| system | writers | writes/s | p50 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} |",
+            r.system, r.writers, r.per_second, r.p50_ms, r.p99_ms, r.errors
+        );
+    }
+    for &w in &writers {
+        let p = results
+            .iter()
+            .find(|r| r.system == "panal" && r.writers == w);
+        let e = results
+            .iter()
+            .find(|r| r.system == "etcd" && r.writers == w);
+        if let (Some(p), Some(e)) = (p, e) {
+            println!(
+                "panal/etcd throughput at {w} writers: {:.2}x",
+                p.per_second / e.per_second.max(1e-9)
+            );
+        }
+    }
+    let mut sorted = failovers.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    println!(
+        "\nleader kill -9 → first acknowledged write (ms): {:?}; median {:.0} ms",
+        failovers.iter().map(|f| f.round()).collect::<Vec<_>>(),
+        median
+    );
+    if let Some(path) = args.json {
+        let json = serde_json::json!({ "writes": results, "failover_ms": failovers, "failover_median_ms": median });
+        std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default())
+            .map_err(|e| Error::Fatal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn login_token(cluster: &LocalCluster) -> Result<String> {
+    let http = reqwest::Client::new();
+    let resp: serde_json::Value = http
+        .post(format!("{}/api/v1/auth/login", cluster.nodes[0].api_url))
+        .json(&serde_json::json!({ "username": "admin", "password": cluster.password }))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| Error::Fatal(format!("login: {e}")))?
+        .json()
+        .await
+        .map_err(|e| Error::Fatal(format!("login: {e}")))?;
+    Ok(resp["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Kills the leader `trials` times; each figure is the time from SIGKILL to the first
+/// write acknowledged by a survivor.
+async fn measure_failover(
+    cluster: &mut LocalCluster,
+    http: &reqwest::Client,
+    token: &str,
+    trials: usize,
+) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for trial in 0..trials {
+        let status: serde_json::Value = http
+            .get(format!(
+                "{}/api/v1/cluster/status",
+                cluster.nodes[0].api_url
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))?;
+        let leader_name = status["leader"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some(victim) = cluster.nodes.iter().position(|n| n.name == leader_name) else {
+            return Err(Error::Fatal("no leader to kill".into()));
+        };
+        let survivors: Vec<String> = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, n)| n.api_url.clone())
+            .collect();
+        let killed = Instant::now();
+        cluster.kill(victim).await;
+        let mut seq = 0u64;
+        loop {
+            let url = format!(
+                "{}/api/v1/cluster/kv/failover",
+                survivors[(seq as usize) % survivors.len()]
+            );
+            seq += 1;
+            let ok = http
+                .put(url)
+                .bearer_auth(token)
+                .timeout(Duration::from_millis(500))
+                .header("idempotency-key", format!("failover-{trial}-{seq}"))
+                .body(format!("{trial}"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(30) {
+                return Err(Error::Fatal(
+                    "no write succeeded within 30 s of the leader kill".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ms = killed.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("failover trial {trial}: {ms:.0} ms (killed {leader_name})");
+        out.push(ms);
+        cluster.restart(victim)?;
+        cluster.wait_ready(victim, Duration::from_secs(60)).await?;
+    }
+    Ok(out)
+}
+
+/// A 3-member etcd on loopback, in a temp dir, with fsync on (etcd's default).
+struct Etcd {
+    children: Vec<tokio::process::Child>,
+    client_urls: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    async fn start(base: u16) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
+        let peer = |i: u16| format!("http://127.0.0.1:{}", base + 10 * i + 1);
+        let client = |i: u16| format!("http://127.0.0.1:{}", base + 10 * i);
+        let initial: Vec<String> = (0..3).map(|i| format!("e{i}={}", peer(i))).collect();
+        let mut children = Vec::new();
+        for i in 0..3u16 {
+            let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))
+                .map_err(|e| Error::Fatal(e.to_string()))?;
+            let child = Command::new("etcd")
+                .args(["--name", &format!("e{i}")])
+                .args([
+                    "--data-dir",
+                    &dir.path().join(format!("e{i}")).display().to_string(),
+                ])
+                .args([
+                    "--listen-client-urls",
+                    &client(i),
+                    "--advertise-client-urls",
+                    &client(i),
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer(i),
+                    "--initial-advertise-peer-urls",
+                    &peer(i),
+                ])
+                .args([
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .stdout(log.try_clone().map_err(|e| Error::Fatal(e.to_string()))?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| Error::Fatal(format!("cannot run etcd (install etcd-server): {e}")))?;
+            children.push(child);
+        }
+        let client_urls: Vec<String> = (0..3).map(client).collect();
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for url in &client_urls {
+            loop {
+                if let Ok(r) = http.get(format!("{url}/health")).send().await {
+                    if r.status().is_success() {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Fatal("etcd did not become healthy".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(Self {
+            children,
+            client_urls,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(mut self) {
+        for c in &mut self.children {
+            let _ = c.kill().await;
+        }
+    }
+}

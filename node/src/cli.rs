@@ -1,0 +1,152 @@
+//! Command-line interface: every flag also reads an environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "panal",
+    version,
+    about = "A self-contained application cluster: supervised services, Raft-replicated SQLite, HTTP on any node."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a node: create a cluster (--init), join one (--join), or restart from the data dir.
+    Start(StartArgs),
+    /// Start a local cluster of N node processes on 127.0.0.1 and keep it running until Ctrl-C.
+    Up(UpArgs),
+    /// List and manage cluster members.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Show or rotate the join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the cluster's state as seen by one node.
+    Status(AdminArgs),
+    /// Run a benchmark and print a table.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StartArgs {
+    /// Directory for the node's identity, Raft log, state database and snapshots.
+    #[arg(long, env = "PANAL_DATA_DIR", default_value = "./panal-data")]
+    pub data_dir: PathBuf,
+    /// Node name (unique in the cluster). Defaults to the host name.
+    #[arg(long, env = "PANAL_NAME")]
+    pub name: Option<String>,
+    /// Public HTTP API listen address.
+    #[arg(long, env = "PANAL_API_ADDR", default_value = "0.0.0.0:7700")]
+    pub api_addr: String,
+    /// Peer listen address (Raft RPC and forwarding, cluster-secret authenticated).
+    #[arg(long, env = "PANAL_PEER_ADDR", default_value = "0.0.0.0:7701")]
+    pub peer_addr: String,
+    /// Actor mesh listen address.
+    #[arg(long, env = "PANAL_MESH_ADDR", default_value = "0.0.0.0:7702")]
+    pub mesh_addr: String,
+    /// Host other nodes use to reach this one. Defaults to the listen host, or the host
+    /// name when listening on 0.0.0.0.
+    #[arg(long, env = "PANAL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Create a new cluster with this node as its first manager (first start only).
+    #[arg(long, env = "PANAL_INIT", conflicts_with = "join")]
+    pub init: bool,
+    /// Join the cluster through any member's peer address HOST[:PORT] (first start only).
+    #[arg(long, env = "PANAL_JOIN", requires = "token")]
+    pub join: Option<String>,
+    /// Join token printed by `--init` or `panal token show`.
+    #[arg(long, env = "PANAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "PANAL_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Raft election timeout lower bound in milliseconds (upper bound is twice this).
+    #[arg(long, env = "PANAL_ELECTION_TIMEOUT_MS", default_value_t = 400)]
+    pub election_timeout_ms: u64,
+    /// Build a snapshot every this many applied entries.
+    #[arg(long, env = "PANAL_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot.
+    #[arg(long, env = "PANAL_KEEP_AFTER_SNAPSHOT", default_value_t = 1000)]
+    pub keep_after_snapshot: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AdminArgs {
+    /// API URL of any node.
+    #[arg(
+        long = "node",
+        env = "PANAL_URL",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub url: String,
+    #[arg(long, env = "PANAL_USER", default_value = "admin")]
+    pub user: String,
+    #[arg(long, env = "PANAL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Table of members: id, name, role, raft state, leader, api address, reachable, applied index.
+    Ls(AdminArgs),
+    /// Make a worker a manager (Raft voter).
+    Promote {
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a manager a worker (learner with a full replica).
+    Demote {
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a node from the cluster.
+    Rm {
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print the join token for a role.
+    Show {
+        #[arg(value_parser = ["manager", "worker"])]
+        role: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace the join token for a role; the old one stops working.
+    Rotate {
+        #[arg(value_parser = ["manager", "worker"])]
+        role: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// Number of managers.
+    #[arg(long, env = "PANAL_UP_NODES", default_value_t = 3)]
+    pub nodes: u16,
+    /// Number of workers in addition to the managers.
+    #[arg(long, env = "PANAL_UP_WORKERS", default_value_t = 0)]
+    pub workers: u16,
+    /// Directory holding every node's data dir and log.
+    #[arg(long, env = "PANAL_UP_DIR", default_value = "./.panal")]
+    pub dir: PathBuf,
+    /// First API port; node i uses base+10*i (api), +1 (peer), +2 (mesh).
+    #[arg(long, env = "PANAL_UP_BASE_PORT", default_value_t = 7700)]
+    pub base_port: u16,
+}

@@ -1,0 +1,148 @@
+//! The node's one error type and its mapping to HTTP: every error leaves the node in the
+//! one JSON shape `{"error": {"code", "message", "request_id"}}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use panal_raft::Error as RaftError;
+
+tokio::task_local! {
+    /// The id of the request being served, for error bodies and logs.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    #[error("{1}")]
+    Unprocessable(String, String),
+    #[error("{0}")]
+    Replica(#[from] RaftError),
+    #[error("{0}")]
+    Actors(#[from] panal_actors::Error),
+    #[error("{0}")]
+    Internal(String),
+    /// Start-up and CLI failures (printed, not served).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<panal_actors::Rejection> for Error {
+    fn from(r: panal_actors::Rejection) -> Self {
+        let conflict = ["username_taken", "already_initialized", "name_taken"];
+        if let Some(code) = conflict.iter().find(|c| **c == r.code) {
+            Error::Conflict(code, r.message)
+        } else {
+            Error::Unprocessable(r.code, r.message)
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(format!("i/o: {e}"))
+    }
+}
+
+impl From<panal_raft::rusqlite::Error> for Error {
+    fn from(e: panal_raft::rusqlite::Error) -> Self {
+        Error::Internal(format!("database: {e}"))
+    }
+}
+
+impl Error {
+    /// HTTP status, stable error code and, for 503s, a Retry-After in seconds.
+    fn parts(&self) -> (StatusCode, String, Option<u32>) {
+        use StatusCode as S;
+        match self {
+            Error::BadRequest(code, _) => (S::BAD_REQUEST, (*code).into(), None),
+            Error::InvalidToken(_) => (S::UNAUTHORIZED, "invalid_token".into(), None),
+            Error::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized".into(), None),
+            Error::Forbidden(_) => (S::FORBIDDEN, "forbidden".into(), None),
+            Error::NotFound(_) => (S::NOT_FOUND, "not_found".into(), None),
+            Error::Conflict(code, _) => (S::CONFLICT, (*code).into(), None),
+            Error::Unprocessable(code, _) => (S::UNPROCESSABLE_ENTITY, code.clone(), None),
+            Error::Replica(e) => match e {
+                RaftError::NoLeader => (S::SERVICE_UNAVAILABLE, "no_leader".into(), Some(1)),
+                RaftError::ReplicaLagging { .. } => {
+                    (S::SERVICE_UNAVAILABLE, "replica_lagging".into(), Some(1))
+                }
+                RaftError::IdempotencyKeyReused => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused".into(),
+                    None,
+                ),
+                RaftError::Membership(_) | RaftError::UnknownNode(_) => {
+                    (S::CONFLICT, "membership".into(), None)
+                }
+                RaftError::Peer { .. } => {
+                    (S::SERVICE_UNAVAILABLE, "peer_unavailable".into(), Some(1))
+                }
+                RaftError::ShuttingDown => {
+                    (S::SERVICE_UNAVAILABLE, "shutting_down".into(), Some(1))
+                }
+                _ => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
+            },
+            Error::Actors(e) => match e {
+                panal_actors::Error::InvalidToken(_) => {
+                    (S::UNAUTHORIZED, "invalid_token".into(), None)
+                }
+                panal_actors::Error::BadCredentials => {
+                    (S::UNAUTHORIZED, "invalid_credentials".into(), None)
+                }
+                panal_actors::Error::Rejected(r) => (S::UNPROCESSABLE_ENTITY, r.code.clone(), None),
+                panal_actors::Error::NotInitialized => {
+                    (S::SERVICE_UNAVAILABLE, "not_initialized".into(), Some(1))
+                }
+                _ => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
+            },
+            Error::Internal(_) | Error::Fatal(_) => {
+                (S::INTERNAL_SERVER_ERROR, "internal".into(), None)
+            }
+        }
+    }
+}
+
+/// Builds the one error body.
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retry_after: Option<u32>,
+) -> Response {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": current_request_id() }
+    });
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+    }
+    resp
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code, retry) = self.parts();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %self, request_id = %current_request_id(), "request failed");
+        }
+        error_response(status, &code, &self.to_string(), retry)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,132 @@
+//! Join protocol on the peer port, in two steps so that the joining node can start its
+//! Raft server in between:
+//!
+//! 1. `POST /join` (authenticated by the join token, answered by any member): checks the
+//!    token, reserves a node id through Raft, returns the id and the cluster secret.
+//! 2. `POST /join/activate` (authenticated by the peer key): adds the node as a learner,
+//!    waits until it has caught up, and promotes it for a manager token. Forwarded to the
+//!    leader by the replica.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use panal_actors::cluster::{ClusterCommand, JoinRole, JoinToken};
+use panal_actors::{Command, Replica, Reply};
+use panal_raft::NodeInfo;
+use serde::{Deserialize, Serialize};
+
+use crate::api::WRITE_TIMEOUT;
+use crate::error::{error_response, Error};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub node: NodeInfo,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinAdmission {
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub cluster_secret: String,
+    pub role: JoinRole,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActivateRequest {
+    pub node_id: u64,
+    pub node: NodeInfo,
+    pub voter: bool,
+}
+
+/// Peer-port routes: the replica's Raft RPC plus the join protocol.
+pub fn router(replica: Replica) -> Router {
+    let open = Router::new()
+        .route("/join", post(admit))
+        .with_state(replica.clone());
+    let authenticated = replica.authenticated(
+        Router::new()
+            .route("/join/activate", post(activate))
+            .with_state(replica.clone()),
+    );
+    replica.peer_router().merge(open).merge(authenticated)
+}
+
+async fn admit(State(replica): State<Replica>, body: axum::body::Bytes) -> Response {
+    let req: JoinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                &e.to_string(),
+                None,
+            )
+        }
+    };
+    match admit_inner(&replica, req).await {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "join refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn admit_inner(replica: &Replica, req: JoinRequest) -> Result<JoinAdmission, Error> {
+    let token: JoinToken = req
+        .token
+        .parse()
+        .map_err(|e| Error::BadRequest("invalid_join_token", e))?;
+    let config = replica
+        .state_machine()
+        .read(|db| panal_actors::cluster::config(db))
+        .await??
+        .ok_or(Error::Actors(panal_actors::Error::NotInitialized))?;
+    let role = config
+        .verify(&token)
+        .map_err(|r| Error::Unauthorized(r.message))?;
+    if req.node.name.is_empty() || req.node.name.len() > 64 {
+        return Err(Error::BadRequest(
+            "invalid_name",
+            "node name must be 1 to 64 characters".into(),
+        ));
+    }
+    if let Some((id, _, _)) = replica
+        .members()
+        .into_iter()
+        .find(|(_, n, _)| n.name == req.node.name)
+    {
+        return Err(Error::Conflict(
+            "name_taken",
+            format!("a member named {:?} exists (id {id}); remove it first or start with another --name", req.node.name),
+        ));
+    }
+    let out = replica
+        .write(
+            &Command::Cluster(ClusterCommand::AllocateNodeId),
+            None,
+            WRITE_TIMEOUT,
+        )
+        .await?;
+    let Reply::NodeId(node_id) = out.response? else {
+        return Err(Error::Internal("unexpected reply to AllocateNodeId".into()));
+    };
+    tracing::info!(node_id, name = %req.node.name, role = role.as_str(), "admitted a joining node");
+    Ok(JoinAdmission {
+        node_id,
+        cluster_id: config.cluster_id,
+        cluster_secret: config.cluster_secret,
+        role,
+    })
+}
+
+async fn activate(State(replica): State<Replica>, Json(req): Json<ActivateRequest>) -> Response {
+    tracing::info!(node_id = req.node_id, node = %req.node, voter = req.voter, "adding node to the membership");
+    match replica.add_member(req.node_id, req.node, req.voter).await {
+        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
+        Err(e) => Error::Replica(e).into_response(),
+    }
+}

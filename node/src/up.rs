@@ -1,0 +1,293 @@
+//! `panal up`: a local cluster of node processes of this same binary on 127.0.0.1.
+//! [`LocalCluster`] is also what the benchmarks start and break.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::cli::{AdminArgs, UpArgs};
+use crate::error::{Error, Result};
+
+/// Ports of node `i` (0-based): api = base + 10·i, peer = +1, mesh = +2.
+pub fn ports(base: u16, i: u16) -> (u16, u16, u16) {
+    let api = base + 10 * i;
+    (api, api + 1, api + 2)
+}
+
+pub struct LocalNode {
+    pub name: String,
+    pub api_url: String,
+    pub peer_addr: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A set of local node processes, stopped when dropped.
+pub struct LocalCluster {
+    pub nodes: Vec<LocalNode>,
+    pub password: String,
+    exe: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts (or restarts, when `dir` already holds it) a cluster of `managers` +
+    /// `workers` nodes and waits until every node is ready.
+    pub async fn up(
+        dir: &Path,
+        managers: u16,
+        workers: u16,
+        base_port: u16,
+        extra: &[String],
+    ) -> Result<Self> {
+        if managers == 0 {
+            return Err(Error::Fatal("--nodes must be at least 1".into()));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", dir.display())))?;
+        let exe = std::env::current_exe().map_err(|e| Error::Fatal(e.to_string()))?;
+        let password_file = dir.join("admin-password");
+        let existing = dir.join("node1").join("node.json").exists();
+        let password = match std::fs::read_to_string(&password_file) {
+            Ok(p) if existing => p.trim().to_string(),
+            _ => {
+                let p = crate::identity::random_hex(12);
+                std::fs::write(&password_file, &p).map_err(|e| Error::Fatal(e.to_string()))?;
+                p
+            }
+        };
+        let mut nodes = Vec::new();
+        for i in 0..managers + workers {
+            let (api, peer, mesh) = ports(base_port, i);
+            let name = format!("node{}", i + 1);
+            let data_dir = dir.join(&name);
+            let mut args = vec![
+                "start".into(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--name".into(),
+                name.clone(),
+                "--api-addr".into(),
+                format!("127.0.0.1:{api}"),
+                "--peer-addr".into(),
+                format!("127.0.0.1:{peer}"),
+                "--mesh-addr".into(),
+                format!("127.0.0.1:{mesh}"),
+            ];
+            args.extend(extra.iter().cloned());
+            nodes.push(LocalNode {
+                log: dir.join(format!("{name}.log")),
+                name,
+                api_url: format!("http://127.0.0.1:{api}"),
+                peer_addr: format!("127.0.0.1:{peer}"),
+                args,
+                child: None,
+            });
+        }
+        let mut cluster = LocalCluster {
+            nodes,
+            password,
+            exe,
+        };
+        if existing {
+            for i in 0..cluster.nodes.len() {
+                cluster.spawn(i, &[])?;
+            }
+        } else {
+            cluster.spawn(0, &["--init".into()])?;
+            cluster.wait_ready(0, Duration::from_secs(60)).await?;
+            let admin = cluster.admin_args(0);
+            let client = crate::admin::AdminClient::login(&admin).await?;
+            let tokens = client
+                .request(reqwest::Method::GET, "/api/v1/cluster/tokens")
+                .await?;
+            let first_peer = cluster.nodes[0].peer_addr.clone();
+            for i in 1..cluster.nodes.len() {
+                let role = if (i as u16) < managers {
+                    "manager"
+                } else {
+                    "worker"
+                };
+                let token = tokens[role].as_str().unwrap_or_default().to_string();
+                cluster.spawn(
+                    i,
+                    &["--join".into(), first_peer.clone(), "--token".into(), token],
+                )?;
+                // One at a time: each join changes the membership.
+                cluster.wait_ready(i, Duration::from_secs(60)).await?;
+            }
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_ready(i, Duration::from_secs(60)).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize, extra: &[String]) -> Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| Error::Fatal(format!("cannot open {}: {e}", node.log.display())))?;
+        let log_err = log.try_clone().map_err(|e| Error::Fatal(e.to_string()))?;
+        let child = Command::new(&self.exe)
+            .args(&node.args)
+            .args(extra)
+            .env("PANAL_ADMIN_PASSWORD", &self.password)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Fatal(format!("cannot start {}: {e}", node.name)))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Restarts a stopped node from its data dir.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.spawn(i, &[])
+    }
+
+    /// SIGKILLs node `i`.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    pub fn admin_args(&self, i: usize) -> AdminArgs {
+        AdminArgs {
+            url: self.nodes[i].api_url.clone(),
+            user: "admin".into(),
+            password: Some(self.password.clone()),
+        }
+    }
+
+    pub async fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/ready", self.nodes[i].api_url);
+        loop {
+            if let Some(child) = self.nodes[i].child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let tail = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+                    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                    return Err(Error::Fatal(format!(
+                        "{} exited ({status}); last log lines:\n{}",
+                        self.nodes[i].name,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )));
+                }
+            }
+            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(1)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Fatal(format!(
+                    "{} not ready after {timeout:?}; see {}",
+                    self.nodes[i].name,
+                    self.nodes[i].log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM to every node and waits for them to exit.
+    pub async fn stop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                if let Some(pid) = child.id() {
+                    let _ = std::process::Command::new("kill")
+                        .arg("-TERM")
+                        .arg(pid.to_string())
+                        .status();
+                }
+                if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(args: UpArgs) -> Result<()> {
+    let mut cluster =
+        LocalCluster::up(&args.dir, args.nodes, args.workers, args.base_port, &[]).await?;
+    println!(
+        "Panal cluster up: {} managers, {} workers (data in {})",
+        args.nodes,
+        args.workers,
+        args.dir.display()
+    );
+    for n in &cluster.nodes {
+        println!(
+            "  {:<8} {}   (log: {}/{}.log)",
+            n.name,
+            n.api_url,
+            args.dir.display(),
+            n.name
+        );
+    }
+    println!("Admin user: admin   password: {}", cluster.password);
+    let client = crate::admin::AdminClient::login(&cluster.admin_args(0)).await?;
+    let tokens = client
+        .request(reqwest::Method::GET, "/api/v1/cluster/tokens")
+        .await?;
+    println!(
+        "Manager token: {}",
+        tokens["manager"].as_str().unwrap_or_default()
+    );
+    println!(
+        "Worker token:  {}",
+        tokens["worker"].as_str().unwrap_or_default()
+    );
+    let url = &cluster.nodes[0].api_url;
+    println!("Try:");
+    println!("  TOKEN=$(curl -s {url}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')", cluster.password);
+    println!("  curl -s -X PUT {url}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\" -d world");
+    println!(
+        "  curl -s {}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\"",
+        cluster
+            .nodes
+            .last()
+            .map(|n| n.api_url.as_str())
+            .unwrap_or(url)
+    );
+    println!(
+        "  panal node ls --node {url} --password {}",
+        cluster.password
+    );
+    println!(
+        "Ctrl-C stops every node; `panal up --dir {}` starts the same cluster again.",
+        args.dir.display()
+    );
+
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {
+                if let Ok(rows) = client.request(reqwest::Method::GET, "/api/v1/cluster/nodes").await {
+                    let line: Vec<String> = rows.as_array().into_iter().flatten().map(|r| {
+                        format!("{}:{}{}@{}", r["name"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("down"),
+                            if r["reachable"].as_bool() == Some(true) { "" } else { "!" }, r["applied_index"])
+                    }).collect();
+                    println!("status: {}", line.join("  "));
+                }
+            }
+        }
+    }
+    println!("stopping…");
+    cluster.stop().await;
+    Ok(())
+}
