@@ -48,9 +48,10 @@ impl LogStore {
         let conn = self.conn.clone();
         blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard).map_err(|e| err(&e).into())
+            f(&mut guard)
         })
         .await
+        .map_err(|e| err(&e).into())
     }
 }
 

@@ -28,15 +28,15 @@ fn encode<T: Serialize>(v: &T) -> Response {
     }
 }
 
-fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, String> {
     rmp_serde::from_slice(body).map_err(|e| {
         tracing::warn!(error = %e, "malformed peer request");
-        (
-            StatusCode::BAD_REQUEST,
-            format!("malformed peer request: {e}"),
-        )
-            .into_response()
+        format!("malformed peer request: {e}")
     })
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, message).into_response()
 }
 
 /// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
@@ -100,7 +100,7 @@ impl<A: Application> Replica<A> {
 async fn append<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Response {
     let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(message) => return bad_request(message),
     };
     encode(&r.raft().append_entries(req).await)
 }
@@ -108,7 +108,7 @@ async fn append<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Res
 async fn vote<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Response {
     let req: VoteRequest<NodeId> = match decode(&body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(message) => return bad_request(message),
     };
     encode(&r.raft().vote(req).await)
 }
@@ -116,7 +116,7 @@ async fn vote<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Respo
 async fn snapshot<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Response {
     let chunk: SnapshotChunk = match decode(&body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(message) => return bad_request(message),
     };
     encode(&r.raft().install_snapshot(chunk.into()).await)
 }
@@ -124,7 +124,7 @@ async fn snapshot<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> R
 async fn forward<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Response {
     let proposal: Proposal = match decode(&body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(message) => return bad_request(message),
     };
     encode(&r.propose_local(proposal).await)
 }
@@ -136,7 +136,7 @@ async fn read_index<A: Application>(State(r): State<Replica<A>>) -> Response {
 async fn membership<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Response {
     let change: MembershipChange = match decode(&body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(message) => return bad_request(message),
     };
     encode(&r.change_membership_local(change).await)
 }

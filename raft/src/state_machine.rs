@@ -217,7 +217,7 @@ impl<A: Application> StateMachine<A> {
         p: Proposal,
     ) -> rusqlite::Result<ProposalOutcome> {
         let index = ctx.index;
-        if index % SWEEP_EVERY == 0 {
+        if index.is_multiple_of(SWEEP_EVERY) {
             tx.execute(
                 "DELETE FROM _raft_idempotency WHERE expires_ms <= ?1",
                 [ctx.now_ms],

@@ -1,0 +1,291 @@
+//! Replicated core, end to end: real `panal` processes on loopback addresses.
+
+use panal_tests::{poll, Cluster};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_managers_form_and_a_follower_write_is_visible_everywhere() {
+    let c = Cluster::start(3, 0, &[]).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let (status, index) = c.put(follower, "greeting", "hello").await;
+    assert_eq!(status, 200);
+    assert!(index > 0, "a write response carries X-Panal-Index");
+    for i in 0..3 {
+        let (s, v) = c.get(i, "greeting", "session", index).await;
+        assert_eq!(
+            (s, v["value"].as_str()),
+            (200, Some("hello")),
+            "session read on {}",
+            c.nodes[i].name
+        );
+        let (s, v) = c.get(i, "greeting", "linearizable", 0).await;
+        assert_eq!(
+            (s, v["value"].as_str()),
+            (200, Some("hello")),
+            "linearizable read on {}",
+            c.nodes[i].name
+        );
+    }
+    // Every response names the node that served it.
+    let r = c
+        .http
+        .get(format!("{}/health", c.nodes[2].api()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-panal-node"], "n3");
+
+    let out = panal_tests::run_panal(
+        &[
+            "node",
+            "ls",
+            "--node",
+            &c.nodes[1].api(),
+            "--password",
+            &c.password,
+        ],
+        &[],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.contains("manager") && l.contains("yes"))
+            .count(),
+        3,
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" leader ")).count(),
+        1,
+        "exactly one leader row: {table}"
+    );
+    c.converged_checksum().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_kill_elects_a_new_leader_and_the_killed_node_catches_up() {
+    let mut c = Cluster::start(3, 0, &[]).await;
+    let mut last = 0;
+    for k in 0..10 {
+        let (s, i) = c.put(k % 3, &format!("before-{k}"), "v").await;
+        assert_eq!(s, 200);
+        last = last.max(i);
+    }
+    let old = c.leader().await;
+    c.kill(old);
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    for i in c.running() {
+        let (s, idx) = c.put(i, &format!("after-{i}"), "v").await;
+        assert_eq!(s, 200, "write through survivor {}", c.nodes[i].name);
+        last = last.max(idx);
+    }
+    c.restart(old).await;
+    for k in 0..10 {
+        let (s, v) = c.get(old, &format!("before-{k}"), "session", last).await;
+        assert_eq!((s, v["value"].as_str()), (200, Some("v")));
+    }
+    for i in 0..3 {
+        if i != old {
+            let (s, _) = c.get(old, &format!("after-{i}"), "session", last).await;
+            assert_eq!(
+                s, 200,
+                "the restarted node has the writes made while it was down"
+            );
+        }
+    }
+    c.converged_checksum().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_joining_after_purge_catches_up_through_a_snapshot_and_can_be_promoted() {
+    let mut c = Cluster::start(
+        3,
+        0,
+        &["--snapshot-every", "20", "--keep-after-snapshot", "2"],
+    )
+    .await;
+    let mut last = 0;
+    for k in 0..60 {
+        let (s, i) = c.put(0, &format!("k{k}"), &format!("v{k}")).await;
+        assert_eq!(s, 200);
+        last = i;
+    }
+    let leader = c.leader().await;
+    poll("the leader to purge its log behind a snapshot", || async {
+        c.admin_get(leader, "/api/v1/cluster/status").await["node"]["purged_index"]
+            .as_u64()
+            .unwrap_or(0)
+            > 10
+    })
+    .await;
+    let w = c.add_node("worker").await;
+    let status = c.admin_get(w, "/api/v1/cluster/status").await;
+    assert!(
+        status["node"]["snapshot_index"].as_u64().is_some(),
+        "the worker installed a snapshot: {status}"
+    );
+    assert_eq!(status["node"]["state"], "learner");
+    let (s, v) = c.get(w, "k0", "session", last).await;
+    assert_eq!(
+        (s, v["value"].as_str()),
+        (200, Some("v0")),
+        "the first key came with the snapshot"
+    );
+    c.converged_checksum().await;
+
+    // Membership management on the new node, through the CLI.
+    let id = c.node_id(w).await.to_string();
+    let api = c.nodes[1].api();
+    let cli = |verb: &'static str| {
+        let (id, api, pw) = (id.clone(), api.clone(), c.password.clone());
+        async move {
+            let out = panal_tests::run_panal(
+                &["node", verb, &id, "--node", &api, "--password", &pw],
+                &[],
+            );
+            assert!(
+                out.status.success(),
+                "node {verb}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    cli("promote").await;
+    assert_eq!(
+        c.role(id.parse().unwrap()).await.as_deref(),
+        Some("manager")
+    );
+    cli("demote").await;
+    assert_eq!(c.role(id.parse().unwrap()).await.as_deref(), Some("worker"));
+    cli("rm").await;
+    assert_eq!(c.role(id.parse().unwrap()).await, None);
+    c.kill(w);
+    let (s, _) = c.put(0, "after-rm", "v").await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_write_survives_killing_and_restarting_all_nodes() {
+    let mut c = Cluster::start(3, 0, &[]).await;
+    let mut writes = Vec::new();
+    for k in 0..30 {
+        let key = format!("durable-{k}");
+        let (s, _) = c.put(k % 3, &key, &k.to_string()).await;
+        assert_eq!(s, 200);
+        writes.push(key);
+    }
+    for i in 0..3 {
+        c.kill(i);
+    }
+    c.restart_all().await;
+    for (k, key) in writes.iter().enumerate() {
+        for i in 0..3 {
+            let (s, v) = c.get(i, key, "linearizable", 0).await;
+            assert_eq!(
+                (s, v["value"].as_str()),
+                (200, Some(k.to_string().as_str())),
+                "{key} on {}",
+                c.nodes[i].name
+            );
+        }
+    }
+    c.converged_checksum().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_keys_and_read_levels() {
+    let c = Cluster::start(3, 0, &[]).await;
+    let token = c.token().await;
+    let put = |node: usize, key: &'static str, body: &'static str, idem: &'static str| {
+        let req = c
+            .http
+            .put(format!("{}/api/v1/cluster/kv/{key}", c.nodes[node].api()))
+            .bearer_auth(&token)
+            .header("idempotency-key", idem)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let index = r
+                .headers()
+                .get("x-panal-index")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, index, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let first = put(0, "once", "a", "key-1").await;
+    let again = put(2, "once", "a", "key-1").await;
+    assert_eq!(first.0, 200);
+    assert_eq!(
+        first.2, again.2,
+        "a retried write returns the original response"
+    );
+    let reused = put(1, "once", "b", "key-1").await;
+    assert_eq!(
+        (reused.0, reused.2["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let (_, v) = c.get(1, "once", "linearizable", 0).await;
+    assert_eq!(v["value"], "a");
+
+    // A session read that the replica cannot reach in time: 503 replica_lagging.
+    let r = c
+        .http
+        .get(format!("{}/api/v1/cluster/kv/once", c.nodes[1].api()))
+        .bearer_auth(&token)
+        .header("x-panal-index", "999999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "replica_lagging"
+    );
+    let (s, v) = c.get(1, "once", "bogus", 0).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_header"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_quorum_writes_fail_with_no_leader_and_stale_reads_still_work() {
+    let mut c = Cluster::start(3, 0, &[]).await;
+    let (s, index) = c.put(0, "k", "v").await;
+    assert_eq!(s, 200);
+    c.converged_checksum().await;
+    let leader = c.leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            c.kill(i);
+        }
+    }
+    let (s, v) = c.get(survivor, "k", "stale", 0).await;
+    assert_eq!((s, v["value"].as_str()), (200, Some("v")));
+    let (s, _) = c.get(survivor, "k", "session", index).await;
+    assert_eq!(s, 200);
+    let r = c
+        .http
+        .put(format!("{}/api/v1/cluster/kv/k2", c.nodes[survivor].api()))
+        .bearer_auth(c.token().await)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "no_leader"
+    );
+}
