@@ -251,7 +251,21 @@ pub fn issue_token(db: &Connection, user: &User, now_secs: i64) -> Result<(Strin
 /// Verifies a bearer token locally: structure, algorithm (HS256 only), key id, signature,
 /// expiry. Every failure is `InvalidToken` with a message naming the problem.
 pub fn verify_token(db: &Connection, token: &str) -> Result<Identity, Error> {
-    let invalid = |m: &str| Error::InvalidToken(m.to_string());
+    let kid = key_id(token)?;
+    let secret = jwt_secret(db, &kid)?.ok_or_else(unknown_key)?;
+    verify_with_key(token, &secret)
+}
+
+fn invalid(m: &str) -> Error {
+    Error::InvalidToken(m.to_string())
+}
+
+pub fn unknown_key() -> Error {
+    invalid("token was signed with an unknown key")
+}
+
+/// Checks the token's structure and algorithm and returns the id of its signing key.
+pub fn key_id(token: &str) -> Result<String, Error> {
     let segments = token.split('.').count();
     if segments != 3 {
         return Err(invalid(&format!(
@@ -274,13 +288,20 @@ pub fn verify_token(db: &Connection, token: &str) -> Result<Identity, Error> {
             header.alg
         )));
     }
-    let kid = header.kid.ok_or_else(|| invalid("token has no key id"))?;
-    let secret: Option<String> = db
-        .query_row("SELECT secret FROM jwt_keys WHERE kid = ?1", [&kid], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let secret = secret.ok_or_else(|| invalid("token was signed with an unknown key"))?;
+    header.kid.ok_or_else(|| invalid("token has no key id"))
+}
+
+/// The secret of signing key `kid`. Keys never change once created (rotation adds a new
+/// one), so callers may cache the answer.
+pub fn jwt_secret(db: &Connection, kid: &str) -> rusqlite::Result<Option<String>> {
+    db.query_row("SELECT secret FROM jwt_keys WHERE kid = ?1", [kid], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+/// Checks signature and expiry with the given key secret.
+pub fn verify_with_key(token: &str, secret: &str) -> Result<Identity, Error> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
     validation.set_required_spec_claims(&["exp", "sub"]);

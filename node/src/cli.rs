@@ -65,10 +65,10 @@ pub struct StartArgs {
     #[arg(long, env = "PANAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Raft heartbeat interval in milliseconds.
-    #[arg(long, env = "PANAL_HEARTBEAT_MS", default_value_t = 100)]
+    #[arg(long, env = "PANAL_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
-    /// Raft election timeout lower bound in milliseconds (upper bound is twice this).
-    #[arg(long, env = "PANAL_ELECTION_TIMEOUT_MS", default_value_t = 400)]
+    /// Raft election timeout lower bound in milliseconds (upper bound: 20% more).
+    #[arg(long, env = "PANAL_ELECTION_TIMEOUT_MS", default_value_t = 250)]
     pub election_timeout_ms: u64,
     /// Build a snapshot every this many applied entries.
     #[arg(long, env = "PANAL_SNAPSHOT_EVERY", default_value_t = 10_000)]

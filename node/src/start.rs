@@ -103,6 +103,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
         replica: replica.clone(),
         node_name: name.clone().into(),
         caught_up: caught_up.clone(),
+        jwt_keys: Default::default(),
     };
     let shutdown = shutdown_signal();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

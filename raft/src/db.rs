@@ -5,13 +5,30 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
 
-/// Opens a read-write connection in WAL mode with `synchronous=FULL`: a commit is on disk
-/// when it returns, which is what "durable before acknowledged" needs.
-pub(crate) fn open_rw(path: &Path) -> rusqlite::Result<Connection> {
+/// How a read-write connection syncs its commits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SyncMode {
+    /// Every commit is on disk when it returns: the Raft log ("durable before
+    /// acknowledged").
+    Full,
+    /// Commits survive a process crash but may be lost on power loss: the state
+    /// database, which is rebuilt from the log (and snapshot) after such a loss.
+    Normal,
+}
+
+/// Opens a read-write connection in WAL mode.
+pub(crate) fn open_rw(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        },
+    )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }

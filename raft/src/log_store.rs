@@ -2,7 +2,10 @@
 //!
 //! Every append is one transaction committed with `synchronous=FULL` before openraft is
 //! told the entries are durable; a batch of entries costs one fsync (group commit).
+//! The newest entries are also kept in memory, so replication reads them without waiting
+//! behind an append's fsync or decoding them again.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -14,30 +17,57 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::db::{blocking, open_rw};
+use crate::db::{blocking, open_rw, SyncMode};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const META_VOTE: &str = "vote";
 const META_COMMITTED: &str = "committed";
 const META_PURGED: &str = "last_purged";
 
-/// The Raft log store. Cloning shares the same connection (the reader handed to
-/// replication tasks is a clone).
+/// How many of the newest entries are kept in memory.
+const CACHE_ENTRIES: usize = 8192;
+
+/// The Raft log store. Cloning shares the same connection and cache (the reader handed
+/// to replication tasks is a clone).
 #[derive(Clone)]
 pub struct LogStore {
     conn: Arc<Mutex<Connection>>,
+    /// The newest durable entries, by index: a contiguous suffix of the log.
+    cache: Arc<Mutex<BTreeMap<u64, Entry>>>,
 }
 
 impl LogStore {
     pub fn open(path: &Path) -> Result<Self, crate::Error> {
-        let conn = open_rw(path)?;
+        let conn = open_rw(path, SyncMode::Full)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            cache: Arc::new(Mutex::new(BTreeMap::new())),
         })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries `[start, end)` from memory, if all of them are cached.
+    fn cached(&self, start: i64, end: i64) -> Option<Vec<Entry>> {
+        let cache = self.cache();
+        let first = *cache.keys().next()? as i64;
+        let last = *cache.keys().next_back()? as i64;
+        if start < first || start > last + 1 {
+            return None;
+        }
+        let end = end.min(last + 1);
+        Some(
+            cache
+                .range(start as u64..end.max(start) as u64)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        )
     }
 
     async fn run<T: Send + 'static>(
@@ -100,6 +130,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
+        if let Some(hit) = self.cached(start, end) {
+            return Ok(hit);
+        }
         self.run(
             move |conn| {
                 let mut stmt = conn.prepare_cached(
@@ -187,6 +220,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let to_cache = entries.clone();
         let res = self
             .run(
                 move |conn| {
@@ -204,6 +238,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 |e| StorageIOError::write_logs(e),
             )
             .await;
+        if res.is_ok() {
+            let mut cache = self.cache();
+            // Keep the cache a contiguous suffix: a gap (never expected) restarts it.
+            if let (Some(first), Some(last)) = (to_cache.first(), cache.keys().next_back().copied())
+            {
+                if first.log_id.index > last + 1 {
+                    cache.clear();
+                }
+            }
+            for e in to_cache {
+                cache.insert(e.log_id.index, e);
+            }
+            while cache.len() > CACHE_ENTRIES {
+                cache.pop_first();
+            }
+        }
         // Only now is the batch on disk: tell openraft, success or not.
         match &res {
             Ok(()) => callback.log_io_completed(Ok(())),
@@ -213,6 +263,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache().retain(|i, _| *i < log_id.index);
         self.run(
             move |conn| {
                 conn.execute("DELETE FROM log WHERE idx >= ?1", [log_id.index as i64])
@@ -224,6 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache().retain(|i, _| *i > log_id.index);
         self.run(
             move |conn| {
                 // The purged id is recorded in the same transaction as the deletion, so

@@ -30,7 +30,9 @@ pub struct ReplicaConfig {
     pub data_dir: PathBuf,
     pub cluster_secret: String,
     pub heartbeat_ms: u64,
-    /// Election timeout lower bound; the upper bound is twice this.
+    /// Election timeout lower bound; the upper bound is 20% more. openraft's leader lease
+    /// equals the upper bound (followers refuse votes until it expires), so a narrow range
+    /// lets the first candidate after a leader loss win instead of the second.
     pub election_timeout_ms: u64,
     /// Build a snapshot once this many entries were applied since the last one.
     pub snapshot_every: u64,
@@ -45,8 +47,8 @@ impl ReplicaConfig {
             node,
             data_dir,
             cluster_secret,
-            heartbeat_ms: 100,
-            election_timeout_ms: 400,
+            heartbeat_ms: 50,
+            election_timeout_ms: 250,
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
         }
@@ -228,7 +230,7 @@ impl<A: Application> Replica<A> {
             cluster_name: "panal".into(),
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_timeout_ms,
-            election_timeout_max: cfg.election_timeout_ms * 2,
+            election_timeout_max: cfg.election_timeout_ms + (cfg.election_timeout_ms / 5).max(20),
             install_snapshot_timeout: 30_000,
             snapshot_max_chunk_size: 2 * 1024 * 1024,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),

@@ -5,6 +5,10 @@
 //! id and the membership, so a crash can never leave them disagreeing with the data.
 //! Snapshots are `VACUUM INTO` copies of the database (a consistent read transaction), kept
 //! as files under `snapshots/` and installed with SQLite's backup API in one transaction.
+//!
+//! The state database does not fsync each apply: the log is durable, so after a power loss
+//! the lost tail is applied again from the log. Should the log already be purged past what
+//! survived, `open` first restores the (fsynced) current snapshot.
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::app::{Application, ApplyContext};
-use crate::db::{blocking, open_ro, open_rw, ReadPool};
+use crate::db::{blocking, open_ro, open_rw, ReadPool, SyncMode};
 use crate::types::{
     Entry, LogId, Proposal, ProposalOutcome, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
@@ -110,12 +114,12 @@ impl<A: Application> StateMachine<A> {
         let db_path = dir.join("state.db");
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
-        let mut conn = open_rw(&db_path)?;
+        let mut conn = open_rw(&db_path, SyncMode::Normal)?;
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
         app.migrate(&tx)?;
         tx.commit()?;
-        Ok(Self {
+        let sm = Self {
             shared: Arc::new(Shared {
                 app,
                 reads: ReadPool::new(db_path.clone()),
@@ -124,7 +128,27 @@ impl<A: Application> StateMachine<A> {
                 writer: Mutex::new(conn),
                 snapshot_lock: Mutex::new(()),
             }),
-        })
+        };
+        sm.restore_snapshot_if_ahead()?;
+        Ok(sm)
+    }
+
+    /// Restores the current snapshot when it is newer than the database (the database lost
+    /// its last commits in a power loss, and the log behind the snapshot is purged).
+    fn restore_snapshot_if_ahead(&self) -> Result<(), crate::Error> {
+        let Some(current) = self.current_snapshot_meta()? else {
+            return Ok(());
+        };
+        let applied = {
+            let conn = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            applied_state_of(&conn)?.0
+        };
+        if current.meta.last_log_id > applied {
+            tracing::warn!(snapshot = %current.meta, "state database is behind its snapshot; restoring the snapshot");
+            let data = std::fs::read(self.shared.snapshot_dir.join(&current.file))?;
+            self.install_snapshot_blocking(&current.meta, data)?;
+        }
+        Ok(())
     }
 
     pub fn app(&self) -> &A {

@@ -205,3 +205,41 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
     assert!(sm.install_snapshot(&meta, garbage).await.is_err());
     assert_eq!(sm.checksum().await.unwrap(), before);
 }
+
+#[tokio::test]
+async fn a_state_database_behind_its_snapshot_is_restored_from_it_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_copy = tempfile::tempdir().unwrap().keep().join("old.db");
+    {
+        let mut sm = StateMachine::open(dir.path(), Kv).unwrap();
+        sm.apply(
+            (1..=10)
+                .map(|i| entry(i, &incr(), None, i as i64))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+        sm.backup_to(old_copy.clone()).await.unwrap();
+        sm.apply(
+            (11..=50)
+                .map(|i| entry(i, &incr(), None, i as i64))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    }
+    // Simulate a power loss that took the state database back to index 10 while the log
+    // behind the snapshot at 50 is gone.
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    std::fs::copy(&old_copy, dir.path().join("state.db")).unwrap();
+    let sm = StateMachine::open(dir.path(), Kv).unwrap();
+    assert_eq!(sm.last_applied().await.unwrap().map(|l| l.index), Some(50));
+    assert_eq!(value(&sm, "n").await.as_deref(), Some("50"));
+}

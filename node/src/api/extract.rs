@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use panal_actors::auth::{Identity, Role};
+use panal_actors::auth::{self, Identity, Role};
 use panal_raft::Consistency;
 use serde::de::DeserializeOwned;
 
@@ -85,13 +85,32 @@ impl FromRequestParts<AppState> for Caller {
             })?
             .trim()
             .to_string();
-        let identity = state
-            .replica
-            .state_machine()
-            .read(move |db| panal_actors::auth::verify_token(db, &token))
-            .await
-            .map_err(Error::Replica)??;
-        Ok(Caller(identity))
+        let kid = auth::key_id(&token)?;
+        let cached = state
+            .jwt_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&kid)
+            .cloned();
+        let secret = match cached {
+            Some(secret) => secret,
+            None => {
+                let lookup = kid.clone();
+                let secret = state
+                    .replica
+                    .state_machine()
+                    .read(move |db| auth::jwt_secret(db, &lookup))
+                    .await??
+                    .ok_or_else(auth::unknown_key)?;
+                state
+                    .jwt_keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(kid, secret.clone());
+                secret
+            }
+        };
+        Ok(Caller(auth::verify_with_key(&token, &secret)?))
     }
 }
 

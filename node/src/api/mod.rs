@@ -37,6 +37,9 @@ pub struct AppState {
     /// Set once this node knows a leader and has caught up with the commit index the
     /// leader reported after start-up.
     pub caught_up: Arc<AtomicBool>,
+    /// JWT signing keys by key id, loaded from the replica on first use. Keys never
+    /// change once created, so entries never go stale.
+    pub jwt_keys: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
 }
 
 pub fn router(state: AppState) -> Router {
