@@ -71,12 +71,7 @@ struct Claims {
 pub enum AuthCommand {
     /// `password_hash` is computed by the proposer: hashing is slow and salted at random,
     /// so it must not run inside the deterministic `apply`.
-    CreateUser {
-        username: String,
-        password_hash: String,
-        email: Option<String>,
-        role: Role,
-    },
+    CreateUser { username: String, password_hash: String, email: Option<String>, role: Role },
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -97,21 +92,11 @@ pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-pub(crate) fn apply(
-    db: &Connection,
-    ctx: &ApplyContext,
-    command: AuthCommand,
-) -> rusqlite::Result<Response> {
+pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: AuthCommand) -> rusqlite::Result<Response> {
     match command {
-        AuthCommand::CreateUser {
-            username,
-            password_hash,
-            email,
-            role,
-        } => Ok(
-            create_user(db, ctx, &username, &password_hash, email.as_deref(), role)?
-                .map(Reply::User),
-        ),
+        AuthCommand::CreateUser { username, password_hash, email, role } => {
+            Ok(create_user(db, ctx, &username, &password_hash, email.as_deref(), role)?.map(Reply::User))
+        }
     }
 }
 
@@ -126,16 +111,10 @@ pub(crate) fn create_user(
     if let Err(r) = validate_username(username) {
         return Ok(Err(r));
     }
-    let taken: bool = db.query_row(
-        "SELECT EXISTS(SELECT 1 FROM users WHERE username = ?1)",
-        [username],
-        |r| r.get(0),
-    )?;
+    let taken: bool =
+        db.query_row("SELECT EXISTS(SELECT 1 FROM users WHERE username = ?1)", [username], |r| r.get(0))?;
     if taken {
-        return Ok(Err(Rejection::new(
-            "username_taken",
-            format!("the username {username:?} is taken"),
-        )));
+        return Ok(Err(Rejection::new("username_taken", format!("the username {username:?} is taken"))));
     }
     db.execute(
         "INSERT INTO users (username, password_hash, email, role, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -150,12 +129,7 @@ pub(crate) fn create_user(
     }))
 }
 
-pub(crate) fn install_jwt_key(
-    db: &Connection,
-    ctx: &ApplyContext,
-    kid: &str,
-    secret: &str,
-) -> rusqlite::Result<()> {
+pub(crate) fn install_jwt_key(db: &Connection, ctx: &ApplyContext, kid: &str, secret: &str) -> rusqlite::Result<()> {
     db.execute(
         "INSERT OR REPLACE INTO jwt_keys (kid, secret, created_ms) VALUES (?1, ?2, ?3)",
         params![kid, secret, ctx.now_ms],
@@ -165,9 +139,7 @@ pub(crate) fn install_jwt_key(
 
 pub fn validate_username(username: &str) -> Result<(), Rejection> {
     let ok_len = (3..=64).contains(&username.len());
-    let ok_chars = username
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let ok_chars = username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok_len && ok_chars {
         Ok(())
     } else {
@@ -180,8 +152,7 @@ pub fn validate_username(username: &str) -> Result<(), Rejection> {
 
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String, Error> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| Error::Hashing(e.to_string()))?;
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| Error::Hashing(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -196,7 +167,13 @@ pub fn authenticate(db: &Connection, username: &str, password: &str) -> Result<U
             [username],
             |r| {
                 Ok((
-                    User { id: r.get(0)?, username: r.get(1)?, email: r.get(2)?, role: Role::parse(&r.get::<_, String>(3)?), created_ms: r.get(4)? },
+                    User {
+                        id: r.get(0)?,
+                        username: r.get(1)?,
+                        email: r.get(2)?,
+                        role: Role::parse(&r.get::<_, String>(3)?),
+                        created_ms: r.get(4)?,
+                    },
                     r.get(5)?,
                 ))
             },
@@ -211,18 +188,14 @@ pub fn authenticate(db: &Connection, username: &str, password: &str) -> Result<U
         }
     };
     let parsed = PasswordHash::new(&hash).map_err(|e| Error::Hashing(e.to_string()))?;
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .map_err(|_| Error::BadCredentials)?;
+    Argon2::default().verify_password(password.as_bytes(), &parsed).map_err(|_| Error::BadCredentials)?;
     Ok(user)
 }
 
 fn newest_key(db: &Connection) -> rusqlite::Result<Option<(String, String)>> {
-    db.query_row(
-        "SELECT kid, secret FROM jwt_keys ORDER BY created_ms DESC, kid DESC LIMIT 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    db.query_row("SELECT kid, secret FROM jwt_keys ORDER BY created_ms DESC, kid DESC LIMIT 1", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
     .optional()
 }
 
@@ -239,12 +212,8 @@ pub fn issue_token(db: &Connection, user: &User, now_secs: i64) -> Result<(Strin
     };
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(kid);
-    let token = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .map_err(|e| Error::InvalidToken(format!("signing failed: {e}")))?;
+    let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .map_err(|e| Error::InvalidToken(format!("signing failed: {e}")))?;
     Ok((token, TOKEN_TTL_SECS))
 }
 
@@ -268,9 +237,7 @@ pub fn unknown_key() -> Error {
 pub fn key_id(token: &str) -> Result<String, Error> {
     let segments = token.split('.').count();
     if segments != 3 {
-        return Err(invalid(&format!(
-            "malformed token: not enough segments (expected 3, found {segments})"
-        )));
+        return Err(invalid(&format!("malformed token: not enough segments (expected 3, found {segments})")));
     }
     let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
@@ -283,10 +250,7 @@ pub fn key_id(token: &str) -> Result<String, Error> {
         _ => invalid(&format!("malformed token header: {e}")),
     })?;
     if header.alg != Algorithm::HS256 {
-        return Err(invalid(&format!(
-            "unsupported signing algorithm {:?} (only HS256 is accepted)",
-            header.alg
-        )));
+        return Err(invalid(&format!("unsupported signing algorithm {:?} (only HS256 is accepted)", header.alg)));
     }
     header.kid.ok_or_else(|| invalid("token has no key id"))
 }
@@ -294,10 +258,7 @@ pub fn key_id(token: &str) -> Result<String, Error> {
 /// The secret of signing key `kid`. Keys never change once created (rotation adds a new
 /// one), so callers may cache the answer.
 pub fn jwt_secret(db: &Connection, kid: &str) -> rusqlite::Result<Option<String>> {
-    db.query_row("SELECT secret FROM jwt_keys WHERE kid = ?1", [kid], |r| {
-        r.get(0)
-    })
-    .optional()
+    db.query_row("SELECT secret FROM jwt_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional()
 }
 
 /// Checks signature and expiry with the given key secret.
@@ -305,27 +266,15 @@ pub fn verify_with_key(token: &str, secret: &str) -> Result<Identity, Error> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
     validation.set_required_spec_claims(&["exp", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
-    )
-    .map_err(|e| match e.kind() {
-        ErrorKind::ExpiredSignature => invalid("token has expired"),
-        ErrorKind::InvalidSignature => invalid("bad token signature"),
-        ErrorKind::InvalidAlgorithm => {
-            invalid("unsupported signing algorithm (only HS256 is accepted)")
-        }
-        _ => invalid(&format!("malformed token: {e}")),
-    })?;
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => invalid("token has expired"),
+            ErrorKind::InvalidSignature => invalid("bad token signature"),
+            ErrorKind::InvalidAlgorithm => invalid("unsupported signing algorithm (only HS256 is accepted)"),
+            _ => invalid(&format!("malformed token: {e}")),
+        })?;
     let c = data.claims;
-    Ok(Identity {
-        user_id: c.uid,
-        username: c.sub,
-        role: c.role,
-        jti: c.jti,
-        expires_at: c.exp,
-    })
+    Ok(Identity { user_id: c.uid, username: c.sub, role: c.role, jti: c.jti, expires_at: c.exp })
 }
 
 #[cfg(test)]
@@ -335,23 +284,15 @@ mod tests {
     fn db_with_admin() -> (Connection, User) {
         let db = Connection::open_in_memory().unwrap();
         migrate(&db).unwrap();
-        let ctx = ApplyContext {
-            index: 1,
-            now_ms: 0,
-        };
+        let ctx = ApplyContext { index: 1, now_ms: 0 };
         install_jwt_key(&db, &ctx, "k1", "secret-one").unwrap();
         let hash = hash_password("correct horse").unwrap();
-        let user = create_user(&db, &ctx, "admin", &hash, None, Role::Admin)
-            .unwrap()
-            .unwrap();
+        let user = create_user(&db, &ctx, "admin", &hash, None, Role::Admin).unwrap().unwrap();
         (db, user)
     }
 
     fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
     }
 
     fn message(e: Error) -> String {
@@ -364,14 +305,8 @@ mod tests {
     #[test]
     fn login_and_verify_round_trip() {
         let (db, _) = db_with_admin();
-        assert!(matches!(
-            authenticate(&db, "admin", "wrong"),
-            Err(Error::BadCredentials)
-        ));
-        assert!(matches!(
-            authenticate(&db, "nobody", "x"),
-            Err(Error::BadCredentials)
-        ));
+        assert!(matches!(authenticate(&db, "admin", "wrong"), Err(Error::BadCredentials)));
+        assert!(matches!(authenticate(&db, "nobody", "x"), Err(Error::BadCredentials)));
         let user = authenticate(&db, "admin", "correct horse").unwrap();
         let (token, ttl) = issue_token(&db, &user, now()).unwrap();
         assert_eq!(ttl, TOKEN_TTL_SECS);
@@ -390,10 +325,7 @@ mod tests {
         let (old, _) = issue_token(&db, &user, now() - 2 * TOKEN_TTL_SECS).unwrap();
         assert!(message(verify_token(&db, &old).unwrap_err()).contains("expired"));
         // alg "none": header {"alg":"none","typ":"JWT"}
-        let none = format!(
-            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
-            token.split('.').nth(1).unwrap()
-        );
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token.split('.').nth(1).unwrap());
         let m = message(verify_token(&db, &none).unwrap_err());
         assert!(m.contains("algorithm"), "{m}");
         let garbage = "e30.e30.sig";
@@ -403,23 +335,8 @@ mod tests {
     #[test]
     fn usernames_are_unique_and_validated() {
         let (db, _) = db_with_admin();
-        let ctx = ApplyContext {
-            index: 2,
-            now_ms: 0,
-        };
-        assert_eq!(
-            create_user(&db, &ctx, "admin", "h", None, Role::User)
-                .unwrap()
-                .unwrap_err()
-                .code,
-            "username_taken"
-        );
-        assert_eq!(
-            create_user(&db, &ctx, "a b", "h", None, Role::User)
-                .unwrap()
-                .unwrap_err()
-                .code,
-            "invalid_username"
-        );
+        let ctx = ApplyContext { index: 2, now_ms: 0 };
+        assert_eq!(create_user(&db, &ctx, "admin", "h", None, Role::User).unwrap().unwrap_err().code, "username_taken");
+        assert_eq!(create_user(&db, &ctx, "a b", "h", None, Role::User).unwrap().unwrap_err().code, "invalid_username");
     }
 }

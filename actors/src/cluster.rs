@@ -45,13 +45,7 @@ pub struct JoinToken {
 
 impl std::fmt::Display for JoinToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "PANAL-1-{}-{}-{}",
-            self.cluster_id,
-            self.secret,
-            self.role.as_str()
-        )
+        write!(f, "PANAL-1-{}-{}-{}", self.cluster_id, self.secret, self.role.as_str())
     }
 }
 
@@ -60,9 +54,7 @@ impl std::str::FromStr for JoinToken {
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.trim().split('-').collect();
         let [prefix, version, cluster_id, secret, role] = parts.as_slice() else {
-            return Err(
-                "malformed join token: expected PANAL-1-<cluster id>-<secret>-<role>".into(),
-            );
+            return Err("malformed join token: expected PANAL-1-<cluster id>-<secret>-<role>".into());
         };
         if *prefix != "PANAL" {
             return Err("malformed join token: it must start with PANAL-".into());
@@ -70,16 +62,11 @@ impl std::str::FromStr for JoinToken {
         if *version != "1" {
             return Err(format!("unsupported join token version {version:?}"));
         }
-        let hex_ok =
-            |v: &str| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_hexdigit());
+        let hex_ok = |v: &str| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex_ok(cluster_id) || !hex_ok(secret) {
             return Err("malformed join token: cluster id and secret must be hexadecimal".into());
         }
-        Ok(Self {
-            cluster_id: cluster_id.to_string(),
-            secret: secret.to_string(),
-            role: role.parse()?,
-        })
+        Ok(Self { cluster_id: cluster_id.to_string(), secret: secret.to_string(), role: role.parse()? })
     }
 }
 
@@ -98,11 +85,7 @@ impl ClusterConfig {
             JoinRole::Manager => &self.manager_secret,
             JoinRole::Worker => &self.worker_secret,
         };
-        JoinToken {
-            cluster_id: self.cluster_id.clone(),
-            secret: secret.clone(),
-            role,
-        }
+        JoinToken { cluster_id: self.cluster_id.clone(), secret: secret.clone(), role }
     }
 
     /// Checks a presented token against this cluster; the error says what is wrong.
@@ -110,28 +93,18 @@ impl ClusterConfig {
         if token.cluster_id != self.cluster_id {
             return Err(Rejection::new(
                 "wrong_cluster",
-                format!(
-                    "the token is for cluster {}, this is cluster {}",
-                    token.cluster_id, self.cluster_id
-                ),
+                format!("the token is for cluster {}, this is cluster {}", token.cluster_id, self.cluster_id),
             ));
         }
         if !constant_time_eq(&self.token(token.role).secret, &token.secret) {
-            return Err(Rejection::new(
-                "invalid_join_token",
-                "the join token's secret is wrong or was rotated",
-            ));
+            return Err(Rejection::new("invalid_join_token", "the join token's secret is wrong or was rotated"));
         }
         Ok(token.role)
     }
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,18 +125,11 @@ pub enum ClusterCommand {
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
-    db.execute_batch(
-        "CREATE TABLE IF NOT EXISTS cluster_config (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    )
+    db.execute_batch("CREATE TABLE IF NOT EXISTS cluster_config (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 }
 
 fn get(db: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    db.query_row(
-        "SELECT value FROM cluster_config WHERE key = ?1",
-        [key],
-        |r| r.get(0),
-    )
-    .optional()
+    db.query_row("SELECT value FROM cluster_config WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
 
 fn set(db: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
@@ -179,53 +145,30 @@ pub fn config(db: &Connection) -> rusqlite::Result<Option<ClusterConfig>> {
     let Some(json) = get(db, "config")? else {
         return Ok(None);
     };
-    serde_json::from_str(&json)
-        .map(Some)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    serde_json::from_str(&json).map(Some).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-pub(crate) fn apply(
-    db: &Connection,
-    ctx: &ApplyContext,
-    command: ClusterCommand,
-) -> rusqlite::Result<Response> {
+pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: ClusterCommand) -> rusqlite::Result<Response> {
     let to_sql = |e: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
     match command {
-        ClusterCommand::Init {
-            config: new,
-            jwt_key,
-            admin_password_hash,
-        } => {
+        ClusterCommand::Init { config: new, jwt_key, admin_password_hash } => {
             if let Some(existing) = config(db)? {
                 return Ok(Err(Rejection::new(
                     "already_initialized",
-                    format!(
-                        "this cluster ({}) is already initialised",
-                        existing.cluster_id
-                    ),
+                    format!("this cluster ({}) is already initialised", existing.cluster_id),
                 )));
             }
             set(db, "config", &serde_json::to_string(&new).map_err(to_sql)?)?;
             set(db, "next_node_id", "2")?;
             auth::install_jwt_key(db, ctx, "k1", &jwt_key)?;
-            match auth::create_user(
-                db,
-                ctx,
-                "admin",
-                &admin_password_hash,
-                None,
-                auth::Role::Admin,
-            )? {
+            match auth::create_user(db, ctx, "admin", &admin_password_hash, None, auth::Role::Admin)? {
                 Ok(_) => Ok(Ok(Reply::Done)),
                 Err(r) => Ok(Err(r)),
             }
         }
         ClusterCommand::RotateJoinSecret { role, secret } => {
             let Some(mut cfg) = config(db)? else {
-                return Ok(Err(Rejection::new(
-                    "not_initialized",
-                    "the cluster is not initialised",
-                )));
+                return Ok(Err(Rejection::new("not_initialized", "the cluster is not initialised")));
             };
             match role {
                 JoinRole::Manager => cfg.manager_secret = secret,
@@ -235,9 +178,7 @@ pub(crate) fn apply(
             Ok(Ok(Reply::Done))
         }
         ClusterCommand::AllocateNodeId => {
-            let next: u64 = get(db, "next_node_id")?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2);
+            let next: u64 = get(db, "next_node_id")?.and_then(|v| v.parse().ok()).unwrap_or(2);
             set(db, "next_node_id", &(next + 1).to_string())?;
             Ok(Ok(Reply::NodeId(next)))
         }
@@ -285,59 +226,27 @@ mod tests {
     fn verify_names_the_problem() {
         let c = cfg();
         assert_eq!(c.verify(&c.token(JoinRole::Manager)), Ok(JoinRole::Manager));
-        let other = JoinToken {
-            cluster_id: "beef".into(),
-            ..c.token(JoinRole::Manager)
-        };
+        let other = JoinToken { cluster_id: "beef".into(), ..c.token(JoinRole::Manager) };
         assert_eq!(c.verify(&other).unwrap_err().code, "wrong_cluster");
-        let wrong = JoinToken {
-            secret: "5678".into(),
-            ..c.token(JoinRole::Manager)
-        };
+        let wrong = JoinToken { secret: "5678".into(), ..c.token(JoinRole::Manager) };
         assert_eq!(c.verify(&wrong).unwrap_err().code, "invalid_join_token");
     }
 
     #[test]
     fn init_once_then_allocate_ids_and_rotate() {
         let db = db();
-        let ctx = ApplyContext {
-            index: 1,
-            now_ms: 0,
-        };
-        let init = || ClusterCommand::Init {
-            config: cfg(),
-            jwt_key: "k".into(),
-            admin_password_hash: "h".into(),
-        };
+        let ctx = ApplyContext { index: 1, now_ms: 0 };
+        let init = || ClusterCommand::Init { config: cfg(), jwt_key: "k".into(), admin_password_hash: "h".into() };
         assert_eq!(apply(&db, &ctx, init()).unwrap(), Ok(Reply::Done));
-        assert_eq!(
-            apply(&db, &ctx, init()).unwrap().unwrap_err().code,
-            "already_initialized"
-        );
-        assert_eq!(
-            apply(&db, &ctx, ClusterCommand::AllocateNodeId).unwrap(),
-            Ok(Reply::NodeId(2))
-        );
-        assert_eq!(
-            apply(&db, &ctx, ClusterCommand::AllocateNodeId).unwrap(),
-            Ok(Reply::NodeId(3))
-        );
-        apply(
-            &db,
-            &ctx,
-            ClusterCommand::RotateJoinSecret {
-                role: JoinRole::Worker,
-                secret: "99".into(),
-            },
-        )
-        .unwrap()
-        .unwrap();
+        assert_eq!(apply(&db, &ctx, init()).unwrap().unwrap_err().code, "already_initialized");
+        assert_eq!(apply(&db, &ctx, ClusterCommand::AllocateNodeId).unwrap(), Ok(Reply::NodeId(2)));
+        assert_eq!(apply(&db, &ctx, ClusterCommand::AllocateNodeId).unwrap(), Ok(Reply::NodeId(3)));
+        apply(&db, &ctx, ClusterCommand::RotateJoinSecret { role: JoinRole::Worker, secret: "99".into() })
+            .unwrap()
+            .unwrap();
         let now = config(&db).unwrap().unwrap();
         assert_eq!(now.worker_secret, "99");
         assert_eq!(now.manager_secret, "1234");
-        assert!(
-            now.verify(&cfg().token(JoinRole::Worker)).is_err(),
-            "the rotated token no longer joins"
-        );
+        assert!(now.verify(&cfg().token(JoinRole::Worker)).is_err(), "the rotated token no longer joins");
     }
 }

@@ -33,56 +33,34 @@ pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
 /// Checks a key and value before proposing; `apply` checks again (defence in depth).
 pub fn validate(key: &str, value: &str) -> Result<(), Rejection> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(Rejection::new(
-            "invalid_key",
-            format!("key must be 1 to {MAX_KEY_LEN} bytes"),
-        ));
+        return Err(Rejection::new("invalid_key", format!("key must be 1 to {MAX_KEY_LEN} bytes")));
     }
     if value.len() > MAX_VALUE_LEN {
-        return Err(Rejection::new(
-            "value_too_large",
-            format!("value must be at most {MAX_VALUE_LEN} bytes"),
-        ));
+        return Err(Rejection::new("value_too_large", format!("value must be at most {MAX_VALUE_LEN} bytes")));
     }
     Ok(())
 }
 
-pub(crate) fn apply(
-    db: &Connection,
-    ctx: &ApplyContext,
-    command: KvCommand,
-) -> rusqlite::Result<Response> {
+pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: KvCommand) -> rusqlite::Result<Response> {
     match command {
         KvCommand::Put { key, value } => {
             if let Err(r) = validate(&key, &value) {
                 return Ok(Err(r));
             }
-            db.execute(
+            db.prepare_cached(
                 "INSERT INTO kv (key, value, updated_index) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_index = excluded.updated_index",
-                params![key, value, ctx.index as i64],
-            )?;
-            Ok(Ok(Reply::KvEntry(KvEntry {
-                key,
-                value,
-                index: ctx.index,
-            })))
+            )?
+            .execute(params![key, value, ctx.index as i64])?;
+            Ok(Ok(Reply::KvEntry(KvEntry { key, value, index: ctx.index })))
         }
     }
 }
 
 pub fn get(db: &Connection, key: &str) -> rusqlite::Result<Option<KvEntry>> {
-    db.query_row(
-        "SELECT key, value, updated_index FROM kv WHERE key = ?1",
-        [key],
-        |r| {
-            Ok(KvEntry {
-                key: r.get(0)?,
-                value: r.get(1)?,
-                index: r.get::<_, i64>(2)? as u64,
-            })
-        },
-    )
+    db.query_row("SELECT key, value, updated_index FROM kv WHERE key = ?1", [key], |r| {
+        Ok(KvEntry { key: r.get(0)?, value: r.get(1)?, index: r.get::<_, i64>(2)? as u64 })
+    })
     .optional()
 }
 
@@ -99,56 +77,18 @@ mod tests {
     #[test]
     fn put_then_get_records_the_index() {
         let c = db();
-        let ctx = ApplyContext {
-            index: 7,
-            now_ms: 0,
-        };
-        apply(
-            &c,
-            &ctx,
-            KvCommand::Put {
-                key: "a".into(),
-                value: "1".into(),
-            },
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            get(&c, "a").unwrap(),
-            Some(KvEntry {
-                key: "a".into(),
-                value: "1".into(),
-                index: 7
-            })
-        );
+        let ctx = ApplyContext { index: 7, now_ms: 0 };
+        apply(&c, &ctx, KvCommand::Put { key: "a".into(), value: "1".into() }).unwrap().unwrap();
+        assert_eq!(get(&c, "a").unwrap(), Some(KvEntry { key: "a".into(), value: "1".into(), index: 7 }));
     }
 
     #[test]
     fn invalid_keys_are_rejected_and_change_nothing() {
         let c = db();
-        let ctx = ApplyContext {
-            index: 1,
-            now_ms: 0,
-        };
-        let r = apply(
-            &c,
-            &ctx,
-            KvCommand::Put {
-                key: String::new(),
-                value: "1".into(),
-            },
-        )
-        .unwrap();
+        let ctx = ApplyContext { index: 1, now_ms: 0 };
+        let r = apply(&c, &ctx, KvCommand::Put { key: String::new(), value: "1".into() }).unwrap();
         assert_eq!(r.unwrap_err().code, "invalid_key");
-        let r = apply(
-            &c,
-            &ctx,
-            KvCommand::Put {
-                key: "k".into(),
-                value: "x".repeat(MAX_VALUE_LEN + 1),
-            },
-        )
-        .unwrap();
+        let r = apply(&c, &ctx, KvCommand::Put { key: "k".into(), value: "x".repeat(MAX_VALUE_LEN + 1) }).unwrap();
         assert_eq!(r.unwrap_err().code, "value_too_large");
         assert_eq!(get(&c, "k").unwrap(), None);
     }

@@ -51,12 +51,7 @@ impl Application for PanalApp {
         kv::migrate(db)
     }
 
-    fn apply(
-        &self,
-        db: &Connection,
-        ctx: &ApplyContext,
-        command: Command,
-    ) -> rusqlite::Result<Response> {
+    fn apply(&self, db: &Connection, ctx: &ApplyContext, command: Command) -> rusqlite::Result<Response> {
         match command {
             Command::Cluster(c) => cluster::apply(db, ctx, c),
             Command::Auth(c) => auth::apply(db, ctx, c),

@@ -17,9 +17,10 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub async fn login(args: &AdminArgs) -> Result<Self> {
-        let password = args.password.clone().ok_or_else(|| {
-            Error::Fatal("no admin password: pass --password or set PANAL_PASSWORD".into())
-        })?;
+        let password = args
+            .password
+            .clone()
+            .ok_or_else(|| Error::Fatal("no admin password: pass --password or set PANAL_PASSWORD".into()))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(130))
             .build()
@@ -87,10 +88,7 @@ pub async fn node(cmd: NodeCommand) -> Result<()> {
             println!("node {id} is now a worker");
         }
         NodeCommand::Rm { id, admin } => {
-            AdminClient::login(&admin)
-                .await?
-                .request(Method::DELETE, &format!("/api/v1/cluster/nodes/{id}"))
-                .await?;
+            AdminClient::login(&admin).await?.request(Method::DELETE, &format!("/api/v1/cluster/nodes/{id}")).await?;
             println!("node {id} removed");
         }
     }
@@ -118,11 +116,7 @@ pub fn node_table(rows: &Value) -> String {
             opt(&r["state"]),
             opt(&r["leader"]),
             opt(&r["api_addr"]),
-            if r["reachable"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "NO"
-            },
+            if r["reachable"].as_bool() == Some(true) { "yes" } else { "NO" },
             opt(&r["applied_index"]),
         ));
     }
@@ -132,19 +126,14 @@ pub fn node_table(rows: &Value) -> String {
 pub async fn token(cmd: TokenCommand) -> Result<()> {
     match cmd {
         TokenCommand::Show { role, admin } => {
-            let tokens = AdminClient::login(&admin)
-                .await?
-                .request(reqwest::Method::GET, "/api/v1/cluster/tokens")
-                .await?;
+            let tokens =
+                AdminClient::login(&admin).await?.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
             println!("{}", tokens[role.as_str()].as_str().unwrap_or_default());
         }
         TokenCommand::Rotate { role, admin } => {
             let out = AdminClient::login(&admin)
                 .await?
-                .request(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/cluster/tokens/{role}/rotate"),
-                )
+                .request(reqwest::Method::POST, &format!("/api/v1/cluster/tokens/{role}/rotate"))
                 .await?;
             println!("{}", out["token"].as_str().unwrap_or_default());
         }
@@ -154,23 +143,15 @@ pub async fn token(cmd: TokenCommand) -> Result<()> {
 
 pub async fn status(args: AdminArgs) -> Result<()> {
     let client = AdminClient::login(&args).await?;
-    let status = client
-        .request(reqwest::Method::GET, "/api/v1/cluster/status")
-        .await?;
-    let nodes = client
-        .request(reqwest::Method::GET, "/api/v1/cluster/nodes")
-        .await?;
+    let status = client.request(reqwest::Method::GET, "/api/v1/cluster/status").await?;
+    let nodes = client.request(reqwest::Method::GET, "/api/v1/cluster/nodes").await?;
     let leader = &status["leader"];
     println!(
         "leader: {}   term: {}   this node: {} ({})",
         if leader.is_null() {
             "NONE (no quorum?)".to_string()
         } else {
-            format!(
-                "{} (id {})",
-                leader["name"].as_str().unwrap_or("?"),
-                leader["id"]
-            )
+            format!("{} (id {})", leader["name"].as_str().unwrap_or("?"), leader["id"])
         },
         status["node"]["term"],
         status["node"]["name"].as_str().unwrap_or("?"),

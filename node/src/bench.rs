@@ -36,6 +36,10 @@ pub struct RaftBench {
     /// First port for the benchmark's own cluster.
     #[arg(long, default_value_t = 17700)]
     pub base_port: u16,
+    /// Send writes to every node (`all`, followers forward to the leader) or to the
+    /// leader only (`leader`).
+    #[arg(long, default_value = "all", value_parser = ["all", "leader"])]
+    pub target: String,
     /// Skip etcd even when it is installed.
     #[arg(long)]
     pub no_etcd: bool,
@@ -64,12 +68,7 @@ pub struct LoadResult {
 
 /// Runs `writers` loops for `duration`, each issuing `request(seq)` and awaiting it.
 /// The one load generator every benchmark uses.
-pub async fn load<F, Fut>(
-    system: &str,
-    writers: usize,
-    duration: Duration,
-    request: F,
-) -> LoadResult
+pub async fn load<F, Fut>(system: &str, writers: usize, duration: Duration, request: F) -> LoadResult
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -126,40 +125,29 @@ async fn raft(args: RaftBench) -> Result<()> {
     let writers: Vec<usize> = args
         .writers
         .split(',')
-        .map(|w| {
-            w.trim()
-                .parse()
-                .map_err(|_| Error::Fatal(format!("--writers: {w:?} is not a number")))
-        })
+        .map(|w| w.trim().parse().map_err(|_| Error::Fatal(format!("--writers: {w:?} is not a number"))))
         .collect::<Result<_>>()?;
     let duration = Duration::from_secs(args.seconds);
     let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
-    eprintln!(
-        "starting a 3-manager panal cluster in {}",
-        dir.path().display()
-    );
-    let mut cluster = LocalCluster::up(dir.path(), 3, 0, args.base_port, &[]).await?;
+    // PANAL_BENCH_KEEP=1 keeps the cluster's data dirs and logs for inspection.
+    let dir_path = if std::env::var_os("PANAL_BENCH_KEEP").is_some() { dir.keep() } else { dir.path().to_path_buf() };
+    eprintln!("starting a 3-manager panal cluster in {}", dir_path.display());
+    let mut cluster = LocalCluster::up(&dir_path, 3, 0, args.base_port, &[]).await?;
     let token = login_token(&cluster).await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .build()
-        .map_err(|e| Error::Fatal(e.to_string()))?;
-    let urls: Arc<Vec<String>> =
-        Arc::new(cluster.nodes.iter().map(|n| n.api_url.clone()).collect());
+    let http =
+        reqwest::Client::builder().pool_max_idle_per_host(512).build().map_err(|e| Error::Fatal(e.to_string()))?;
+    let urls: Arc<Vec<String>> = Arc::new(if args.target == "leader" {
+        vec![cluster.nodes[leader_index(&cluster, &http, &token).await?].api_url.clone()]
+    } else {
+        cluster.nodes.iter().map(|n| n.api_url.clone()).collect()
+    });
 
     let mut results = Vec::new();
     for &w in &writers {
         let (http, urls, token) = (http.clone(), urls.clone(), token.clone());
         let r = load("panal", w, duration, move |seq| {
-            let url = format!(
-                "{}/api/v1/cluster/kv/k{}",
-                urls[(seq as usize) % urls.len()],
-                seq % 10_000
-            );
-            let req = http
-                .put(url)
-                .bearer_auth(&token)
-                .body(format!("value-{seq}"));
+            let url = format!("{}/api/v1/cluster/kv/k{}", urls[(seq as usize) % urls.len()], seq % 10_000);
+            let req = http.put(url).bearer_auth(&token).body(format!("value-{seq}"));
             async move { matches!(req.send().await, Ok(r) if r.status().is_success()) }
         })
         .await;
@@ -182,7 +170,10 @@ async fn raft(args: RaftBench) -> Result<()> {
                         async move { matches!(req.send().await, Ok(r) if r.status().is_success()) }
                     })
                     .await;
-                    eprintln!("etcd   writers={w:<4} {:>8.0} writes/s  p50 {:.2} ms  p99 {:.2} ms  errors {}", r.per_second, r.p50_ms, r.p99_ms, r.errors);
+                    eprintln!(
+                        "etcd   writers={w:<4} {:>8.0} writes/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+                        r.per_second, r.p50_ms, r.p99_ms, r.errors
+                    );
                     results.push(r);
                 }
                 etcd.stop().await;
@@ -203,17 +194,10 @@ async fn raft(args: RaftBench) -> Result<()> {
         );
     }
     for &w in &writers {
-        let p = results
-            .iter()
-            .find(|r| r.system == "panal" && r.writers == w);
-        let e = results
-            .iter()
-            .find(|r| r.system == "etcd" && r.writers == w);
+        let p = results.iter().find(|r| r.system == "panal" && r.writers == w);
+        let e = results.iter().find(|r| r.system == "etcd" && r.writers == w);
         if let (Some(p), Some(e)) = (p, e) {
-            println!(
-                "panal/etcd throughput at {w} writers: {:.2}x",
-                p.per_second / e.per_second.max(1e-9)
-            );
+            println!("panal/etcd throughput at {w} writers: {:.2}x", p.per_second / e.per_second.max(1e-9));
         }
     }
     let mut sorted = failovers.clone();
@@ -244,10 +228,22 @@ async fn login_token(cluster: &LocalCluster) -> Result<String> {
         .json()
         .await
         .map_err(|e| Error::Fatal(format!("login: {e}")))?;
-    Ok(resp["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    Ok(resp["access_token"].as_str().unwrap_or_default().to_string())
+}
+
+/// Position in `cluster.nodes` of the current leader.
+async fn leader_index(cluster: &LocalCluster, http: &reqwest::Client, token: &str) -> Result<usize> {
+    let status: serde_json::Value = http
+        .get(format!("{}/api/v1/cluster/status", cluster.nodes[0].api_url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| Error::Fatal(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| Error::Fatal(e.to_string()))?;
+    let name = status["leader"]["name"].as_str().unwrap_or_default();
+    cluster.nodes.iter().position(|n| n.name == name).ok_or_else(|| Error::Fatal("no leader".into()))
 }
 
 /// Kills the leader `trials` times; each figure is the time from SIGKILL to the first
@@ -260,40 +256,15 @@ async fn measure_failover(
 ) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for trial in 0..trials {
-        let status: serde_json::Value = http
-            .get(format!(
-                "{}/api/v1/cluster/status",
-                cluster.nodes[0].api_url
-            ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| Error::Fatal(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| Error::Fatal(e.to_string()))?;
-        let leader_name = status["leader"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let Some(victim) = cluster.nodes.iter().position(|n| n.name == leader_name) else {
-            return Err(Error::Fatal("no leader to kill".into()));
-        };
-        let survivors: Vec<String> = cluster
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != victim)
-            .map(|(_, n)| n.api_url.clone())
-            .collect();
+        let victim = leader_index(cluster, http, token).await?;
+        let leader_name = cluster.nodes[victim].name.clone();
+        let survivors: Vec<String> =
+            cluster.nodes.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, n)| n.api_url.clone()).collect();
         let killed = Instant::now();
         cluster.kill(victim).await;
         let mut seq = 0u64;
         loop {
-            let url = format!(
-                "{}/api/v1/cluster/kv/failover",
-                survivors[(seq as usize) % survivors.len()]
-            );
+            let url = format!("{}/api/v1/cluster/kv/failover", survivors[(seq as usize) % survivors.len()]);
             seq += 1;
             let ok = http
                 .put(url)
@@ -308,9 +279,7 @@ async fn measure_failover(
                 break;
             }
             if killed.elapsed() > Duration::from_secs(30) {
-                return Err(Error::Fatal(
-                    "no write succeeded within 30 s of the leader kill".into(),
-                ));
+                return Err(Error::Fatal("no write succeeded within 30 s of the leader kill".into()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -338,32 +307,14 @@ impl Etcd {
         let initial: Vec<String> = (0..3).map(|i| format!("e{i}={}", peer(i))).collect();
         let mut children = Vec::new();
         for i in 0..3u16 {
-            let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))
-                .map_err(|e| Error::Fatal(e.to_string()))?;
+            let log =
+                std::fs::File::create(dir.path().join(format!("e{i}.log"))).map_err(|e| Error::Fatal(e.to_string()))?;
             let child = Command::new("etcd")
                 .args(["--name", &format!("e{i}")])
-                .args([
-                    "--data-dir",
-                    &dir.path().join(format!("e{i}")).display().to_string(),
-                ])
-                .args([
-                    "--listen-client-urls",
-                    &client(i),
-                    "--advertise-client-urls",
-                    &client(i),
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer(i),
-                    "--initial-advertise-peer-urls",
-                    &peer(i),
-                ])
-                .args([
-                    "--initial-cluster",
-                    &initial.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                ])
+                .args(["--data-dir", &dir.path().join(format!("e{i}")).display().to_string()])
+                .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
+                .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
+                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
                 .stdout(log.try_clone().map_err(|e| Error::Fatal(e.to_string()))?)
                 .stderr(log)
                 .kill_on_drop(true)
@@ -387,11 +338,7 @@ impl Etcd {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        Ok(Self {
-            children,
-            client_urls,
-            _dir: dir,
-        })
+        Ok(Self { children, client_urls, _dir: dir })
     }
 
     async fn stop(mut self) {

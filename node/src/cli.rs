@@ -81,11 +81,7 @@ pub struct StartArgs {
 #[derive(Debug, Args, Clone)]
 pub struct AdminArgs {
     /// API URL of any node.
-    #[arg(
-        long = "node",
-        env = "PANAL_URL",
-        default_value = "http://127.0.0.1:7700"
-    )]
+    #[arg(long = "node", env = "PANAL_URL", default_value = "http://127.0.0.1:7700")]
     pub url: String,
     #[arg(long, env = "PANAL_USER", default_value = "admin")]
     pub user: String,

@@ -78,59 +78,33 @@ impl Error {
             Error::Unprocessable(code, _) => (S::UNPROCESSABLE_ENTITY, code.clone(), None),
             Error::Replica(e) => match e {
                 RaftError::NoLeader => (S::SERVICE_UNAVAILABLE, "no_leader".into(), Some(1)),
-                RaftError::ReplicaLagging { .. } => {
-                    (S::SERVICE_UNAVAILABLE, "replica_lagging".into(), Some(1))
-                }
-                RaftError::IdempotencyKeyReused => (
-                    S::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused".into(),
-                    None,
-                ),
-                RaftError::Membership(_) | RaftError::UnknownNode(_) => {
-                    (S::CONFLICT, "membership".into(), None)
-                }
-                RaftError::Peer { .. } => {
-                    (S::SERVICE_UNAVAILABLE, "peer_unavailable".into(), Some(1))
-                }
-                RaftError::ShuttingDown => {
-                    (S::SERVICE_UNAVAILABLE, "shutting_down".into(), Some(1))
-                }
+                RaftError::ReplicaLagging { .. } => (S::SERVICE_UNAVAILABLE, "replica_lagging".into(), Some(1)),
+                RaftError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused".into(), None),
+                RaftError::Membership(_) | RaftError::UnknownNode(_) => (S::CONFLICT, "membership".into(), None),
+                RaftError::Peer { .. } => (S::SERVICE_UNAVAILABLE, "peer_unavailable".into(), Some(1)),
+                RaftError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), Some(1)),
                 _ => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
             },
             Error::Actors(e) => match e {
-                panal_actors::Error::InvalidToken(_) => {
-                    (S::UNAUTHORIZED, "invalid_token".into(), None)
-                }
-                panal_actors::Error::BadCredentials => {
-                    (S::UNAUTHORIZED, "invalid_credentials".into(), None)
-                }
+                panal_actors::Error::InvalidToken(_) => (S::UNAUTHORIZED, "invalid_token".into(), None),
+                panal_actors::Error::BadCredentials => (S::UNAUTHORIZED, "invalid_credentials".into(), None),
                 panal_actors::Error::Rejected(r) => (S::UNPROCESSABLE_ENTITY, r.code.clone(), None),
-                panal_actors::Error::NotInitialized => {
-                    (S::SERVICE_UNAVAILABLE, "not_initialized".into(), Some(1))
-                }
+                panal_actors::Error::NotInitialized => (S::SERVICE_UNAVAILABLE, "not_initialized".into(), Some(1)),
                 _ => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
             },
-            Error::Internal(_) | Error::Fatal(_) => {
-                (S::INTERNAL_SERVER_ERROR, "internal".into(), None)
-            }
+            Error::Internal(_) | Error::Fatal(_) => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
         }
     }
 }
 
 /// Builds the one error body.
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    retry_after: Option<u32>,
-) -> Response {
+pub fn error_response(status: StatusCode, code: &str, message: &str, retry_after: Option<u32>) -> Response {
     let body = serde_json::json!({
         "error": { "code": code, "message": message, "request_id": current_request_id() }
     });
     let mut resp = (status, axum::Json(body)).into_response();
     if let Some(secs) = retry_after {
-        resp.headers_mut()
-            .insert("retry-after", HeaderValue::from(secs));
+        resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
     }
     resp
 }

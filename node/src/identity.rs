@@ -35,10 +35,7 @@ pub fn load(data_dir: &Path) -> Result<Option<NodeIdentity>> {
             .map(Some)
             .map_err(|e| Error::Fatal(format!("{} is corrupt: {e}", path(data_dir).display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Fatal(format!(
-            "cannot read {}: {e}",
-            path(data_dir).display()
-        ))),
+        Err(e) => Err(Error::Fatal(format!("cannot read {}: {e}", path(data_dir).display()))),
     }
 }
 
@@ -49,15 +46,9 @@ pub fn save(data_dir: &Path, identity: &NodeIdentity) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = data_dir.join("node.json.tmp");
     let io = |e: std::io::Error| Error::Fatal(format!("cannot write {}: {e}", tmp.display()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(&serde_json::to_vec_pretty(identity).map_err(|e| Error::Fatal(e.to_string()))?)
-        .map_err(io)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    f.write_all(&serde_json::to_vec_pretty(identity).map_err(|e| Error::Fatal(e.to_string()))?).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path(data_dir)).map_err(io)?;
     Ok(())
@@ -65,8 +56,7 @@ pub fn save(data_dir: &Path, identity: &NodeIdentity) -> Result<()> {
 
 /// Fails unless `dir` exists (or can be created) and is writable, without leaving files.
 pub fn check_writable(dir: &Path) -> Result<()> {
-    let fail =
-        |e: std::io::Error| Error::Fatal(format!("data dir {} is not usable: {e}", dir.display()));
+    let fail = |e: std::io::Error| Error::Fatal(format!("data dir {} is not usable: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"").map_err(fail)?;

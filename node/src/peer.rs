@@ -43,28 +43,16 @@ pub struct ActivateRequest {
 
 /// Peer-port routes: the replica's Raft RPC plus the join protocol.
 pub fn router(replica: Replica) -> Router {
-    let open = Router::new()
-        .route("/join", post(admit))
-        .with_state(replica.clone());
-    let authenticated = replica.authenticated(
-        Router::new()
-            .route("/join/activate", post(activate))
-            .with_state(replica.clone()),
-    );
+    let open = Router::new().route("/join", post(admit)).with_state(replica.clone());
+    let authenticated =
+        replica.authenticated(Router::new().route("/join/activate", post(activate)).with_state(replica.clone()));
     replica.peer_router().merge(open).merge(authenticated)
 }
 
 async fn admit(State(replica): State<Replica>, body: axum::body::Bytes) -> Response {
     let req: JoinRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                &e.to_string(),
-                None,
-            )
-        }
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "malformed_json", &e.to_string(), None),
     };
     match admit_inner(&replica, req).await {
         Ok(a) => Json(a).into_response(),
@@ -76,51 +64,31 @@ async fn admit(State(replica): State<Replica>, body: axum::body::Bytes) -> Respo
 }
 
 async fn admit_inner(replica: &Replica, req: JoinRequest) -> Result<JoinAdmission, Error> {
-    let token: JoinToken = req
-        .token
-        .parse()
-        .map_err(|e| Error::BadRequest("invalid_join_token", e))?;
+    let token: JoinToken = req.token.parse().map_err(|e| Error::BadRequest("invalid_join_token", e))?;
     let config = replica
         .state_machine()
         .read(|db| panal_actors::cluster::config(db))
         .await??
         .ok_or(Error::Actors(panal_actors::Error::NotInitialized))?;
-    let role = config
-        .verify(&token)
-        .map_err(|r| Error::Unauthorized(r.message))?;
+    let role = config.verify(&token).map_err(|r| Error::Unauthorized(r.message))?;
     if req.node.name.is_empty() || req.node.name.len() > 64 {
-        return Err(Error::BadRequest(
-            "invalid_name",
-            "node name must be 1 to 64 characters".into(),
-        ));
+        return Err(Error::BadRequest("invalid_name", "node name must be 1 to 64 characters".into()));
     }
-    if let Some((id, _, _)) = replica
-        .members()
-        .into_iter()
-        .find(|(_, n, _)| n.name == req.node.name)
-    {
+    if let Some((id, _, _)) = replica.members().into_iter().find(|(_, n, _)| n.name == req.node.name) {
         return Err(Error::Conflict(
             "name_taken",
-            format!("a member named {:?} exists (id {id}); remove it first or start with another --name", req.node.name),
+            format!(
+                "a member named {:?} exists (id {id}); remove it first or start with another --name",
+                req.node.name
+            ),
         ));
     }
-    let out = replica
-        .write(
-            &Command::Cluster(ClusterCommand::AllocateNodeId),
-            None,
-            WRITE_TIMEOUT,
-        )
-        .await?;
+    let out = replica.write(&Command::Cluster(ClusterCommand::AllocateNodeId), None, WRITE_TIMEOUT).await?;
     let Reply::NodeId(node_id) = out.response? else {
         return Err(Error::Internal("unexpected reply to AllocateNodeId".into()));
     };
     tracing::info!(node_id, name = %req.node.name, role = role.as_str(), "admitted a joining node");
-    Ok(JoinAdmission {
-        node_id,
-        cluster_id: config.cluster_id,
-        cluster_secret: config.cluster_secret,
-        role,
-    })
+    Ok(JoinAdmission { node_id, cluster_id: config.cluster_id, cluster_secret: config.cluster_secret, role })
 }
 
 async fn activate(State(replica): State<Replica>, Json(req): Json<ActivateRequest>) -> Response {

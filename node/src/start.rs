@@ -46,21 +46,14 @@ pub async fn run(args: StartArgs) -> Result<()> {
         }
     }
     let token: Option<JoinToken> = match &args.token {
-        Some(t) if args.join.is_some() => Some(
-            t.parse()
-                .map_err(|e: String| Error::Fatal(format!("--token: {e}")))?,
-        ),
+        Some(t) if args.join.is_some() => Some(t.parse().map_err(|e: String| Error::Fatal(format!("--token: {e}")))?),
         _ => None,
     };
 
     // Listen before writing anything, so a port in use fails cleanly.
     let api_listener = bind(&args.api_addr, "api").await?;
     let peer_listener = bind(&args.peer_addr, "peer").await?;
-    let name = args
-        .name
-        .clone()
-        .or_else(|| existing.as_ref().map(|i| i.name.clone()))
-        .unwrap_or_else(hostname);
+    let name = args.name.clone().or_else(|| existing.as_ref().map(|i| i.name.clone())).unwrap_or_else(hostname);
     let node = NodeInfo {
         name: name.clone(),
         api_addr: advertised(&args, &api_listener.local_addr()?),
@@ -87,10 +80,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
                 name: name.clone(),
                 cluster_id: admission.cluster_id.clone(),
                 cluster_secret: admission.cluster_secret.clone(),
-                pending_join: Some(PendingJoin {
-                    via: join_addr,
-                    voter: admission.role == JoinRole::Manager,
-                }),
+                pending_join: Some(PendingJoin { via: join_addr, voter: admission.role == JoinRole::Manager }),
             };
             identity::save(&data_dir, &identity)?;
             let replica = open_replica(&args, &identity, node.clone()).await?;
@@ -108,11 +98,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
     let shutdown = shutdown_signal();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_server = serve(api_listener, api::router(state), stop_rx.clone());
-    let peer_server = serve(
-        peer_listener,
-        peer::router(replica.clone()),
-        stop_rx.clone(),
-    );
+    let peer_server = serve(peer_listener, peer::router(replica.clone()), stop_rx.clone());
 
     if let Some(pending) = identity.pending_join.clone() {
         let replica = replica.clone();
@@ -153,19 +139,12 @@ async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
     })
 }
 
-async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let res = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await;
+async fn serve(listener: TcpListener, router: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let res = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
     if let Err(e) = res {
         tracing::error!(error = %e, "server stopped");
     }
@@ -194,14 +173,8 @@ fn advertised_str(args: &StartArgs, listen: &str) -> String {
 }
 
 fn with_default_port(addr: &str) -> String {
-    let addr = addr
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    if addr
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
+    let addr = addr.trim().trim_start_matches("http://").trim_end_matches('/');
+    if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
         addr.to_string()
     } else {
         format!("{addr}:{DEFAULT_PEER_PORT}")
@@ -209,12 +182,7 @@ fn with_default_port(addr: &str) -> String {
 }
 
 fn replica_config(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> ReplicaConfig {
-    let mut cfg = ReplicaConfig::new(
-        identity.node_id,
-        node,
-        args.data_dir.clone(),
-        identity.cluster_secret.clone(),
-    );
+    let mut cfg = ReplicaConfig::new(identity.node_id, node, args.data_dir.clone(), identity.cluster_secret.clone());
     cfg.heartbeat_ms = args.heartbeat_ms;
     cfg.election_timeout_ms = args.election_timeout_ms;
     cfg.snapshot_every = args.snapshot_every;
@@ -222,11 +190,7 @@ fn replica_config(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> 
     cfg
 }
 
-async fn open_replica(
-    args: &StartArgs,
-    identity: &NodeIdentity,
-    node: NodeInfo,
-) -> Result<Replica> {
+async fn open_replica(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> Result<Replica> {
     if args.heartbeat_ms == 0 || args.election_timeout_ms <= args.heartbeat_ms {
         return Err(Error::Fatal(
             "--election-timeout-ms must be greater than --heartbeat-ms (and both above 0)".into(),
@@ -239,10 +203,7 @@ async fn open_replica(
 
 /// Creates the cluster: identity, secrets, signing key and admin account, replicated by
 /// this node's own one-member Raft group.
-async fn init(
-    args: &StartArgs,
-    node: NodeInfo,
-) -> Result<(NodeIdentity, Replica, ClusterConfig, String)> {
+async fn init(args: &StartArgs, node: NodeInfo) -> Result<(NodeIdentity, Replica, ClusterConfig, String)> {
     let config = ClusterConfig {
         cluster_id: identity::random_hex(8),
         cluster_secret: identity::random_hex(32),
@@ -251,11 +212,7 @@ async fn init(
     };
     let password = match std::env::var("PANAL_ADMIN_PASSWORD") {
         Ok(p) if p.len() >= 8 => p,
-        Ok(_) => {
-            return Err(Error::Fatal(
-                "PANAL_ADMIN_PASSWORD must be at least 8 characters".into(),
-            ))
-        }
+        Ok(_) => return Err(Error::Fatal("PANAL_ADMIN_PASSWORD must be at least 8 characters".into())),
         Err(_) => identity::random_hex(12),
     };
     let identity = NodeIdentity {
@@ -266,22 +223,15 @@ async fn init(
         pending_join: None,
     };
     let replica = open_replica(args, &identity, node).await?;
-    replica
-        .initialize()
-        .await
-        .map_err(|e| Error::Fatal(format!("cannot initialise Raft: {e}")))?;
-    replica
-        .wait_for_leader(Instant::now() + Duration::from_secs(30))
-        .await?;
+    replica.initialize().await.map_err(|e| Error::Fatal(format!("cannot initialise Raft: {e}")))?;
+    replica.wait_for_leader(Instant::now() + Duration::from_secs(30)).await?;
     let hash = panal_actors::auth::hash_password(&password)?;
     let command = Command::Cluster(ClusterCommand::Init {
         config: config.clone(),
         jwt_key: identity::random_hex(32),
         admin_password_hash: hash,
     });
-    let out = replica
-        .write(&command, None, Duration::from_secs(30))
-        .await?;
+    let out = replica.write(&command, None, Duration::from_secs(30)).await?;
     out.response?;
     // Written last: a data dir with node.json is a complete node.
     identity::save(&args.data_dir, &identity)?;
@@ -290,72 +240,42 @@ async fn init(
 
 fn print_init_banner(config: &ClusterConfig, password: &str, node: &NodeInfo) {
     let from_env = std::env::var("PANAL_ADMIN_PASSWORD").is_ok();
-    println!(
-        "Cluster {} initialised; this node ({}) is its first manager.",
-        config.cluster_id, node.name
-    );
+    println!("Cluster {} initialised; this node ({}) is its first manager.", config.cluster_id, node.name);
     if from_env {
         println!("Admin user: admin (password from PANAL_ADMIN_PASSWORD)");
     } else {
         println!("Admin user: admin   password: {password}   (shown once)");
     }
-    println!(
-        "Join a manager: panal start --join {} --token {}",
-        node.peer_addr,
-        config.token(JoinRole::Manager)
-    );
-    println!(
-        "Join a worker:  panal start --join {} --token {}",
-        node.peer_addr,
-        config.token(JoinRole::Worker)
-    );
+    println!("Join a manager: panal start --join {} --token {}", node.peer_addr, config.token(JoinRole::Manager));
+    println!("Join a worker:  panal start --join {} --token {}", node.peer_addr, config.token(JoinRole::Worker));
 }
 
-async fn request_admission(
-    join_addr: &str,
-    token: &JoinToken,
-    node: &NodeInfo,
-) -> Result<JoinAdmission> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::Fatal(e.to_string()))?;
+async fn request_admission(join_addr: &str, token: &JoinToken, node: &NodeInfo) -> Result<JoinAdmission> {
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| Error::Fatal(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let resp = http
             .post(format!("http://{join_addr}/join"))
-            .json(&JoinRequest {
-                token: token.to_string(),
-                node: node.clone(),
-            })
+            .json(&JoinRequest { token: token.to_string(), node: node.clone() })
             .send()
             .await;
         match resp {
             Ok(r) if r.status().is_success() => {
-                return r.json().await.map_err(|e| {
-                    Error::Fatal(format!("{join_addr} sent an unreadable admission: {e}"))
-                });
+                return r
+                    .json()
+                    .await
+                    .map_err(|e| Error::Fatal(format!("{join_addr} sent an unreadable admission: {e}")));
             }
-            Ok(r)
-                if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
-                    && Instant::now() < deadline => {}
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline => {}
             Ok(r) => {
                 let status = r.status();
                 let body: serde_json::Value = r.json().await.unwrap_or_default();
-                let message = body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no details")
-                    .to_string();
-                return Err(Error::Fatal(format!(
-                    "{join_addr} refused the join ({status}): {message}"
-                )));
+                let message = body["error"]["message"].as_str().unwrap_or("no details").to_string();
+                return Err(Error::Fatal(format!("{join_addr} refused the join ({status}): {message}")));
             }
             Err(e) if Instant::now() < deadline && e.is_connect() => {}
-            Err(e) => {
-                return Err(Error::Fatal(format!(
-                    "cannot reach {join_addr} to join: {e}"
-                )))
-            }
+            Err(e) => return Err(Error::Fatal(format!("cannot reach {join_addr} to join: {e}"))),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -363,33 +283,21 @@ async fn request_admission(
 
 /// Asks the cluster to add this node, retrying until it is a member (the leader may be
 /// changing, or the node may have crashed between admission and activation).
-async fn activate_until_done(
-    replica: &Replica,
-    pending: &PendingJoin,
-    node_id: u64,
-    node: NodeInfo,
-) {
-    let req = ActivateRequest {
-        node_id,
-        node,
-        voter: pending.voter,
-    };
+async fn activate_until_done(replica: &Replica, pending: &PendingJoin, node_id: u64, node: NodeInfo) {
+    let req = ActivateRequest { node_id, node, voter: pending.voter };
     let mut pause = Duration::from_millis(200);
     loop {
-        if replica.members().iter().any(|(id, _, role)| {
-            *id == node_id && (!pending.voter || *role == panal_raft::MemberRole::Manager)
-        }) {
+        if replica
+            .members()
+            .iter()
+            .any(|(id, _, role)| *id == node_id && (!pending.voter || *role == panal_raft::MemberRole::Manager))
+        {
             tracing::info!("joined the cluster");
             return;
         }
         match replica
             .peer_client()
-            .call_json::<_, serde_json::Value>(
-                &pending.via,
-                "/join/activate",
-                &req,
-                Duration::from_secs(300),
-            )
+            .call_json::<_, serde_json::Value>(&pending.via, "/join/activate", &req, Duration::from_secs(300))
             .await
         {
             Ok(_) => {}
@@ -407,11 +315,7 @@ async fn activate_until_done(
 async fn track_readiness(replica: Replica, caught_up: Arc<AtomicBool>) {
     loop {
         if let Ok(index) = replica.read_index(Duration::from_secs(2)).await {
-            if replica
-                .wait_applied(index, Duration::from_secs(30))
-                .await
-                .is_ok()
-            {
+            if replica.wait_applied(index, Duration::from_secs(30)).await.is_ok() {
                 caught_up.store(true, Ordering::Release);
                 tracing::info!(index, "caught up with the leader");
                 return;

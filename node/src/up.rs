@@ -35,18 +35,11 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts (or restarts, when `dir` already holds it) a cluster of `managers` +
     /// `workers` nodes and waits until every node is ready.
-    pub async fn up(
-        dir: &Path,
-        managers: u16,
-        workers: u16,
-        base_port: u16,
-        extra: &[String],
-    ) -> Result<Self> {
+    pub async fn up(dir: &Path, managers: u16, workers: u16, base_port: u16, extra: &[String]) -> Result<Self> {
         if managers == 0 {
             return Err(Error::Fatal("--nodes must be at least 1".into()));
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Fatal(format!("cannot create {}: {e}", dir.display())))?;
         let exe = std::env::current_exe().map_err(|e| Error::Fatal(e.to_string()))?;
         let password_file = dir.join("admin-password");
         let existing = dir.join("node1").join("node.json").exists();
@@ -86,11 +79,7 @@ impl LocalCluster {
                 child: None,
             });
         }
-        let mut cluster = LocalCluster {
-            nodes,
-            password,
-            exe,
-        };
+        let mut cluster = LocalCluster { nodes, password, exe };
         if existing {
             for i in 0..cluster.nodes.len() {
                 cluster.spawn(i, &[])?;
@@ -100,21 +89,12 @@ impl LocalCluster {
             cluster.wait_ready(0, Duration::from_secs(60)).await?;
             let admin = cluster.admin_args(0);
             let client = crate::admin::AdminClient::login(&admin).await?;
-            let tokens = client
-                .request(reqwest::Method::GET, "/api/v1/cluster/tokens")
-                .await?;
+            let tokens = client.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
             let first_peer = cluster.nodes[0].peer_addr.clone();
             for i in 1..cluster.nodes.len() {
-                let role = if (i as u16) < managers {
-                    "manager"
-                } else {
-                    "worker"
-                };
+                let role = if (i as u16) < managers { "manager" } else { "worker" };
                 let token = tokens[role].as_str().unwrap_or_default().to_string();
-                cluster.spawn(
-                    i,
-                    &["--join".into(), first_peer.clone(), "--token".into(), token],
-                )?;
+                cluster.spawn(i, &["--join".into(), first_peer.clone(), "--token".into(), token])?;
                 // One at a time: each join changes the membership.
                 cluster.wait_ready(i, Duration::from_secs(60)).await?;
             }
@@ -160,11 +140,7 @@ impl LocalCluster {
     }
 
     pub fn admin_args(&self, i: usize) -> AdminArgs {
-        AdminArgs {
-            url: self.nodes[i].api_url.clone(),
-            user: "admin".into(),
-            password: Some(self.password.clone()),
-        }
+        AdminArgs { url: self.nodes[i].api_url.clone(), user: "admin".into(), password: Some(self.password.clone()) }
     }
 
     pub async fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<()> {
@@ -204,15 +180,9 @@ impl LocalCluster {
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 if let Some(pid) = child.id() {
-                    let _ = std::process::Command::new("kill")
-                        .arg("-TERM")
-                        .arg(pid.to_string())
-                        .status();
+                    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
                 }
-                if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
                     let _ = child.kill().await;
                 }
             }
@@ -221,56 +191,26 @@ impl LocalCluster {
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
-    let mut cluster =
-        LocalCluster::up(&args.dir, args.nodes, args.workers, args.base_port, &[]).await?;
-    println!(
-        "Panal cluster up: {} managers, {} workers (data in {})",
-        args.nodes,
-        args.workers,
-        args.dir.display()
-    );
+    let mut cluster = LocalCluster::up(&args.dir, args.nodes, args.workers, args.base_port, &[]).await?;
+    println!("Panal cluster up: {} managers, {} workers (data in {})", args.nodes, args.workers, args.dir.display());
     for n in &cluster.nodes {
-        println!(
-            "  {:<8} {}   (log: {}/{}.log)",
-            n.name,
-            n.api_url,
-            args.dir.display(),
-            n.name
-        );
+        println!("  {:<8} {}   (log: {}/{}.log)", n.name, n.api_url, args.dir.display(), n.name);
     }
     println!("Admin user: admin   password: {}", cluster.password);
     let client = crate::admin::AdminClient::login(&cluster.admin_args(0)).await?;
-    let tokens = client
-        .request(reqwest::Method::GET, "/api/v1/cluster/tokens")
-        .await?;
-    println!(
-        "Manager token: {}",
-        tokens["manager"].as_str().unwrap_or_default()
-    );
-    println!(
-        "Worker token:  {}",
-        tokens["worker"].as_str().unwrap_or_default()
-    );
+    let tokens = client.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
+    println!("Manager token: {}", tokens["manager"].as_str().unwrap_or_default());
+    println!("Worker token:  {}", tokens["worker"].as_str().unwrap_or_default());
     let url = &cluster.nodes[0].api_url;
     println!("Try:");
     println!("  TOKEN=$(curl -s {url}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')", cluster.password);
     println!("  curl -s -X PUT {url}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\" -d world");
     println!(
         "  curl -s {}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\"",
-        cluster
-            .nodes
-            .last()
-            .map(|n| n.api_url.as_str())
-            .unwrap_or(url)
+        cluster.nodes.last().map(|n| n.api_url.as_str()).unwrap_or(url)
     );
-    println!(
-        "  panal node ls --node {url} --password {}",
-        cluster.password
-    );
-    println!(
-        "Ctrl-C stops every node; `panal up --dir {}` starts the same cluster again.",
-        args.dir.display()
-    );
+    println!("  panal node ls --node {url} --password {}", cluster.password);
+    println!("Ctrl-C stops every node; `panal up --dir {}` starts the same cluster again.", args.dir.display());
 
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {

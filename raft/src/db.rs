@@ -36,9 +36,7 @@ pub(crate) fn open_rw(path: &Path, sync: SyncMode) -> rusqlite::Result<Connectio
 pub(crate) fn open_ro(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
@@ -53,10 +51,7 @@ pub(crate) struct ReadPool {
 
 impl ReadPool {
     pub(crate) fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
+        Self { path, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `f` on a pooled connection. Blocking: call from `spawn_blocking`.

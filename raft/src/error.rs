@@ -44,10 +44,7 @@ pub enum Error {
 impl Error {
     /// Errors after which retrying the same request elsewhere or later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::NoLeader | Error::Peer { .. } | Error::ReplicaLagging { .. }
-        )
+        matches!(self, Error::NoLeader | Error::Peer { .. } | Error::ReplicaLagging { .. })
     }
 }
 

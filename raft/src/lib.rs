@@ -26,7 +26,7 @@ pub use network::{peer_key, CallError, PeerClient, PEER_KEY_HEADER};
 pub use peer_api::require_peer_key;
 pub use replica::{Consistency, MemberRole, MemberStatus, Replica, ReplicaConfig, WriteOutcome};
 pub use state_machine::StateMachine;
-pub use types::{NodeId, NodeInfo, Proposal, ProposalOutcome, TypeConfig};
+pub use types::{NodeId, NodeInfo, Proposal, ProposalBatch, ProposalOutcome, TypeConfig};
 
 /// Re-exported so that callers can name openraft types without a direct dependency drift.
 pub use openraft;

@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,9 +22,7 @@ pub(crate) const MSGPACK: &str = "application/msgpack";
 /// The key peers present to each other, derived from the cluster secret so the secret
 /// itself never travels after a node has joined.
 pub fn peer_key(cluster_secret: &str) -> String {
-    hex::encode(Sha256::digest(
-        format!("panal-peer-v1:{cluster_secret}").as_bytes(),
-    ))
+    hex::encode(Sha256::digest(format!("panal-peer-v1:{cluster_secret}").as_bytes()))
 }
 
 /// Why a peer call failed, from the caller's point of view.
@@ -58,10 +54,7 @@ impl PeerClient {
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client with static settings builds");
-        Self {
-            http,
-            key: peer_key,
-        }
+        Self { http, key: peer_key }
     }
 
     /// POSTs `req` as MessagePack to `http://{addr}{path}` and decodes the reply.
@@ -72,11 +65,9 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let body =
-            rmp_serde::to_vec_named(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let body = rmp_serde::to_vec_named(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
         let bytes = self.send(addr, path, MSGPACK, body, timeout).await?;
-        rmp_serde::from_slice(&bytes)
-            .map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
+        rmp_serde::from_slice(&bytes).map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
     }
 
     /// Like [`PeerClient::call`], with JSON bodies (for the node's own peer routes).
@@ -87,13 +78,9 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let body =
-            serde_json::to_vec(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
-        let bytes = self
-            .send(addr, path, "application/json", body, timeout)
-            .await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
+        let body = serde_json::to_vec(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let bytes = self.send(addr, path, "application/json", body, timeout).await?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
     }
 
     async fn send(
@@ -131,9 +118,7 @@ impl PeerClient {
                 text.chars().take(300).collect::<String>()
             )));
         }
-        resp.bytes()
-            .await
-            .map_err(|e| CallError::Network(e.to_string()))
+        resp.bytes().await.map_err(|e| CallError::Network(e.to_string()))
     }
 }
 
@@ -147,11 +132,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Network {
-        Network {
-            client: self.client.clone(),
-            target,
-            addr: node.peer_addr.clone(),
-        }
+        Network { client: self.client.clone(), target, addr: node.peer_addr.clone() }
     }
 }
 
@@ -173,11 +154,8 @@ impl Network {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<NodeId, E>> = self
-            .client
-            .call(&self.addr, path, req, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
+        let reply: Result<Resp, RaftError<NodeId, E>> =
+            self.client.call(&self.addr, path, req, option.hard_ttl()).await.map_err(|e| match e {
                 CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
@@ -198,12 +176,9 @@ impl RaftNetwork<TypeConfig> for Network {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.rpc("/raft/snapshot", &SnapshotChunk::from(rpc), &option)
-            .await
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.rpc("/raft/snapshot", &SnapshotChunk::from(rpc), &option).await
     }
 
     async fn vote(
@@ -229,24 +204,12 @@ pub(crate) struct SnapshotChunk {
 
 impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
     fn from(r: InstallSnapshotRequest<TypeConfig>) -> Self {
-        Self {
-            vote: r.vote,
-            meta: r.meta,
-            offset: r.offset,
-            data: r.data,
-            done: r.done,
-        }
+        Self { vote: r.vote, meta: r.meta, offset: r.offset, data: r.data, done: r.done }
     }
 }
 
 impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
     fn from(c: SnapshotChunk) -> Self {
-        Self {
-            vote: c.vote,
-            meta: c.meta,
-            offset: c.offset,
-            data: c.data,
-            done: c.done,
-        }
+        Self { vote: c.vote, meta: c.meta, offset: c.offset, data: c.data, done: c.done }
     }
 }

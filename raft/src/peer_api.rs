@@ -41,29 +41,14 @@ fn bad_request(message: String) -> Response {
 
 /// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
 pub(crate) fn keys_match(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Middleware: rejects requests without the cluster's peer key.
-pub async fn require_peer_key(
-    State(key): State<String>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    let presented = headers
-        .get(PEER_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+pub async fn require_peer_key(State(key): State<String>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let presented = headers.get(PEER_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !keys_match(presented, &key) {
-        let remote = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+        let remote = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::warn!(path = %req.uri().path(), remote, present = !presented.is_empty(), "rejected peer request with a missing or wrong cluster key");
         return (StatusCode::UNAUTHORIZED, "missing or wrong cluster key").into_response();
     }
@@ -89,10 +74,7 @@ impl<A: Application> Replica<A> {
     /// Wraps `routes` so that they require the peer key.
     pub fn authenticated(&self, routes: Router) -> Router {
         routes
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.peer_key.clone(),
-                require_peer_key,
-            ))
+            .layer(axum::middleware::from_fn_with_state(self.inner.peer_key.clone(), require_peer_key))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_PEER_BODY))
     }
 }

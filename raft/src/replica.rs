@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::network::{peer_key, CallError, NetworkFactory, PeerClient};
 use crate::state_machine::StateMachine;
-use crate::types::{NodeId, NodeInfo, Proposal, ProposalOutcome, Raft};
+use crate::types::{NodeId, NodeInfo, Proposal, ProposalBatch, ProposalOutcome, Raft};
 
 /// Settings of one replica.
 #[derive(Debug, Clone)]
@@ -75,9 +75,7 @@ impl FromStr for Consistency {
             "stale" => Ok(Self::Stale),
             "session" => Ok(Self::Session),
             "linearizable" => Ok(Self::Linearizable),
-            other => Err(format!(
-                "unknown consistency level {other:?}: use stale, session or linearizable"
-            )),
+            other => Err(format!("unknown consistency level {other:?}: use stale, session or linearizable")),
         }
     }
 }
@@ -168,9 +166,7 @@ pub struct Replica<A: Application> {
 
 impl<A: Application> Clone for Replica<A> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 
@@ -181,14 +177,73 @@ pub(crate) struct Inner<A: Application> {
     pub(crate) sm: StateMachine<A>,
     pub(crate) client: PeerClient,
     pub(crate) peer_key: String,
+    /// Proposals waiting to be batched into the next log entry (leader only).
+    batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
     _app: PhantomData<A>,
 }
 
+/// A proposal waiting for its batch, with where to send its outcome.
+type Pending = (Proposal, tokio::sync::oneshot::Sender<Result<(ProposalOutcome, u64), RemoteFailure>>);
+
+/// Most proposals in one log entry.
+const MAX_BATCH: usize = 4096;
+/// Batches submitted but not yet committed and applied. Holding further proposals back
+/// while these are in flight is what lets them gather into the next batch (openraft would
+/// otherwise queue each as its own entry, one fsync each).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Group commit: takes every proposal queued while earlier batches were in flight and
+/// submits them as one entry.
+async fn run_batcher(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => pending.push(p),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let (proposals, replies): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .map(|(mut p, reply)| {
+                p.proposed_at_ms = now;
+                (p, reply)
+            })
+            .unzip();
+        let submitted = raft.client_write_ff(ProposalBatch(proposals)).await;
+        let fail_all = |replies: Vec<tokio::sync::oneshot::Sender<_>>, f: RemoteFailure| {
+            for r in replies {
+                let _ = r.send(Err(f.clone()));
+            }
+        };
+        match submitted {
+            Err(e) => fail_all(replies, RemoteFailure::Other(e.to_string())),
+            Ok(rx_result) => {
+                // Wait for commit + apply off the batching loop, so batches pipeline.
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match rx_result.await {
+                        Ok(Ok(resp)) => {
+                            let index = resp.log_id.index;
+                            for (outcome, reply) in resp.data.into_iter().zip(replies) {
+                                let _ = reply.send(Ok((outcome, index)));
+                            }
+                        }
+                        Ok(Err(ClientWriteError::ForwardToLeader(_))) => fail_all(replies, RemoteFailure::NotLeader),
+                        Ok(Err(e)) => fail_all(replies, RemoteFailure::Other(e.to_string())),
+                        Err(_) => fail_all(replies, RemoteFailure::Other("raft stopped".into())),
+                    }
+                });
+            }
+        }
+    }
+}
+
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn random_key() -> String {
@@ -196,11 +251,7 @@ fn random_key() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let mut bytes = [0u8; 16];
     getrandom_fill(&mut bytes);
-    format!(
-        "auto:{}:{}",
-        hex::encode(bytes),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("auto:{}:{}", hex::encode(bytes), N.fetch_add(1, Ordering::Relaxed))
 }
 
 fn getrandom_fill(buf: &mut [u8]) {
@@ -239,17 +290,12 @@ impl<A: Application> Replica<A> {
         }
         .validate()
         .map_err(|e| Error::Raft(e.to_string()))?;
-        let raft = Raft::new(
-            cfg.node_id,
-            Arc::new(raft_config),
-            NetworkFactory {
-                client: client.clone(),
-            },
-            log,
-            sm.clone(),
-        )
-        .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(cfg.node_id, Arc::new(raft_config), NetworkFactory { client: client.clone() }, log, sm.clone())
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        let (batcher, batch_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_batcher(raft.clone(), batch_rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 id: cfg.node_id,
@@ -258,6 +304,7 @@ impl<A: Application> Replica<A> {
                 sm,
                 client,
                 peer_key: key,
+                batcher,
                 _app: PhantomData,
             }),
         })
@@ -291,19 +338,11 @@ impl<A: Application> Replica<A> {
     /// Makes this node the only member of a new cluster. Only on a fresh data directory.
     pub async fn initialize(&self) -> Result<()> {
         let members = BTreeMap::from([(self.inner.id, self.inner.node.clone())]);
-        self.inner
-            .raft
-            .initialize(members)
-            .await
-            .map_err(|e| Error::Raft(e.to_string()))
+        self.inner.raft.initialize(members).await.map_err(|e| Error::Raft(e.to_string()))
     }
 
     pub async fn is_initialized(&self) -> Result<bool> {
-        self.inner
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|_| Error::ShuttingDown)
+        self.inner.raft.is_initialized().await.map_err(|_| Error::ShuttingDown)
     }
 
     pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeInfo> {
@@ -311,13 +350,7 @@ impl<A: Application> Replica<A> {
     }
 
     pub fn applied_index(&self) -> u64 {
-        self.inner
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map(|l| l.index)
-            .unwrap_or(0)
+        self.inner.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0)
     }
 
     /// The current leader and its addresses, if one is known.
@@ -336,11 +369,7 @@ impl<A: Application> Replica<A> {
         membership
             .nodes()
             .map(|(id, node)| {
-                let role = if voters.contains(id) {
-                    MemberRole::Manager
-                } else {
-                    MemberRole::Worker
-                };
+                let role = if voters.contains(id) { MemberRole::Manager } else { MemberRole::Worker };
                 (*id, node.clone(), role)
             })
             .collect()
@@ -407,33 +436,18 @@ impl<A: Application> Replica<A> {
             ProposalOutcome::Replayed(j) => (j, true),
             ProposalOutcome::KeyReused => return Err(Error::IdempotencyKeyReused),
             ProposalOutcome::Failed(m) => return Err(Error::ApplyFailed(m)),
-            ProposalOutcome::Internal => {
-                return Err(Error::Raft("unexpected internal outcome".into()))
-            }
         };
-        Ok(WriteOutcome {
-            response: serde_json::from_str(&json)?,
-            index,
-            replayed,
-        })
+        Ok(WriteOutcome { response: serde_json::from_str(&json)?, index, replayed })
     }
 
-    async fn propose(
-        &self,
-        proposal: Proposal,
-        timeout: Duration,
-    ) -> Result<(ProposalOutcome, u64)> {
+    async fn propose(&self, proposal: Proposal, timeout: Duration) -> Result<(ProposalOutcome, u64)> {
         let deadline = Instant::now() + timeout;
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let attempt = if leader == self.inner.id {
-                self.propose_local(proposal.clone())
-                    .await
-                    .map_err(Error::from)
+                self.propose_local(proposal.clone()).await.map_err(Error::from)
             } else {
-                let left = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(FORWARD_TIMEOUT);
+                let left = deadline.saturating_duration_since(Instant::now()).min(FORWARD_TIMEOUT);
                 match self
                     .inner
                     .client
@@ -447,10 +461,7 @@ impl<A: Application> Replica<A> {
                 {
                     Ok(r) => r.map_err(Error::from),
                     Err(CallError::Unauthorized) => return Err(Error::Unauthorized),
-                    Err(e) => Err(Error::Peer {
-                        addr: node.peer_addr.clone(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => Err(Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() }),
                 }
             };
             match attempt {
@@ -465,29 +476,17 @@ impl<A: Application> Replica<A> {
         }
     }
 
-    /// Proposes on this node, which must be the leader. Stamps the leader's clock.
-    pub(crate) async fn propose_local(
-        &self,
-        mut proposal: Proposal,
-    ) -> Result<(ProposalOutcome, u64), RemoteFailure> {
-        proposal.proposed_at_ms = now_ms();
-        match self.inner.raft.client_write(proposal).await {
-            Ok(resp) => Ok((resp.data, resp.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(RemoteFailure::NotLeader)
-            }
-            Err(e) => Err(RemoteFailure::Other(e.to_string())),
-        }
+    /// Proposes on this node, which must be the leader, through the group-commit batcher
+    /// (which stamps the leader's clock).
+    pub(crate) async fn propose_local(&self, proposal: Proposal) -> Result<(ProposalOutcome, u64), RemoteFailure> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.batcher.send((proposal, tx)).map_err(|_| RemoteFailure::Other("replica stopped".into()))?;
+        rx.await.map_err(|_| RemoteFailure::Other("replica stopped".into()))?
     }
 
     /// Waits until the local replica may serve a read at `level`. `min_index` is the
     /// client's last seen write index (for `session`). Returns the applied index.
-    pub async fn read_barrier(
-        &self,
-        level: Consistency,
-        min_index: u64,
-        timeout: Duration,
-    ) -> Result<u64> {
+    pub async fn read_barrier(&self, level: Consistency, min_index: u64, timeout: Duration) -> Result<u64> {
         let wanted = match level {
             Consistency::Stale => return Ok(self.applied_index()),
             Consistency::Session => min_index,
@@ -502,19 +501,10 @@ impl<A: Application> Replica<A> {
         if applied >= index {
             return Ok(applied);
         }
-        match self
-            .inner
-            .raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index), "read barrier")
-            .await
-        {
+        match self.inner.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read barrier").await {
             Ok(m) => Ok(m.last_applied.map(|l| l.index).unwrap_or(0)),
             Err(openraft::metrics::WaitError::ShuttingDown) => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::ReplicaLagging {
-                applied: self.applied_index(),
-                wanted: index,
-            }),
+            Err(_) => Err(Error::ReplicaLagging { applied: self.applied_index(), wanted: index }),
         }
     }
 
@@ -526,33 +516,21 @@ impl<A: Application> Replica<A> {
             let attempt = if leader == self.inner.id {
                 self.read_index_local().await.map_err(Error::from)
             } else {
-                let left = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(FORWARD_TIMEOUT);
+                let left = deadline.saturating_duration_since(Instant::now()).min(FORWARD_TIMEOUT);
                 match self
                     .inner
                     .client
-                    .call::<_, Result<u64, RemoteFailure>>(
-                        &node.peer_addr,
-                        "/raft/read-index",
-                        &(),
-                        left,
-                    )
+                    .call::<_, Result<u64, RemoteFailure>>(&node.peer_addr, "/raft/read-index", &(), left)
                     .await
                 {
                     Ok(r) => r.map_err(Error::from),
                     Err(CallError::Unauthorized) => return Err(Error::Unauthorized),
-                    Err(e) => Err(Error::Peer {
-                        addr: node.peer_addr.clone(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => Err(Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() }),
                 }
             };
             match attempt {
                 Ok(i) => return Ok(i),
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tokio::time::sleep(RETRY_PAUSE).await
-                }
+                Err(e) if e.is_retryable() && Instant::now() < deadline => tokio::time::sleep(RETRY_PAUSE).await,
                 Err(e) if e.is_retryable() => return Err(Error::NoLeader),
                 Err(e) => return Err(e),
             }
@@ -584,26 +562,22 @@ impl<A: Application> Replica<A> {
     /// Adds a node: as a learner, waiting until it has caught up, then as a voter when
     /// `voter`. Runs on the leader (forwarded from any node).
     pub async fn add_member(&self, id: NodeId, node: NodeInfo, voter: bool) -> Result<()> {
-        self.change_membership(MembershipChange::Add { id, node, voter })
-            .await
+        self.change_membership(MembershipChange::Add { id, node, voter }).await
     }
 
     /// Makes a worker (learner) a manager (voter).
     pub async fn promote(&self, id: NodeId) -> Result<()> {
-        self.change_membership(MembershipChange::Promote { id })
-            .await
+        self.change_membership(MembershipChange::Promote { id }).await
     }
 
     /// Makes a manager a worker; it keeps its replica.
     pub async fn demote(&self, id: NodeId) -> Result<()> {
-        self.change_membership(MembershipChange::Demote { id })
-            .await
+        self.change_membership(MembershipChange::Demote { id }).await
     }
 
     /// Removes a node from the cluster.
     pub async fn remove(&self, id: NodeId) -> Result<()> {
-        self.change_membership(MembershipChange::Remove { id })
-            .await
+        self.change_membership(MembershipChange::Remove { id }).await
     }
 
     async fn change_membership(&self, change: MembershipChange) -> Result<()> {
@@ -611,57 +585,35 @@ impl<A: Application> Replica<A> {
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let attempt = if leader == self.inner.id {
-                self.change_membership_local(change.clone())
-                    .await
-                    .map_err(Error::from)
+                self.change_membership_local(change.clone()).await.map_err(Error::from)
             } else {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self
                     .inner
                     .client
-                    .call::<_, Result<(), RemoteFailure>>(
-                        &node.peer_addr,
-                        "/raft/membership",
-                        &change,
-                        left,
-                    )
+                    .call::<_, Result<(), RemoteFailure>>(&node.peer_addr, "/raft/membership", &change, left)
                     .await
                 {
                     Ok(r) => r.map_err(Error::from),
                     Err(CallError::Unauthorized) => return Err(Error::Unauthorized),
-                    Err(e) => Err(Error::Peer {
-                        addr: node.peer_addr.clone(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => Err(Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() }),
                 }
             };
             match attempt {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tokio::time::sleep(RETRY_PAUSE).await
-                }
+                Err(e) if e.is_retryable() && Instant::now() < deadline => tokio::time::sleep(RETRY_PAUSE).await,
                 Err(e) => return Err(e),
             }
         }
     }
 
-    pub(crate) async fn change_membership_local(
-        &self,
-        change: MembershipChange,
-    ) -> Result<(), RemoteFailure> {
+    pub(crate) async fn change_membership_local(&self, change: MembershipChange) -> Result<(), RemoteFailure> {
         let raft = &self.inner.raft;
         let members = self.members();
-        let role_of = |id: NodeId| {
-            members
-                .iter()
-                .find(|(m, _, _)| *m == id)
-                .map(|(_, _, r)| *r)
-        };
+        let role_of = |id: NodeId| members.iter().find(|(m, _, _)| *m == id).map(|(_, _, r)| *r);
         let map_err = |e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => RemoteFailure::NotLeader,
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                RemoteFailure::Membership(e.to_string())
-            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => RemoteFailure::Membership(e.to_string()),
             e => RemoteFailure::Other(e.to_string()),
         };
         match change {
@@ -677,11 +629,7 @@ impl<A: Application> Replica<A> {
                 }
             }
             MembershipChange::Promote { id } => match role_of(id) {
-                None => {
-                    return Err(RemoteFailure::Membership(format!(
-                        "node {id} is not a member"
-                    )))
-                }
+                None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
                 Some(MemberRole::Manager) => {}
                 Some(MemberRole::Worker) => {
                     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -690,21 +638,12 @@ impl<A: Application> Replica<A> {
                 }
             },
             MembershipChange::Demote { id } => match role_of(id) {
-                None => {
-                    return Err(RemoteFailure::Membership(format!(
-                        "node {id} is not a member"
-                    )))
-                }
+                None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
                 Some(MemberRole::Worker) => {}
                 Some(MemberRole::Manager) => {
-                    let managers = members
-                        .iter()
-                        .filter(|(_, _, r)| *r == MemberRole::Manager)
-                        .count();
+                    let managers = members.iter().filter(|(_, _, r)| *r == MemberRole::Manager).count();
                     if managers <= 1 {
-                        return Err(RemoteFailure::Membership(
-                            "cannot demote the last manager".into(),
-                        ));
+                        return Err(RemoteFailure::Membership("cannot demote the last manager".into()));
                     }
                     raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
                         .await
@@ -712,27 +651,15 @@ impl<A: Application> Replica<A> {
                 }
             },
             MembershipChange::Remove { id } => match role_of(id) {
-                None => {
-                    return Err(RemoteFailure::Membership(format!(
-                        "node {id} is not a member"
-                    )))
-                }
+                None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
                 Some(MemberRole::Manager) => {
-                    let managers = members
-                        .iter()
-                        .filter(|(_, _, r)| *r == MemberRole::Manager)
-                        .count();
+                    let managers = members.iter().filter(|(_, _, r)| *r == MemberRole::Manager).count();
                     if managers <= 1 {
-                        return Err(RemoteFailure::Membership(
-                            "cannot remove the last manager".into(),
-                        ));
+                        return Err(RemoteFailure::Membership("cannot remove the last manager".into()));
                     }
-                    raft.change_membership(
-                        ChangeMembers::RemoveVoters(BTreeSet::from([id])),
-                        false,
-                    )
-                    .await
-                    .map_err(map_err)?;
+                    raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(map_err)?;
                 }
                 Some(MemberRole::Worker) => {
                     raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
@@ -750,31 +677,20 @@ impl<A: Application> Replica<A> {
             .client
             .call::<_, MemberStatus>(&node.peer_addr, "/raft/status", &(), timeout)
             .await
-            .map_err(|e| Error::Peer {
-                addr: node.peer_addr.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() })
     }
 
     /// Builds a snapshot now and purges the log behind it (subject to the keep setting).
     pub async fn snapshot_now(&self) -> Result<u64> {
         let before = self.metrics().snapshot.map(|l| l.index);
-        self.inner
-            .raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| Error::Raft(e.to_string()))?;
+        self.inner.raft.trigger().snapshot().await.map_err(|e| Error::Raft(e.to_string()))?;
         let target = self.applied_index();
         let m = self
             .inner
             .raft
             .wait(Some(Duration::from_secs(60)))
             .metrics(
-                |m| {
-                    m.snapshot.map(|l| l.index) != before
-                        && m.snapshot.map(|l| l.index).unwrap_or(0) >= target.min(1)
-                },
+                |m| m.snapshot.map(|l| l.index) != before && m.snapshot.map(|l| l.index).unwrap_or(0) >= target.min(1),
                 "snapshot",
             )
             .await

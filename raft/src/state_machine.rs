@@ -24,8 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::app::{Application, ApplyContext};
 use crate::db::{blocking, open_ro, open_rw, ReadPool, SyncMode};
 use crate::types::{
-    Entry, LogId, Proposal, ProposalOutcome, Snapshot, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    Entry, LogId, Proposal, ProposalOutcome, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
 /// The longest an idempotency key is remembered after its first use.
@@ -50,9 +49,7 @@ pub struct StateMachine<A: Application> {
 
 impl<A: Application> Clone for StateMachine<A> {
     fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
+        Self { shared: self.shared.clone() }
     }
 }
 
@@ -76,25 +73,20 @@ fn sql_err(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
-fn read_state<T: serde::de::DeserializeOwned>(
-    conn: &Connection,
-    key: &str,
-) -> rusqlite::Result<Option<T>> {
+fn read_state<T: serde::de::DeserializeOwned>(conn: &Connection, key: &str) -> rusqlite::Result<Option<T>> {
     let raw: Option<Vec<u8>> = conn
-        .query_row("SELECT value FROM _raft_state WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM _raft_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?;
-    raw.map(|b| serde_json::from_slice(&b).map_err(sql_err))
-        .transpose()
+    raw.map(|b| serde_json::from_slice(&b).map_err(sql_err)).transpose()
 }
 
 fn write_state<T: Serialize>(conn: &Connection, key: &str, v: &T) -> rusqlite::Result<()> {
     let bytes = serde_json::to_vec(v).map_err(sql_err)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO _raft_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, bytes],
-    )?;
+    )?
+    .execute(params![key, bytes])?;
     Ok(())
 }
 
@@ -166,9 +158,7 @@ impl<A: Application> StateMachine<A> {
 
     /// The last applied log id as recorded in the database.
     pub async fn last_applied(&self) -> Result<Option<LogId>, crate::Error> {
-        self.read(|c| applied_state_of(c).map(|(l, _)| l))
-            .await?
-            .map_err(Into::into)
+        self.read(|c| applied_state_of(c).map(|(l, _)| l)).await?.map_err(Into::into)
     }
 
     /// SHA-256 over every table's rows (in a stable order), with the applied index it was
@@ -198,7 +188,8 @@ impl<A: Application> StateMachine<A> {
         .await
     }
 
-    fn apply_batch(&self, entries: Vec<Entry>) -> rusqlite::Result<Vec<ProposalOutcome>> {
+    fn apply_batch(&self, entries: Vec<Entry>) -> rusqlite::Result<Vec<Vec<ProposalOutcome>>> {
+        tracing::trace!(entries = entries.len(), "applying batch");
         let mut conn = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction()?;
         let (mut last, mut membership) = applied_state_of(&tx)?;
@@ -207,22 +198,23 @@ impl<A: Application> StateMachine<A> {
         for entry in entries {
             last = Some(entry.log_id);
             let outcome = match entry.payload {
-                EntryPayload::Blank => ProposalOutcome::Internal,
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m);
-                    ProposalOutcome::Internal
+                    Vec::new()
                 }
-                EntryPayload::Normal(p) => {
-                    // The replicated clock never goes back, whichever leader stamped the entry.
-                    clock = clock.max(p.proposed_at_ms);
-                    self.apply_proposal(
-                        &tx,
-                        ApplyContext {
-                            index: entry.log_id.index,
-                            now_ms: clock,
-                        },
-                        p,
-                    )?
+                EntryPayload::Normal(batch) => {
+                    if entry.log_id.index.is_multiple_of(SWEEP_EVERY) {
+                        tx.execute("DELETE FROM _raft_idempotency WHERE expires_ms <= ?1", [clock])?;
+                    }
+                    let mut results = Vec::with_capacity(batch.0.len());
+                    for p in batch.0 {
+                        // The replicated clock never goes back, whichever leader stamped the entry.
+                        clock = clock.max(p.proposed_at_ms);
+                        let ctx = ApplyContext { index: entry.log_id.index, now_ms: clock };
+                        results.push(self.apply_proposal(&tx, ctx, p)?);
+                    }
+                    results
                 }
             };
             outcomes.push(outcome);
@@ -234,27 +226,15 @@ impl<A: Application> StateMachine<A> {
         Ok(outcomes)
     }
 
-    fn apply_proposal(
-        &self,
-        tx: &Connection,
-        ctx: ApplyContext,
-        p: Proposal,
-    ) -> rusqlite::Result<ProposalOutcome> {
+    fn apply_proposal(&self, tx: &Connection, ctx: ApplyContext, p: Proposal) -> rusqlite::Result<ProposalOutcome> {
         let index = ctx.index;
-        if index.is_multiple_of(SWEEP_EVERY) {
-            tx.execute(
-                "DELETE FROM _raft_idempotency WHERE expires_ms <= ?1",
-                [ctx.now_ms],
-            )?;
-        }
         let hash = hex::encode(Sha256::digest(p.command.as_bytes()));
         if let Some(key) = &p.idempotency_key {
             let seen: Option<(String, String)> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT command_hash, outcome FROM _raft_idempotency WHERE key = ?1 AND expires_ms > ?2",
-                    params![key, ctx.now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                )?
+                .query_row(params![key, ctx.now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             if let Some((seen_hash, outcome)) = seen {
                 return Ok(if seen_hash == hash {
@@ -267,22 +247,21 @@ impl<A: Application> StateMachine<A> {
         tx.execute_batch("SAVEPOINT apply_entry")?;
         let result = match serde_json::from_str::<A::Command>(&p.command) {
             Err(e) => Err(format!("undecodable command: {e}")),
-            Ok(cmd) => {
-                match catch_unwind(AssertUnwindSafe(|| self.shared.app.apply(tx, &ctx, cmd))) {
-                    Ok(Ok(resp)) => serde_json::to_string(&resp).map_err(|e| e.to_string()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(panic) => Err(format!("apply panicked: {}", panic_message(&panic))),
-                }
-            }
+            Ok(cmd) => match catch_unwind(AssertUnwindSafe(|| self.shared.app.apply(tx, &ctx, cmd))) {
+                Ok(Ok(resp)) => serde_json::to_string(&resp).map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(panic) => Err(format!("apply panicked: {}", panic_message(&panic))),
+            },
         };
         match result {
             Ok(json) => {
                 tx.execute_batch("RELEASE apply_entry")?;
                 if let Some(key) = &p.idempotency_key {
-                    tx.execute(
+                    let expires = ctx.now_ms.saturating_add(p.idempotency_ttl_ms.clamp(0, MAX_IDEMPOTENCY_TTL_MS));
+                    tx.prepare_cached(
                         "INSERT OR REPLACE INTO _raft_idempotency (key, command_hash, outcome, expires_ms) VALUES (?1, ?2, ?3, ?4)",
-                        params![key, hash, json, ctx.now_ms.saturating_add(p.idempotency_ttl_ms.clamp(0, MAX_IDEMPOTENCY_TTL_MS))],
-                    )?;
+                    )?
+                    .execute(params![key, hash, json, expires])?;
                 }
                 Ok(ProposalOutcome::Applied(json))
             }
@@ -296,9 +275,7 @@ impl<A: Application> StateMachine<A> {
 
     fn current_snapshot_meta(&self) -> std::io::Result<Option<CurrentSnapshot>> {
         match std::fs::read(self.shared.snapshot_dir.join("current.json")) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(std::io::Error::other),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(std::io::Error::other),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -307,11 +284,7 @@ impl<A: Application> StateMachine<A> {
     /// Makes the snapshot file `tmp` the current snapshot unless a newer one is already
     /// current (a slow build must not replace a snapshot installed meanwhile).
     fn promote_snapshot(&self, tmp: &Path, meta: &SnapshotMeta) -> std::io::Result<bool> {
-        let _guard = self
-            .shared
-            .snapshot_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let dir = &self.shared.snapshot_dir;
         let previous = self.current_snapshot_meta()?;
         if let Some(prev) = &previous {
@@ -323,10 +296,7 @@ impl<A: Application> StateMachine<A> {
         let file = format!("{}.db", meta.snapshot_id);
         std::fs::File::open(tmp)?.sync_all()?;
         std::fs::rename(tmp, dir.join(&file))?;
-        let pointer = serde_json::to_vec(&CurrentSnapshot {
-            meta: meta.clone(),
-            file: file.clone(),
-        })?;
+        let pointer = serde_json::to_vec(&CurrentSnapshot { meta: meta.clone(), file: file.clone() })?;
         let pointer_tmp = dir.join("current.json.tmp");
         std::fs::write(&pointer_tmp, pointer)?;
         std::fs::File::open(&pointer_tmp)?.sync_all()?;
@@ -353,24 +323,13 @@ impl<A: Application> StateMachine<A> {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, unique_suffix()),
             None => format!("0-0-{}", unique_suffix()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: membership,
-            snapshot_id,
-        };
+        let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id };
         let data = std::fs::read(&tmp)?;
         self.promote_snapshot(&tmp, &meta)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 
-    fn install_snapshot_blocking(
-        &self,
-        meta: &SnapshotMeta,
-        data: Vec<u8>,
-    ) -> Result<(), crate::Error> {
+    fn install_snapshot_blocking(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), crate::Error> {
         let dir = &self.shared.snapshot_dir;
         let tmp = dir.join(format!("install-{}.tmp", unique_suffix()));
         std::fs::write(&tmp, &data)?;
@@ -380,26 +339,18 @@ impl<A: Application> StateMachine<A> {
             let ok: String = check.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
             if ok != "ok" {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(crate::Error::Raft(format!(
-                    "received snapshot fails quick_check: {ok}"
-                )));
+                return Err(crate::Error::Raft(format!("received snapshot fails quick_check: {ok}")));
             }
             let (last, _) = applied_state_of(&check)?;
             if last != meta.last_log_id {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(crate::Error::Raft(
-                    "received snapshot does not match its metadata".into(),
-                ));
+                return Err(crate::Error::Raft("received snapshot does not match its metadata".into()));
             }
         }
         {
             let mut conn = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
             // One backup transaction: readers see the old state or the new one, never a mix.
-            conn.restore(
-                rusqlite::MAIN_DB,
-                &tmp,
-                None::<fn(rusqlite::backup::Progress)>,
-            )?;
+            conn.restore(rusqlite::MAIN_DB, &tmp, None::<fn(rusqlite::backup::Progress)>)?;
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA)?;
             self.shared.app.migrate(&tx)?;
@@ -411,29 +362,19 @@ impl<A: Application> StateMachine<A> {
     }
 
     fn current_snapshot_blocking(&self) -> std::io::Result<Option<Snapshot>> {
-        let _guard = self
-            .shared
-            .snapshot_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(cur) = self.current_snapshot_meta()? else {
             return Ok(None);
         };
         let data = std::fs::read(self.shared.snapshot_dir.join(&cur.file))?;
-        Ok(Some(Snapshot {
-            meta: cur.meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        Ok(Some(Snapshot { meta: cur.meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }
 
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{nanos:x}{:x}", N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -460,11 +401,8 @@ fn checksum_tables(conn: &Connection) -> rusqlite::Result<String> {
         let n = stmt.column_count();
         let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
         drop(stmt);
-        let mut stmt = conn.prepare(&format!(
-            "SELECT * FROM \"{}\" ORDER BY {}",
-            table.replace('"', "\"\""),
-            order.join(",")
-        ))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT * FROM \"{}\" ORDER BY {}", table.replace('"', "\"\""), order.join(",")))?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             for i in 0..n {
@@ -513,16 +451,14 @@ impl<A: Application> RaftStateMachine<TypeConfig> for StateMachine<A> {
         .map_err(|e| StorageIOError::read_state_machine(&e).into())
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalOutcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<ProposalOutcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let sm = self.clone();
-        blocking(move || sm.apply_batch(entries))
-            .await
-            .map_err(|e| StorageIOError::write_state_machine(&e).into())
+        blocking(move || sm.apply_batch(entries)).await.map_err(|e| StorageIOError::write_state_machine(&e).into())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

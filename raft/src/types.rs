@@ -47,12 +47,21 @@ impl fmt::Display for Proposal {
     }
 }
 
-/// What applying one entry produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// The payload of one log entry: every proposal the leader collected while the previous
+/// entry was being made durable (group commit: one entry, one fsync, many commands).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProposalBatch(pub Vec<Proposal>);
+
+impl fmt::Display for ProposalBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch of {} proposals", self.0.len())
+    }
+}
+
+/// What applying one proposal produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProposalOutcome {
-    /// Blank and membership entries.
-    #[default]
-    Internal,
     /// JSON of the application's response type.
     Applied(String),
     /// A retried proposal: the stored outcome of the first one.
@@ -66,8 +75,9 @@ pub enum ProposalOutcome {
 openraft::declare_raft_types!(
     /// Panal's Raft types: JSON commands in a [`Proposal`], SQLite snapshot files held in memory while sent or installed.
     pub TypeConfig:
-        D = Proposal,
-        R = ProposalOutcome,
+        D = ProposalBatch,
+        // One outcome per proposal of the entry; empty for blank and membership entries.
+        R = Vec<ProposalOutcome>,
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

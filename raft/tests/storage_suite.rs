@@ -10,8 +10,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine<common::Kv>, tempfile::TempDir> for Builder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachine<common::Kv>), openraft::StorageError<u64>>
-    {
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine<common::Kv>), openraft::StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = LogStore::open(&dir.path().join("raft-log.db")).expect("log store");
         let sm = StateMachine::open(dir.path(), common::Kv).expect("state machine");

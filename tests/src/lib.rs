@@ -22,14 +22,7 @@ pub fn panal_bin() -> &'static Path {
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "panal",
-                "--bin",
-                "panal",
-                "--message-format=json-render-diagnostics",
-            ])
+            .args(["build", "-p", "panal", "--bin", "panal", "--message-format=json-render-diagnostics"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stderr(Stdio::inherit())
             .output()
@@ -123,10 +116,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             password: "test-admin-password".into(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
             dir: tempfile::tempdir().unwrap(),
             subnet: fresh_subnet(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -160,25 +150,11 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize, extra: &[&str]) {
         let n = &self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&n.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
         let child = Command::new(panal_bin())
             .arg("start")
-            .args([
-                "--data-dir",
-                &n.data_dir.display().to_string(),
-                "--name",
-                &n.name,
-            ])
-            .args([
-                "--api-addr",
-                &format!("{}:7700", n.ip),
-                "--peer-addr",
-                &format!("{}:7701", n.ip),
-            ])
+            .args(["--data-dir", &n.data_dir.display().to_string(), "--name", &n.name])
+            .args(["--api-addr", &format!("{}:7700", n.ip), "--peer-addr", &format!("{}:7701", n.ip)])
             .args(["--mesh-addr", &format!("{}:7702", n.ip)])
             .args(&self.extra)
             .args(extra)
@@ -204,16 +180,10 @@ impl Cluster {
         // A manager is ready once it is a voter.
         if role == "manager" {
             let id = self.node_id(i).await;
-            poll(
-                &format!("{} to become a manager", self.nodes[i].name),
-                || async {
-                    let rows = self.admin_get(0, "/api/v1/cluster/nodes").await;
-                    rows.as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|r| r["id"] == id && r["role"] == "manager")
-                },
-            )
+            poll(&format!("{} to become a manager", self.nodes[i].name), || async {
+                let rows = self.admin_get(0, "/api/v1/cluster/nodes").await;
+                rows.as_array().unwrap().iter().any(|r| r["id"] == id && r["role"] == "manager")
+            })
             .await;
         }
         i
@@ -230,9 +200,7 @@ impl Cluster {
     /// SIGTERMs node `i` and waits for it to exit.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
             c.wait().unwrap();
         }
     }
@@ -247,9 +215,7 @@ impl Cluster {
     /// Restarts every stopped node at once (a lone node cannot become ready without a
     /// quorum) and waits until all are ready.
     pub async fn restart_all(&mut self) {
-        let stopped: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| !self.nodes[*i].is_running())
-            .collect();
+        let stopped: Vec<usize> = (0..self.nodes.len()).filter(|i| !self.nodes[*i].is_running()).collect();
         for &i in &stopped {
             self.spawn(i, &[]);
         }
@@ -259,9 +225,7 @@ impl Cluster {
     }
 
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].is_running())
-            .collect()
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_running()).collect()
     }
 
     pub async fn wait_ready(&mut self, i: usize) {
@@ -274,22 +238,12 @@ impl Cluster {
                     panic!("{} exited with {status}:\n{log}", self.nodes[i].name);
                 }
             }
-            if let Ok(r) = self
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-            {
+            if let Ok(r) = self.http.get(&url).timeout(Duration::from_secs(1)).send().await {
                 if r.status().is_success() {
                     return;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready within {DEADLINE:?}",
-                self.nodes[i].name
-            );
+            assert!(Instant::now() < deadline, "{} not ready within {DEADLINE:?}", self.nodes[i].name);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -325,30 +279,18 @@ impl Cluster {
             .send()
             .await
             .unwrap();
-        assert!(
-            r.status().is_success(),
-            "GET {path} on {}: {}",
-            self.nodes[i].name,
-            r.status()
-        );
+        assert!(r.status().is_success(), "GET {path} on {}: {}", self.nodes[i].name, r.status());
         r.json().await.unwrap()
     }
 
     pub async fn node_id(&self, i: usize) -> u64 {
-        self.admin_get(i, "/api/v1/cluster/status").await["node"]["id"]
-            .as_u64()
-            .unwrap()
+        self.admin_get(i, "/api/v1/cluster/status").await["node"]["id"].as_u64().unwrap()
     }
 
     /// The role (`manager` / `worker`) of member `id`, or None when it is not a member.
     pub async fn role(&self, id: u64) -> Option<String> {
-        let rows = self
-            .admin_get(self.running()[0], "/api/v1/cluster/nodes")
-            .await;
-        rows.as_array()?
-            .iter()
-            .find(|r| r["id"] == id)
-            .map(|r| r["role"].as_str().unwrap_or_default().to_string())
+        let rows = self.admin_get(self.running()[0], "/api/v1/cluster/nodes").await;
+        rows.as_array()?.iter().find(|r| r["id"] == id).map(|r| r["role"].as_str().unwrap_or_default().to_string())
     }
 
     /// Index (in `nodes`) of the current leader, as reported by a running node.
@@ -368,11 +310,7 @@ impl Cluster {
                     continue;
                 };
                 if let Some(name) = v["leader"]["name"].as_str() {
-                    if let Some(l) = self
-                        .nodes
-                        .iter()
-                        .position(|n| n.name == name && n.is_running())
-                    {
+                    if let Some(l) = self.nodes.iter().position(|n| n.name == name && n.is_running()) {
                         return Some(l);
                     }
                 }
@@ -392,23 +330,13 @@ impl Cluster {
             .send()
             .await
             .unwrap();
-        let index = r
-            .headers()
-            .get("x-panal-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let index =
+            r.headers().get("x-panal-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
         (r.status().as_u16(), index)
     }
 
     /// Reads a key on node `i` at `consistency`, after `min_index` for `session`.
-    pub async fn get(
-        &self,
-        i: usize,
-        key: &str,
-        consistency: &str,
-        min_index: u64,
-    ) -> (u16, Value) {
+    pub async fn get(&self, i: usize, key: &str, consistency: &str, min_index: u64) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}/api/v1/cluster/kv/{key}", self.nodes[i].api()))
@@ -428,14 +356,9 @@ impl Cluster {
             let mut seen = Vec::new();
             for i in self.running() {
                 let v = self.admin_get(i, "/api/v1/cluster/checksum").await;
-                seen.push((
-                    v["applied_index"].as_u64().unwrap(),
-                    v["checksum"].as_str().unwrap().to_string(),
-                ));
+                seen.push((v["applied_index"].as_u64().unwrap(), v["checksum"].as_str().unwrap().to_string()));
             }
-            seen.windows(2)
-                .all(|w| w[0] == w[1])
-                .then(|| seen[0].clone())
+            seen.windows(2).all(|w| w[0] == w[1]).then(|| seen[0].clone())
         })
         .await
     }

@@ -10,14 +10,7 @@ fn stderr(o: &std::process::Output) -> String {
 fn listing(dir: &std::path::Path) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
         .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().to_string(),
-                        e.metadata().unwrap().len(),
-                    )
-                })
-                .collect()
+            rd.flatten().map(|e| (e.file_name().to_string_lossy().to_string(), e.metadata().unwrap().len())).collect()
         })
         .unwrap_or_default();
     v.sort();
@@ -32,12 +25,7 @@ async fn start_refuses_bad_input_and_writes_nothing() {
     let fresh = tempfile::tempdir().unwrap();
     let data = fresh.path().join("d");
     let data_s = data.display().to_string();
-    let addrs = [
-        "--api-addr".to_string(),
-        format!("{ip}:7700"),
-        "--peer-addr".into(),
-        format!("{ip}:7701"),
-    ];
+    let addrs = ["--api-addr".to_string(), format!("{ip}:7700"), "--peer-addr".into(), format!("{ip}:7701")];
     let base: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let start = |extra: &[&str]| {
         let mut args = vec!["start", "--data-dir", &data_s];
@@ -52,40 +40,18 @@ async fn start_refuses_bad_input_and_writes_nothing() {
 
     let o = start(&["--join", &c.nodes[0].peer(), "--token", "garbage"]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("malformed join token"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("malformed join token"), "{}", stderr(&o));
     assert!(!data.join("node.json").exists());
 
-    let o = start(&[
-        "--join",
-        &c.nodes[0].peer(),
-        "--token",
-        "PANAL-1-deadbeef-0123456789abcdef-manager",
-    ]);
+    let o = start(&["--join", &c.nodes[0].peer(), "--token", "PANAL-1-deadbeef-0123456789abcdef-manager"]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("the token is for cluster deadbeef"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(
-        !data.join("node.json").exists(),
-        "a refused join writes no identity"
-    );
+    assert!(stderr(&o).contains("the token is for cluster deadbeef"), "{}", stderr(&o));
+    assert!(!data.join("node.json").exists(), "a refused join writes no identity");
 
     let tokens = c.admin_get(0, "/api/v1/cluster/tokens").await;
-    let wrong_secret = tokens["manager"]
-        .as_str()
-        .unwrap()
-        .replace("-manager", "")
-        .rsplit_once('-')
-        .unwrap()
-        .0
-        .to_string()
-        + "-00ff-manager";
+    let wrong_secret =
+        tokens["manager"].as_str().unwrap().replace("-manager", "").rsplit_once('-').unwrap().0.to_string()
+            + "-00ff-manager";
     let o = start(&["--join", &c.nodes[0].peer(), "--token", &wrong_secret]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("secret is wrong"), "{}", stderr(&o));
@@ -93,35 +59,14 @@ async fn start_refuses_bad_input_and_writes_nothing() {
     // Port in use: the running node's api port.
     let used = format!("{}:7700", c.nodes[0].ip);
     let o = run_panal(
-        &[
-            "start",
-            "--data-dir",
-            &data_s,
-            "--init",
-            "--api-addr",
-            &used,
-            "--peer-addr",
-            &format!("{ip}:7701"),
-        ],
+        &["start", "--data-dir", &data_s, "--init", "--api-addr", &used, "--peer-addr", &format!("{ip}:7701")],
         &[],
     );
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("cannot listen on") && stderr(&o).contains("api port"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("cannot listen on") && stderr(&o).contains("api port"), "{}", stderr(&o));
     assert!(!data.join("node.json").exists() && !data.join("raft-log.db").exists());
 
-    let o = run_panal(
-        &[
-            "start",
-            "--data-dir",
-            "/proc/panal-cannot-write-here",
-            "--init",
-        ],
-        &[],
-    );
+    let o = run_panal(&["start", "--data-dir", "/proc/panal-cannot-write-here", "--init"], &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not usable"), "{}", stderr(&o));
 
@@ -154,20 +99,10 @@ async fn peer_rpc_without_the_cluster_key_is_rejected() {
     let url = format!("http://{}/raft/append", c.nodes[0].peer());
     let r = c.http.post(&url).body(vec![1, 2, 3]).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = c
-        .http
-        .post(&url)
-        .header("x-panal-peer-key", "0".repeat(64))
-        .body(vec![1, 2, 3])
-        .send()
-        .await
-        .unwrap();
+    let r = c.http.post(&url).header("x-panal-peer-key", "0".repeat(64)).body(vec![1, 2, 3]).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
-    assert!(
-        log.contains("rejected peer request"),
-        "rejections are logged"
-    );
+    assert!(log.contains("rejected peer request"), "rejections are logged");
     // The node is unaffected.
     let (s, _) = c.put(0, "still", "fine").await;
     assert_eq!(s, 200);
@@ -181,71 +116,24 @@ async fn api_errors_use_the_one_json_shape() {
         assert_eq!(r.status().as_u16(), status);
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{v}");
-        assert!(v["error"]["request_id"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty()));
+        assert!(v["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     };
+    check(c.http.get(format!("{api}/api/v1/nope")).send().await.unwrap(), 404, "not_found").await;
+    check(c.http.delete(format!("{api}/health")).send().await.unwrap(), 405, "method_not_allowed").await;
+    check(c.http.get(format!("{api}/api/v1/cluster/status")).send().await.unwrap(), 401, "invalid_token").await;
     check(
-        c.http
-            .get(format!("{api}/api/v1/nope"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    check(
-        c.http.delete(format!("{api}/health")).send().await.unwrap(),
-        405,
-        "method_not_allowed",
-    )
-    .await;
-    check(
-        c.http
-            .get(format!("{api}/api/v1/cluster/status"))
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "invalid_token",
-    )
-    .await;
-    check(
-        c.http
-            .get(format!("{api}/api/v1/cluster/status"))
-            .bearer_auth("a.b")
-            .send()
-            .await
-            .unwrap(),
+        c.http.get(format!("{api}/api/v1/cluster/status")).bearer_auth("a.b").send().await.unwrap(),
         401,
         "invalid_token",
     )
     .await;
     let login = |body: &'static str| {
-        c.http
-            .post(format!("{api}/api/v1/auth/login"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        c.http.post(format!("{api}/api/v1/auth/login")).header("content-type", "application/json").body(body).send()
     };
     check(login("{bad").await.unwrap(), 400, "malformed_json").await;
-    check(
-        login(r#"{"username":"admin","password":"wrong"}"#)
-            .await
-            .unwrap(),
-        401,
-        "invalid_credentials",
-    )
-    .await;
+    check(login(r#"{"username":"admin","password":"wrong"}"#).await.unwrap(), 401, "invalid_credentials").await;
     let big = "x".repeat(2 * 1024 * 1024);
-    let r = c
-        .http
-        .put(format!("{api}/api/v1/cluster/kv/big"))
-        .bearer_auth(c.token().await)
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        c.http.put(format!("{api}/api/v1/cluster/kv/big")).bearer_auth(c.token().await).body(big).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 413);
 }

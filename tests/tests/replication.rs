@@ -12,59 +12,19 @@ async fn three_managers_form_and_a_follower_write_is_visible_everywhere() {
     assert!(index > 0, "a write response carries X-Panal-Index");
     for i in 0..3 {
         let (s, v) = c.get(i, "greeting", "session", index).await;
-        assert_eq!(
-            (s, v["value"].as_str()),
-            (200, Some("hello")),
-            "session read on {}",
-            c.nodes[i].name
-        );
+        assert_eq!((s, v["value"].as_str()), (200, Some("hello")), "session read on {}", c.nodes[i].name);
         let (s, v) = c.get(i, "greeting", "linearizable", 0).await;
-        assert_eq!(
-            (s, v["value"].as_str()),
-            (200, Some("hello")),
-            "linearizable read on {}",
-            c.nodes[i].name
-        );
+        assert_eq!((s, v["value"].as_str()), (200, Some("hello")), "linearizable read on {}", c.nodes[i].name);
     }
     // Every response names the node that served it.
-    let r = c
-        .http
-        .get(format!("{}/health", c.nodes[2].api()))
-        .send()
-        .await
-        .unwrap();
+    let r = c.http.get(format!("{}/health", c.nodes[2].api())).send().await.unwrap();
     assert_eq!(r.headers()["x-panal-node"], "n3");
 
-    let out = panal_tests::run_panal(
-        &[
-            "node",
-            "ls",
-            "--node",
-            &c.nodes[1].api(),
-            "--password",
-            &c.password,
-        ],
-        &[],
-    );
+    let out = panal_tests::run_panal(&["node", "ls", "--node", &c.nodes[1].api(), "--password", &c.password], &[]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{table} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        table
-            .lines()
-            .filter(|l| l.contains("manager") && l.contains("yes"))
-            .count(),
-        3,
-        "{table}"
-    );
-    assert_eq!(
-        table.lines().filter(|l| l.contains(" leader ")).count(),
-        1,
-        "exactly one leader row: {table}"
-    );
+    assert!(out.status.success(), "{table} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table.lines().filter(|l| l.contains("manager") && l.contains("yes")).count(), 3, "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(" leader ")).count(), 1, "exactly one leader row: {table}");
     c.converged_checksum().await;
 }
 
@@ -94,10 +54,7 @@ async fn leader_kill_elects_a_new_leader_and_the_killed_node_catches_up() {
     for i in 0..3 {
         if i != old {
             let (s, _) = c.get(old, &format!("after-{i}"), "session", last).await;
-            assert_eq!(
-                s, 200,
-                "the restarted node has the writes made while it was down"
-            );
+            assert_eq!(s, 200, "the restarted node has the writes made while it was down");
         }
     }
     c.converged_checksum().await;
@@ -105,12 +62,7 @@ async fn leader_kill_elects_a_new_leader_and_the_killed_node_catches_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_joining_after_purge_catches_up_through_a_snapshot_and_can_be_promoted() {
-    let mut c = Cluster::start(
-        3,
-        0,
-        &["--snapshot-every", "20", "--keep-after-snapshot", "2"],
-    )
-    .await;
+    let mut c = Cluster::start(3, 0, &["--snapshot-every", "20", "--keep-after-snapshot", "2"]).await;
     let mut last = 0;
     for k in 0..60 {
         let (s, i) = c.put(0, &format!("k{k}"), &format!("v{k}")).await;
@@ -119,25 +71,15 @@ async fn a_worker_joining_after_purge_catches_up_through_a_snapshot_and_can_be_p
     }
     let leader = c.leader().await;
     poll("the leader to purge its log behind a snapshot", || async {
-        c.admin_get(leader, "/api/v1/cluster/status").await["node"]["purged_index"]
-            .as_u64()
-            .unwrap_or(0)
-            > 10
+        c.admin_get(leader, "/api/v1/cluster/status").await["node"]["purged_index"].as_u64().unwrap_or(0) > 10
     })
     .await;
     let w = c.add_node("worker").await;
     let status = c.admin_get(w, "/api/v1/cluster/status").await;
-    assert!(
-        status["node"]["snapshot_index"].as_u64().is_some(),
-        "the worker installed a snapshot: {status}"
-    );
+    assert!(status["node"]["snapshot_index"].as_u64().is_some(), "the worker installed a snapshot: {status}");
     assert_eq!(status["node"]["state"], "learner");
     let (s, v) = c.get(w, "k0", "session", last).await;
-    assert_eq!(
-        (s, v["value"].as_str()),
-        (200, Some("v0")),
-        "the first key came with the snapshot"
-    );
+    assert_eq!((s, v["value"].as_str()), (200, Some("v0")), "the first key came with the snapshot");
     c.converged_checksum().await;
 
     // Membership management on the new node, through the CLI.
@@ -146,22 +88,12 @@ async fn a_worker_joining_after_purge_catches_up_through_a_snapshot_and_can_be_p
     let cli = |verb: &'static str| {
         let (id, api, pw) = (id.clone(), api.clone(), c.password.clone());
         async move {
-            let out = panal_tests::run_panal(
-                &["node", verb, &id, "--node", &api, "--password", &pw],
-                &[],
-            );
-            assert!(
-                out.status.success(),
-                "node {verb}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = panal_tests::run_panal(&["node", verb, &id, "--node", &api, "--password", &pw], &[]);
+            assert!(out.status.success(), "node {verb}: {}", String::from_utf8_lossy(&out.stderr));
         }
     };
     cli("promote").await;
-    assert_eq!(
-        c.role(id.parse().unwrap()).await.as_deref(),
-        Some("manager")
-    );
+    assert_eq!(c.role(id.parse().unwrap()).await.as_deref(), Some("manager"));
     cli("demote").await;
     assert_eq!(c.role(id.parse().unwrap()).await.as_deref(), Some("worker"));
     cli("rm").await;
@@ -188,12 +120,7 @@ async fn every_acknowledged_write_survives_killing_and_restarting_all_nodes() {
     for (k, key) in writes.iter().enumerate() {
         for i in 0..3 {
             let (s, v) = c.get(i, key, "linearizable", 0).await;
-            assert_eq!(
-                (s, v["value"].as_str()),
-                (200, Some(k.to_string().as_str())),
-                "{key} on {}",
-                c.nodes[i].name
-            );
+            assert_eq!((s, v["value"].as_str()), (200, Some(k.to_string().as_str())), "{key} on {}", c.nodes[i].name);
         }
     }
     c.converged_checksum().await;
@@ -213,25 +140,16 @@ async fn idempotency_keys_and_read_levels() {
         async move {
             let r = req.send().await.unwrap();
             let status = r.status().as_u16();
-            let index = r
-                .headers()
-                .get("x-panal-index")
-                .map(|v| v.to_str().unwrap().to_string());
+            let index = r.headers().get("x-panal-index").map(|v| v.to_str().unwrap().to_string());
             (status, index, r.json::<serde_json::Value>().await.unwrap())
         }
     };
     let first = put(0, "once", "a", "key-1").await;
     let again = put(2, "once", "a", "key-1").await;
     assert_eq!(first.0, 200);
-    assert_eq!(
-        first.2, again.2,
-        "a retried write returns the original response"
-    );
+    assert_eq!(first.2, again.2, "a retried write returns the original response");
     let reused = put(1, "once", "b", "key-1").await;
-    assert_eq!(
-        (reused.0, reused.2["error"]["code"].as_str()),
-        (422, Some("idempotency_key_reused"))
-    );
+    assert_eq!((reused.0, reused.2["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
     let (_, v) = c.get(1, "once", "linearizable", 0).await;
     assert_eq!(v["value"], "a");
 
@@ -246,15 +164,9 @@ async fn idempotency_keys_and_read_levels() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
-        "replica_lagging"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "replica_lagging");
     let (s, v) = c.get(1, "once", "bogus", 0).await;
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (400, Some("invalid_header"))
-    );
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_header")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -284,8 +196,5 @@ async fn without_quorum_writes_fail_with_no_leader_and_stale_reads_still_work() 
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
-        "no_leader"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "no_leader");
 }

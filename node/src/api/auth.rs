@@ -20,20 +20,11 @@ pub async fn login(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<serde_json::Value>> {
-    if req.username.is_empty()
-        || req.password.is_empty()
-        || req.username.len() > 256
-        || req.password.len() > 1024
-    {
-        return Err(Error::BadRequest(
-            "invalid_body",
-            "username and password are required".into(),
-        ));
+    if req.username.is_empty() || req.password.is_empty() || req.username.len() > 256 || req.password.len() > 1024 {
+        return Err(Error::BadRequest("invalid_body", "username and password are required".into()));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let (token, expires_in) = s
         .replica
         .state_machine()
@@ -42,7 +33,5 @@ pub async fn login(
             panal_actors::auth::issue_token(db, &user, now)
         })
         .await??;
-    Ok(Json(
-        serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in }),
-    ))
+    Ok(Json(serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in })))
 }

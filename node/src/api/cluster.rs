@@ -20,32 +20,22 @@ use crate::error::{Error, Result};
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// Proposes `command` and returns its reply, mapping rejections to 4xx.
-pub async fn propose(
-    s: &AppState,
-    command: Command,
-    idempotency_key: Option<String>,
-) -> Result<(Reply, u64)> {
-    let out = s
-        .replica
-        .write(&command, idempotency_key, WRITE_TIMEOUT)
-        .await?;
+pub async fn propose(s: &AppState, command: Command, idempotency_key: Option<String>) -> Result<(Reply, u64)> {
+    let out = s.replica.write(&command, idempotency_key, WRITE_TIMEOUT).await?;
     Ok((out.response?, out.index))
 }
 
 /// Adds `X-Panal-Index` to a response.
 pub fn with_index(index: u64, resp: impl IntoResponse) -> Response {
     let mut resp = resp.into_response();
-    resp.headers_mut()
-        .insert("x-panal-index", HeaderValue::from(index));
+    resp.headers_mut().insert("x-panal-index", HeaderValue::from(index));
     resp
 }
 
 pub async fn status(State(s): State<AppState>, _: Admin) -> Json<serde_json::Value> {
     let m = s.replica.metrics();
     let replication = m.replication.as_ref().map(|r| {
-        r.iter()
-            .map(|(id, l)| (id.to_string(), l.map(|l| l.index)))
-            .collect::<std::collections::BTreeMap<_, _>>()
+        r.iter().map(|(id, l)| (id.to_string(), l.map(|l| l.index))).collect::<std::collections::BTreeMap<_, _>>()
     });
     Json(serde_json::json!({
         "node": s.replica.status(),
@@ -97,17 +87,14 @@ pub async fn nodes(State(s): State<AppState>, _: Admin) -> Json<Vec<NodeRow>> {
 }
 
 fn parse_id(id: &str) -> Result<u64> {
-    id.parse()
-        .map_err(|_| Error::BadRequest("invalid_node_id", format!("{id:?} is not a node id")))
+    id.parse().map_err(|_| Error::BadRequest("invalid_node_id", format!("{id:?} is not a node id")))
 }
 
 fn ensure_member(s: &AppState, id: u64) -> Result<()> {
     if s.replica.members().iter().any(|(m, _, _)| *m == id) {
         Ok(())
     } else {
-        Err(Error::NotFound(format!(
-            "node {id} is not a member of this cluster"
-        )))
+        Err(Error::NotFound(format!("node {id} is not a member of this cluster")))
     }
 }
 
@@ -164,26 +151,12 @@ pub async fn tokens(State(s): State<AppState>, _: Admin) -> Result<Json<serde_js
     })))
 }
 
-pub async fn rotate_token(
-    State(s): State<AppState>,
-    _: Admin,
-    Path(role): Path<String>,
-) -> Result<Response> {
-    let role: JoinRole = role
-        .parse()
-        .map_err(|e| Error::BadRequest("invalid_role", e))?;
+pub async fn rotate_token(State(s): State<AppState>, _: Admin, Path(role): Path<String>) -> Result<Response> {
+    let role: JoinRole = role.parse().map_err(|e| Error::BadRequest("invalid_role", e))?;
     let secret = crate::identity::random_hex(16);
-    let (_, index) = propose(
-        &s,
-        Command::Cluster(ClusterCommand::RotateJoinSecret { role, secret }),
-        None,
-    )
-    .await?;
+    let (_, index) = propose(&s, Command::Cluster(ClusterCommand::RotateJoinSecret { role, secret }), None).await?;
     let cfg = cluster_config(&s).await?;
-    Ok(with_index(
-        index,
-        Json(serde_json::json!({ "role": role, "token": cfg.token(role).to_string() })),
-    ))
+    Ok(with_index(index, Json(serde_json::json!({ "role": role, "token": cfg.token(role).to_string() }))))
 }
 
 pub async fn kv_put(
@@ -195,8 +168,7 @@ pub async fn kv_put(
 ) -> Result<Response> {
     panal_actors::kv::validate(&key, &body)?;
     let idem = idempotency_key(&headers)?;
-    let (reply, index) =
-        propose(&s, Command::Kv(KvCommand::Put { key, value: body }), idem).await?;
+    let (reply, index) = propose(&s, Command::Kv(KvCommand::Put { key, value: body }), idem).await?;
     Ok(with_index(index, Json(reply_json(reply))))
 }
 
@@ -208,9 +180,7 @@ pub async fn kv_get(
 ) -> Result<Response> {
     let (entry, index) = s
         .replica
-        .read(opts.consistency, opts.min_index, READ_TIMEOUT, move |db| {
-            panal_actors::kv::get(db, &key)
-        })
+        .read(opts.consistency, opts.min_index, READ_TIMEOUT, move |db| panal_actors::kv::get(db, &key))
         .await?;
     match entry? {
         Some(e) => Ok(with_index(index, Json(e))),
@@ -220,16 +190,12 @@ pub async fn kv_get(
 
 pub async fn checksum(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
     let (index, sum) = s.replica.state_machine().checksum().await?;
-    Ok(Json(
-        serde_json::json!({ "applied_index": index, "checksum": sum }),
-    ))
+    Ok(Json(serde_json::json!({ "applied_index": index, "checksum": sum })))
 }
 
 pub async fn snapshot(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
     let index = s.replica.snapshot_now().await?;
-    Ok(Json(
-        serde_json::json!({ "snapshot_index": index, "status": s.replica.status() }),
-    ))
+    Ok(Json(serde_json::json!({ "snapshot_index": index, "status": s.replica.status() })))
 }
 
 /// The client's `Idempotency-Key`, scoped so keys of different routes never collide.
@@ -237,14 +203,10 @@ pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
-            let k = v.to_str().map_err(|_| {
-                Error::BadRequest("invalid_header", "Idempotency-Key must be text".into())
-            })?;
+            let k =
+                v.to_str().map_err(|_| Error::BadRequest("invalid_header", "Idempotency-Key must be text".into()))?;
             if k.is_empty() || k.len() > 128 {
-                return Err(Error::BadRequest(
-                    "invalid_header",
-                    "Idempotency-Key must be 1 to 128 characters".into(),
-                ));
+                return Err(Error::BadRequest("invalid_header", "Idempotency-Key must be 1 to 128 characters".into()));
             }
             Ok(Some(format!("client:{k}")))
         }

@@ -38,25 +38,12 @@ fn json_rejection(rej: JsonRejection) -> Response {
             None,
         ),
         JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-                None,
-            )
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large", None)
         }
-        JsonRejection::JsonDataError(e) => error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            &e.body_text(),
-            None,
-        ),
-        other => error_response(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            &other.body_text(),
-            None,
-        ),
+        JsonRejection::JsonDataError(e) => {
+            error_response(StatusCode::BAD_REQUEST, "invalid_body", &e.body_text(), None)
+        }
+        other => error_response(StatusCode::BAD_REQUEST, "malformed_json", &other.body_text(), None),
     }
 }
 
@@ -71,27 +58,16 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                Error::InvalidToken("missing token: send Authorization: Bearer <token>".into())
-            })?;
-        let value = header
-            .to_str()
-            .map_err(|_| Error::InvalidToken("malformed Authorization header".into()))?;
+            .ok_or_else(|| Error::InvalidToken("missing token: send Authorization: Bearer <token>".into()))?;
+        let value = header.to_str().map_err(|_| Error::InvalidToken("malformed Authorization header".into()))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                Error::InvalidToken("the Authorization header must be: Bearer <token>".into())
-            })?
+            .ok_or_else(|| Error::InvalidToken("the Authorization header must be: Bearer <token>".into()))?
             .trim()
             .to_string();
         let kid = auth::key_id(&token)?;
-        let cached = state
-            .jwt_keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&kid)
-            .cloned();
+        let cached = state.jwt_keys.read().unwrap_or_else(|p| p.into_inner()).get(&kid).cloned();
         let secret = match cached {
             Some(secret) => secret,
             None => {
@@ -102,11 +78,7 @@ impl FromRequestParts<AppState> for Caller {
                     .read(move |db| auth::jwt_secret(db, &lookup))
                     .await??
                     .ok_or_else(auth::unknown_key)?;
-                state
-                    .jwt_keys
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(kid, secret.clone());
+                state.jwt_keys.write().unwrap_or_else(|p| p.into_inner()).insert(kid, secret.clone());
                 secret
             }
         };
@@ -123,9 +95,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let Caller(identity) = Caller::from_request_parts(parts, state).await?;
         if identity.role != Role::Admin {
-            return Err(Error::Forbidden(
-                "this endpoint needs the admin role".into(),
-            ));
+            return Err(Error::Forbidden("this endpoint needs the admin role".into()));
         }
         Ok(Admin(identity))
     }
@@ -142,20 +112,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadOptions {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let bad = |m: String| {
-            error_response(StatusCode::BAD_REQUEST, "invalid_header", &m, None).into_response()
-        };
-        let from_query = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("consistency="))
-                .map(String::from)
-        });
+        let bad = |m: String| error_response(StatusCode::BAD_REQUEST, "invalid_header", &m, None).into_response();
+        let from_query = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("consistency=")).map(String::from));
         let level = match parts.headers.get("x-panal-consistency") {
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| bad("X-Panal-Consistency is not text".into()))?
-                    .to_string(),
-            ),
+            Some(v) => Some(v.to_str().map_err(|_| bad("X-Panal-Consistency is not text".into()))?.to_string()),
             None => from_query,
         };
         let consistency = match level {
@@ -170,9 +133,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadOptions {
                 .ok_or_else(|| bad("X-Panal-Index must be a non-negative integer".into()))?,
             None => 0,
         };
-        Ok(ReadOptions {
-            consistency,
-            min_index,
-        })
+        Ok(ReadOptions { consistency, min_index })
     }
 }

@@ -43,38 +43,25 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let node_header =
-        HeaderValue::from_str(&state.node_name).unwrap_or(HeaderValue::from_static("unknown"));
+    let node_header = HeaderValue::from_str(&state.node_name).unwrap_or(HeaderValue::from_static("unknown"));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/cluster/status", get(cluster::status))
         .route("/api/v1/cluster/nodes", get(cluster::nodes))
-        .route(
-            "/api/v1/cluster/nodes/{id}",
-            axum::routing::delete(cluster::remove),
-        )
+        .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(cluster::remove))
         .route("/api/v1/cluster/nodes/{id}/promote", post(cluster::promote))
         .route("/api/v1/cluster/nodes/{id}/demote", post(cluster::demote))
         .route("/api/v1/cluster/tokens", get(cluster::tokens))
-        .route(
-            "/api/v1/cluster/tokens/{role}/rotate",
-            post(cluster::rotate_token),
-        )
-        .route(
-            "/api/v1/cluster/kv/{key}",
-            put(cluster::kv_put).get(cluster::kv_get),
-        )
+        .route("/api/v1/cluster/tokens/{role}/rotate", post(cluster::rotate_token))
+        .route("/api/v1/cluster/kv/{key}", put(cluster::kv_put).get(cluster::kv_get))
         .route("/api/v1/cluster/checksum", get(cluster::checksum))
         .route("/api/v1/cluster/snapshot", post(cluster::snapshot))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            node_header,
-            per_request,
-        ))
+        .layer(axum::middleware::from_fn_with_state(node_header, per_request))
         .with_state(state)
 }
 
@@ -101,12 +88,7 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not accept that method",
-        None,
-    )
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method", None)
 }
 
 async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -124,12 +106,7 @@ async fn ready(State(s): State<AppState>) -> Response {
         "applied_index": s.replica.applied_index(),
     });
     if leader.is_none() {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
-            "this node knows no leader",
-            Some(1),
-        );
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "this node knows no leader", Some(1));
     }
     if !caught_up {
         return error_response(
