@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cluster;
 mod error;
 pub mod kv;
+pub mod services;
 
 use panal_raft::rusqlite::{self, Connection};
 use panal_raft::{Application, ApplyContext};

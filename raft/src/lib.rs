@@ -10,6 +10,7 @@
 //! plus a deterministic `apply`).
 
 mod app;
+mod batching;
 mod db;
 mod error;
 mod log_store;

@@ -104,11 +104,12 @@ async fn snapshot<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> R
 }
 
 async fn forward<A: Application>(State(r): State<Replica<A>>, body: Bytes) -> Response {
-    let proposal: Proposal = match decode(&body) {
+    let proposals: Vec<Proposal> = match decode(&body) {
         Ok(v) => v,
         Err(message) => return bad_request(message),
     };
-    encode(&r.propose_local(proposal).await)
+    // Submitted together, so they land in the same batch on this leader.
+    encode(&futures::future::join_all(proposals.into_iter().map(|p| r.propose_local(p))).await)
 }
 
 async fn read_index<A: Application>(State(r): State<Replica<A>>) -> Response {

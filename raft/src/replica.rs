@@ -15,11 +15,12 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::app::Application;
+use crate::batching::{run_batcher, run_forwarder, Forward, Pending};
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::network::{peer_key, CallError, NetworkFactory, PeerClient};
 use crate::state_machine::StateMachine;
-use crate::types::{NodeId, NodeInfo, Proposal, ProposalBatch, ProposalOutcome, Raft};
+use crate::types::{NodeId, NodeInfo, Proposal, ProposalOutcome, Raft};
 
 /// Settings of one replica.
 #[derive(Debug, Clone)]
@@ -151,7 +152,7 @@ impl From<RemoteFailure> for Error {
 }
 
 /// How long a forwarded call may take before the caller gives up on that attempt.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A membership change waits for a learner to catch up, which can take a while.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between attempts while the cluster has no reachable leader.
@@ -179,70 +180,12 @@ pub(crate) struct Inner<A: Application> {
     pub(crate) peer_key: String,
     /// Proposals waiting to be batched into the next log entry (leader only).
     batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// Proposals waiting to be forwarded to the leader in one request (followers).
+    forwarder: tokio::sync::mpsc::UnboundedSender<Forward>,
     _app: PhantomData<A>,
 }
 
-/// A proposal waiting for its batch, with where to send its outcome.
-type Pending = (Proposal, tokio::sync::oneshot::Sender<Result<(ProposalOutcome, u64), RemoteFailure>>);
-
-/// Most proposals in one log entry.
-const MAX_BATCH: usize = 4096;
-/// Batches submitted but not yet committed and applied. Holding further proposals back
-/// while these are in flight is what lets them gather into the next batch (openraft would
-/// otherwise queue each as its own entry, one fsync each).
-const BATCHES_IN_FLIGHT: usize = 2;
-
-/// Group commit: takes every proposal queued while earlier batches were in flight and
-/// submits them as one entry.
-async fn run_batcher(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let mut pending = vec![first];
-        while pending.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => pending.push(p),
-                Err(_) => break,
-            }
-        }
-        let now = now_ms();
-        let (proposals, replies): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .map(|(mut p, reply)| {
-                p.proposed_at_ms = now;
-                (p, reply)
-            })
-            .unzip();
-        let submitted = raft.client_write_ff(ProposalBatch(proposals)).await;
-        let fail_all = |replies: Vec<tokio::sync::oneshot::Sender<_>>, f: RemoteFailure| {
-            for r in replies {
-                let _ = r.send(Err(f.clone()));
-            }
-        };
-        match submitted {
-            Err(e) => fail_all(replies, RemoteFailure::Other(e.to_string())),
-            Ok(rx_result) => {
-                // Wait for commit + apply off the batching loop, so batches pipeline.
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match rx_result.await {
-                        Ok(Ok(resp)) => {
-                            let index = resp.log_id.index;
-                            for (outcome, reply) in resp.data.into_iter().zip(replies) {
-                                let _ = reply.send(Ok((outcome, index)));
-                            }
-                        }
-                        Ok(Err(ClientWriteError::ForwardToLeader(_))) => fail_all(replies, RemoteFailure::NotLeader),
-                        Ok(Err(e)) => fail_all(replies, RemoteFailure::Other(e.to_string())),
-                        Err(_) => fail_all(replies, RemoteFailure::Other("raft stopped".into())),
-                    }
-                });
-            }
-        }
-    }
-}
-
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -296,6 +239,8 @@ impl<A: Application> Replica<A> {
                 .map_err(|e| Error::Raft(e.to_string()))?;
         let (batcher, batch_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(run_batcher(raft.clone(), batch_rx));
+        let (forwarder, forward_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_forwarder(client.clone(), forward_rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 id: cfg.node_id,
@@ -305,6 +250,7 @@ impl<A: Application> Replica<A> {
                 client,
                 peer_key: key,
                 batcher,
+                forwarder,
                 _app: PhantomData,
             }),
         })
@@ -447,25 +393,13 @@ impl<A: Application> Replica<A> {
             let attempt = if leader == self.inner.id {
                 self.propose_local(proposal.clone()).await.map_err(Error::from)
             } else {
-                let left = deadline.saturating_duration_since(Instant::now()).min(FORWARD_TIMEOUT);
-                match self
-                    .inner
-                    .client
-                    .call::<_, Result<(ProposalOutcome, u64), RemoteFailure>>(
-                        &node.peer_addr,
-                        "/raft/forward",
-                        &proposal,
-                        left,
-                    )
-                    .await
-                {
-                    Ok(r) => r.map_err(Error::from),
-                    Err(CallError::Unauthorized) => return Err(Error::Unauthorized),
-                    Err(e) => Err(Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() }),
-                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = self.inner.forwarder.send((proposal.clone(), leader, node, tx));
+                rx.await.unwrap_or(Err(Error::ShuttingDown))
             };
             match attempt {
                 Ok(done) => return Ok(done),
+                Err(Error::Unauthorized) => return Err(Error::Unauthorized),
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     tracing::debug!(error = %e, "write attempt failed; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
