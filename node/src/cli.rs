@@ -76,6 +76,18 @@ pub struct StartArgs {
     /// Entries kept in the log behind a snapshot.
     #[arg(long, env = "PANAL_KEEP_AFTER_SNAPSHOT", default_value_t = 1000)]
     pub keep_after_snapshot: u64,
+    /// How the gateway picks a service instance among all live ones in the cluster.
+    #[arg(long, env = "PANAL_BALANCE", value_enum, default_value = "p2c")]
+    pub balance: crate::gateway::Policy,
+    /// Workers per service on this node (default: the number of cores).
+    #[arg(long, env = "PANAL_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// Deadline for one call to a service instance, in milliseconds.
+    #[arg(long, env = "PANAL_CALL_TIMEOUT_MS", default_value_t = 5000)]
+    pub call_timeout_ms: u64,
+    /// Enable the admin chaos hooks (/api/v1/admin/chaos/…) used by drills.
+    #[arg(long, env = "PANAL_CHAOS")]
+    pub chaos: bool,
 }
 
 #[derive(Debug, Args, Clone)]

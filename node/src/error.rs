@@ -30,6 +30,11 @@ pub enum Error {
     Conflict(&'static str, String),
     #[error("{1}")]
     Unprocessable(String, String),
+    /// 503 with `Retry-After`: no instance can take the request right now.
+    #[error("{1}")]
+    Unavailable(&'static str, String),
+    #[error("{0}")]
+    GatewayTimeout(String),
     #[error("{0}")]
     Replica(#[from] RaftError),
     #[error("{0}")]
@@ -76,6 +81,8 @@ impl Error {
             Error::NotFound(_) => (S::NOT_FOUND, "not_found".into(), None),
             Error::Conflict(code, _) => (S::CONFLICT, (*code).into(), None),
             Error::Unprocessable(code, _) => (S::UNPROCESSABLE_ENTITY, code.clone(), None),
+            Error::Unavailable(code, _) => (S::SERVICE_UNAVAILABLE, (*code).into(), Some(1)),
+            Error::GatewayTimeout(_) => (S::GATEWAY_TIMEOUT, "gateway_timeout".into(), None),
             Error::Replica(e) => match e {
                 RaftError::NoLeader => (S::SERVICE_UNAVAILABLE, "no_leader".into(), Some(1)),
                 RaftError::ReplicaLagging { .. } => (S::SERVICE_UNAVAILABLE, "replica_lagging".into(), Some(1)),

@@ -53,6 +53,8 @@ pub async fn run(args: StartArgs) -> Result<()> {
     // Listen before writing anything, so a port in use fails cleanly.
     let api_listener = bind(&args.api_addr, "api").await?;
     let peer_listener = bind(&args.peer_addr, "peer").await?;
+    // The mesh listener is opened by ractor_cluster later; check its port now.
+    let mesh_listen: SocketAddr = bind(&args.mesh_addr, "mesh").await?.local_addr()?;
     let name = args.name.clone().or_else(|| existing.as_ref().map(|i| i.name.clone())).unwrap_or_else(hostname);
     let node = NodeInfo {
         name: name.clone(),
@@ -88,12 +90,44 @@ pub async fn run(args: StartArgs) -> Result<()> {
         }
     };
 
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )
+        .map_err(|e| Error::Fatal(format!("metrics buckets: {e}")))?
+        .install_recorder()
+        .map_err(|e| Error::Fatal(format!("cannot install the metrics recorder: {e}")))?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let services = panal_actors::services::ServiceContext::new(name.clone(), replica.clone());
+    let pool_size =
+        args.pool_size.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    panal_actors::services::start_services(services.clone(), pool_size, Default::default())
+        .await
+        .map_err(|e| Error::Fatal(format!("cannot start the services: {e}")))?;
+    crate::mesh::start(mesh_listen, &identity.cluster_secret, replica.clone()).await?;
+
     let caught_up = Arc::new(AtomicBool::new(false));
     let state = AppState {
         replica: replica.clone(),
         node_name: name.clone().into(),
         caught_up: caught_up.clone(),
         jwt_keys: Default::default(),
+        gateway: Arc::new(crate::gateway::Gateway::new(args.balance, Duration::from_millis(args.call_timeout_ms))),
+        services,
+        chaos: args.chaos,
+        metrics,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Fatal(e.to_string()))?,
     };
     let shutdown = shutdown_signal();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

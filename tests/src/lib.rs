@@ -335,6 +335,41 @@ impl Cluster {
         (r.status().as_u16(), index)
     }
 
+    /// `GET /api/v1/{service}/ping` on node `i`: (status, node that served it), or the
+    /// error body in place of the node when it failed.
+    pub async fn ping(&self, i: usize, service: &str) -> (u16, String) {
+        match self.http.get(format!("{}/api/v1/{service}/ping", self.nodes[i].api())).send().await {
+            Ok(r) => {
+                let node =
+                    r.headers().get("x-panal-node").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                match r.status().as_u16() {
+                    200 => (200, node),
+                    status => (status, r.text().await.unwrap_or_default()),
+                }
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// Waits until pings through node `i` reach a worker on every running node (the actor
+    /// mesh is connected).
+    pub async fn wait_mesh(&self, i: usize) {
+        let want = self.running().len();
+        poll("the actor mesh to connect every node", || async {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..(want * 20) {
+                seen.insert(self.ping(i, "auth").await.1);
+            }
+            seen.len() == want
+        })
+        .await;
+    }
+
+    /// `GET /metrics` on node `i`.
+    pub async fn metrics(&self, i: usize) -> String {
+        self.http.get(format!("{}/metrics", self.nodes[i].api())).send().await.unwrap().text().await.unwrap()
+    }
+
     /// Reads a key on node `i` at `consistency`, after `min_index` for `session`.
     pub async fn get(&self, i: usize, key: &str, consistency: &str, min_index: u64) -> (u16, Value) {
         let r = self

@@ -25,7 +25,14 @@ async fn start_refuses_bad_input_and_writes_nothing() {
     let fresh = tempfile::tempdir().unwrap();
     let data = fresh.path().join("d");
     let data_s = data.display().to_string();
-    let addrs = ["--api-addr".to_string(), format!("{ip}:7700"), "--peer-addr".into(), format!("{ip}:7701")];
+    let addrs = [
+        "--api-addr".to_string(),
+        format!("{ip}:7700"),
+        "--peer-addr".into(),
+        format!("{ip}:7701"),
+        "--mesh-addr".into(),
+        format!("{ip}:7702"),
+    ];
     let base: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let start = |extra: &[&str]| {
         let mut args = vec!["start", "--data-dir", &data_s];

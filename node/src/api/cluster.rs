@@ -43,6 +43,8 @@ pub async fn status(State(s): State<AppState>, _: Admin) -> Json<serde_json::Val
         "leader": s.replica.leader().map(|(id, n)| serde_json::json!({"id": id, "name": n.name})),
         "replication": replication,
         "ready": s.caught_up.load(std::sync::atomic::Ordering::Acquire),
+        "services": s.services.health(),
+        "balance": format!("{:?}", s.gateway.policy),
     }))
 }
 

@@ -86,6 +86,19 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// No `Authorization` header: no caller. A header with a bad token is still a 401.
+impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Error> {
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 /// A caller with the admin role.
 pub struct Admin(pub Identity);
 

@@ -5,6 +5,7 @@
 mod auth;
 mod cluster;
 mod extract;
+mod services;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,13 @@ pub struct AppState {
     /// JWT signing keys by key id, loaded from the replica on first use. Keys never
     /// change once created, so entries never go stale.
     pub jwt_keys: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    pub gateway: Arc<crate::gateway::Gateway>,
+    pub services: Arc<panal_actors::services::ServiceContext>,
+    /// Whether the chaos hooks answer (`--chaos`).
+    pub chaos: bool,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// For forwarding admin requests to other nodes.
+    pub http: reqwest::Client,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,8 +66,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cluster/kv/{key}", put(cluster::kv_put).get(cluster::kv_get))
         .route("/api/v1/cluster/checksum", get(cluster::checksum))
         .route("/api/v1/cluster/snapshot", post(cluster::snapshot))
+        .route("/api/v1/admin/chaos/panic", post(services::chaos_panic))
+        .route("/api/v1/admin/chaos/delay", post(services::chaos_delay))
+        .route("/api/v1/{service}/ping", get(services::ping))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(node_header, per_request))
         .with_state(state)
@@ -76,11 +89,29 @@ async fn per_request(State(node): State<HeaderValue>, req: Request, next: Next) 
         .map(String::from)
         .unwrap_or_else(|| crate::identity::random_hex(8));
     let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
-    resp.headers_mut().insert("x-panal-node", node);
+    // A response served by another node's worker already names that node.
+    resp.headers_mut().entry("x-panal-node").or_insert(node);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// Counts requests by route pattern (not path: label values stay bounded) and status.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route =
+        req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("panal_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("panal_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -1,0 +1,149 @@
+//! Service routes through the gateway, and the chaos hooks used by drills.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use panal_actors::services::{Service, ServiceRequest, ServiceResponse, WorkerMsg};
+use serde::Deserialize;
+
+use super::extract::{Caller, JsonBody};
+use super::{Admin, AppState};
+use crate::error::{Error, Result};
+
+/// Turns a service answer into the HTTP response, naming the node that served it.
+fn respond(resp: ServiceResponse) -> Response {
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = resp.body;
+    if let Some(err) = body.get_mut("error").and_then(|e| e.as_object_mut()) {
+        err.insert("request_id".into(), crate::error::current_request_id().into());
+    }
+    let mut out = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&resp.node) {
+        out.headers_mut().insert("x-panal-node", v);
+    }
+    if let Some(index) = resp.index {
+        out.headers_mut().insert("x-panal-index", HeaderValue::from(index));
+    }
+    out
+}
+
+fn parse_service(name: &str) -> Result<Service> {
+    name.parse().map_err(|e: String| Error::NotFound(e))
+}
+
+/// `GET /api/v1/{service}/ping`: answered by a worker of the service somewhere in the
+/// cluster. The caller's verified identity, if any, travels with the request.
+pub async fn ping(State(s): State<AppState>, Path(service): Path<String>, caller: Option<Caller>) -> Result<Response> {
+    let service = parse_service(&service)?;
+    let req = ServiceRequest { op: "ping".into(), identity: caller.map(|c| c.0), body: serde_json::Value::Null };
+    Ok(respond(s.gateway.call(service, &req, true).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanicRequest {
+    service: String,
+    node: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelayRequest {
+    service: String,
+    ms: u64,
+    node: Option<String>,
+}
+
+fn chaos_enabled(s: &AppState) -> Result<()> {
+    if s.chaos {
+        Ok(())
+    } else {
+        Err(Error::NotFound("chaos hooks are disabled on this node (start it with --chaos)".into()))
+    }
+}
+
+/// Sends a chaos request to the node it names, when that is not this node.
+async fn forward_chaos(
+    s: &AppState,
+    node: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: serde_json::Value,
+) -> Result<Option<Response>> {
+    if node == &*s.node_name {
+        return Ok(None);
+    }
+    let target = s
+        .replica
+        .members()
+        .into_iter()
+        .find(|(_, n, _)| n.name == node)
+        .ok_or_else(|| Error::NotFound(format!("no member named {node:?}")))?;
+    let mut req = s.http.post(format!("http://{}{path}", target.1.api_addr)).json(&body);
+    if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+        req = req.header(axum::http::header::AUTHORIZATION, auth);
+    }
+    let resp = req.send().await.map_err(|e| Error::Unavailable("peer_unavailable", format!("{node}: {e}")))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    Ok(Some((status, Json(body)).into_response()))
+}
+
+/// `POST /api/v1/admin/chaos/panic`: one worker of the service panics.
+pub async fn chaos_panic(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PanicRequest>,
+) -> Result<Response> {
+    chaos_enabled(&s)?;
+    let service = parse_service(&req.service).map_err(|e| Error::BadRequest("invalid_service", e.to_string()))?;
+    if let Some(node) = &req.node {
+        let body = serde_json::json!({ "service": req.service, "node": node });
+        if let Some(resp) = forward_chaos(&s, node, "/api/v1/admin/chaos/panic", &headers, body).await? {
+            return Ok(resp);
+        }
+    }
+    let worker = ractor::pg::get_local_members(&service.group()).into_iter().next().ok_or_else(|| {
+        Error::Unavailable("service_unavailable", format!("no {} worker on this node", service.name()))
+    })?;
+    tracing::warn!(by = %who.username, service = service.name(), "chaos: making a worker panic");
+    worker
+        .send_message(WorkerMsg::Panic(format!("requested by {}", who.username)))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    // Answer once the worker is gone from its group, so a second request right after this
+    // one panics a different worker instead of the one still dying.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ractor::pg::get_local_members(&service.group()).iter().any(|c| c.get_id() == worker.get_id()) {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::GatewayTimeout("the worker did not stop within 5 s of its panic".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(Json(serde_json::json!({ "node": &*s.node_name, "service": service.name(), "panicked": format!("{}", worker.get_id()) })).into_response())
+}
+
+/// `POST /api/v1/admin/chaos/delay`: this node's instances of the service answer `ms` later.
+pub async fn chaos_delay(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<DelayRequest>,
+) -> Result<Response> {
+    chaos_enabled(&s)?;
+    let service = parse_service(&req.service).map_err(|e| Error::BadRequest("invalid_service", e.to_string()))?;
+    if req.ms > 60_000 {
+        return Err(Error::BadRequest("invalid_body", "ms must be at most 60000".into()));
+    }
+    if let Some(node) = &req.node {
+        let body = serde_json::json!({ "service": req.service, "ms": req.ms, "node": node });
+        if let Some(resp) = forward_chaos(&s, node, "/api/v1/admin/chaos/delay", &headers, body).await? {
+            return Ok(resp);
+        }
+    }
+    tracing::warn!(by = %who.username, service = service.name(), ms = req.ms, "chaos: delaying instances");
+    s.services.set_delay_ms(service, req.ms);
+    Ok(Json(serde_json::json!({ "node": &*s.node_name, "service": service.name(), "delay_ms": req.ms }))
+        .into_response())
+}

@@ -1,0 +1,230 @@
+//! The gateway's path to service instances: discover every live instance of a service in
+//! the cluster (process groups over the mesh), pick one with the balancing policy, call it
+//! with a timeout, and retry an idempotent request on another instance when the one it
+//! was sent to died under it (at most twice: right after a worker panic, a retry landing
+//! on a remote instance was seen to fail too, for a few milliseconds).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use panal_actors::services::{decode, encode, Service, ServiceRequest, ServiceResponse, WorkerMsg};
+use ractor::rpc::CallResult;
+use ractor::{ActorCell, ActorId};
+
+use crate::error::{Error, Result};
+
+/// How the gateway picks an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// Power of two choices: the less busy of two random instances.
+    P2c,
+    /// Every instance in turn.
+    RoundRobin,
+    /// Instances on this node; others only when there are none here.
+    Local,
+}
+
+/// Requests in flight to one instance beyond which it counts as saturated.
+pub const MAX_IN_FLIGHT_PER_INSTANCE: usize = 256;
+
+/// Picks an index into `candidates`. `load[i]` is the in-flight count of candidate `i`;
+/// saturated candidates are never picked. Pure, so the policies are unit-tested.
+pub fn pick(policy: Policy, load: &[usize], local: &[bool], turn: usize, random: (usize, usize)) -> Option<usize> {
+    let open: Vec<usize> = (0..load.len()).filter(|&i| load[i] < MAX_IN_FLIGHT_PER_INSTANCE).collect();
+    if open.is_empty() {
+        return None;
+    }
+    match policy {
+        Policy::RoundRobin => Some(open[turn % open.len()]),
+        Policy::P2c => {
+            let a = open[random.0 % open.len()];
+            let b = open[random.1 % open.len()];
+            Some(if load[b] < load[a] { b } else { a })
+        }
+        Policy::Local => {
+            let here: Vec<usize> = open.iter().copied().filter(|&i| local[i]).collect();
+            let pool = if here.is_empty() { &open } else { &here };
+            Some(pool[turn % pool.len()])
+        }
+    }
+}
+
+pub struct Gateway {
+    pub policy: Policy,
+    pub timeout: Duration,
+    turn: AtomicUsize,
+    in_flight: Mutex<HashMap<ActorId, usize>>,
+    /// Instances that died under a call, until when to avoid them. Process groups on
+    /// other nodes learn of a death a moment later; meanwhile no request is sent there.
+    suspects: Mutex<HashMap<ActorId, Instant>>,
+}
+
+/// How long an instance that died under a call is avoided.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+/// Decrements an instance's in-flight count when the call ends, however it ends.
+struct InFlight<'a> {
+    gateway: &'a Gateway,
+    id: ActorId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.gateway.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Done(ServiceResponse),
+    /// The instance died or vanished before answering: the request may be retried.
+    Lost(String),
+}
+
+impl Gateway {
+    pub fn new(policy: Policy, timeout: Duration) -> Self {
+        Self {
+            policy,
+            timeout,
+            turn: AtomicUsize::new(0),
+            in_flight: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `req` to an instance of `service`; if `idempotent`, retries on other
+    /// instances (other nodes first) when the chosen one is lost.
+    pub async fn call(&self, service: Service, req: &ServiceRequest, idempotent: bool) -> Result<ServiceResponse> {
+        let bytes = encode(req);
+        let mut tried: Vec<ActorId> = Vec::new();
+        let attempts = if idempotent { 3 } else { 1 };
+        let mut last_loss = String::new();
+        for _ in 0..attempts {
+            let instance = self.choose(service, &tried)?;
+            tried.push(instance.get_id());
+            match self.call_instance(service, &instance, bytes.clone()).await? {
+                Attempt::Done(resp) => {
+                    metrics::counter!("panal_balance_decisions_total", "service" => service.name(), "target" => resp.node.clone())
+                        .increment(1);
+                    return Ok(resp);
+                }
+                Attempt::Lost(why) => {
+                    self.suspects
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(instance.get_id(), Instant::now() + SUSPECT_FOR);
+                    metrics::counter!("panal_gateway_retries_total", "service" => service.name()).increment(1);
+                    tracing::debug!(service = service.name(), %why, "instance lost during a call");
+                    last_loss = why;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        Err(Error::Unavailable(
+            "instance_lost",
+            format!("the {} instance failed during the request: {last_loss}", service.name()),
+        ))
+    }
+
+    fn choose(&self, service: Service, exclude: &[ActorId]) -> Result<ActorCell> {
+        let suspects: Vec<ActorId> = {
+            let mut map = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            map.retain(|_, until| *until > now);
+            map.keys().copied().collect()
+        };
+        let mut candidates: Vec<ActorCell> = ractor::pg::get_members(&service.group())
+            .into_iter()
+            .filter(|c| !exclude.contains(&c.get_id()) && !suspects.contains(&c.get_id()))
+            .collect();
+        // A retry goes to another node when it can: failures cluster by node (a chaos
+        // storm, a dying process), so a sibling of the failed instance is a poor bet.
+        let failed_nodes: Vec<u64> = exclude.iter().map(|id| id.node()).collect();
+        if candidates.iter().any(|c| !failed_nodes.contains(&c.get_id().node())) {
+            candidates.retain(|c| !failed_nodes.contains(&c.get_id().node()));
+        }
+        if candidates.is_empty() {
+            return Err(Error::Unavailable(
+                "service_unavailable",
+                format!("no live instance of the {} service", service.name()),
+            ));
+        }
+        let (load, local): (Vec<usize>, Vec<bool>) = {
+            let map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            candidates.iter().map(|c| (map.get(&c.get_id()).copied().unwrap_or(0), c.get_id().is_local())).unzip()
+        };
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let random = (rand::random::<u32>() as usize, rand::random::<u32>() as usize);
+        let i = pick(self.policy, &load, &local, turn, random).ok_or_else(|| {
+            Error::Unavailable("overloaded", format!("every {} instance is saturated", service.name()))
+        })?;
+        Ok(candidates[i].clone())
+    }
+
+    async fn call_instance(&self, service: Service, instance: &ActorCell, bytes: Vec<u8>) -> Result<Attempt> {
+        let id = instance.get_id();
+        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += 1;
+        let _guard = InFlight { gateway: self, id };
+        let result = ractor::rpc::call::<WorkerMsg, Vec<u8>, _>(
+            instance,
+            |reply| WorkerMsg::Call(bytes, reply),
+            Some(self.timeout),
+        )
+        .await;
+        match result {
+            Ok(CallResult::Success(reply)) => decode::<ServiceResponse>(&reply)
+                .map(Attempt::Done)
+                .map_err(|e| Error::Internal(format!("undecodable answer from a {} instance: {e}", service.name()))),
+            Ok(CallResult::Timeout) => Err(Error::GatewayTimeout(format!(
+                "the {} instance did not answer within {:?}",
+                service.name(),
+                self.timeout
+            ))),
+            Ok(CallResult::SenderError) => Ok(Attempt::Lost("the instance stopped before answering".into())),
+            Err(e) => Ok(Attempt::Lost(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_visits_every_instance_in_turn() {
+        let load = [0, 0, 0];
+        let picks: Vec<_> = (0..6).map(|t| pick(Policy::RoundRobin, &load, &[false; 3], t, (0, 0)).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn p2c_takes_the_less_loaded_of_its_two_choices() {
+        let load = [5, 1, 9];
+        assert_eq!(pick(Policy::P2c, &load, &[false; 3], 0, (0, 1)), Some(1));
+        assert_eq!(pick(Policy::P2c, &load, &[false; 3], 0, (2, 0)), Some(0));
+        assert_eq!(pick(Policy::P2c, &load, &[false; 3], 0, (2, 2)), Some(2));
+    }
+
+    #[test]
+    fn local_prefers_this_node_and_falls_back_to_others() {
+        let load = [0, 0, 0];
+        let local = [false, true, false];
+        assert!((0..5).all(|t| pick(Policy::Local, &load, &local, t, (0, 0)) == Some(1)));
+        assert_eq!(pick(Policy::Local, &load, &[false; 3], 4, (0, 0)), Some(1));
+    }
+
+    #[test]
+    fn saturated_instances_are_skipped_and_all_saturated_is_none() {
+        let full = MAX_IN_FLIGHT_PER_INSTANCE;
+        assert_eq!(pick(Policy::RoundRobin, &[full, 0], &[false; 2], 0, (0, 0)), Some(1));
+        assert_eq!(pick(Policy::P2c, &[full, 3], &[false; 2], 0, (0, 0)), Some(1));
+        assert_eq!(pick(Policy::P2c, &[full, full], &[false; 2], 0, (0, 1)), None);
+    }
+}
