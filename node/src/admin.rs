@@ -158,5 +158,16 @@ pub async fn status(args: AdminArgs) -> Result<()> {
         status["node"]["state"].as_str().unwrap_or("?"),
     );
     print!("{}", node_table(&nodes));
+    if let Some(services) = status["services"].as_object() {
+        let line: Vec<String> = services
+            .iter()
+            .map(|(name, h)| match h["state"].as_str() {
+                Some("running") => format!("{name}: running ({} workers)", h["workers"]),
+                Some("failed") => format!("{name}: FAILED ({})", h["reason"].as_str().unwrap_or("?")),
+                _ => format!("{name}: {h}"),
+            })
+            .collect();
+        println!("services on this node: {}", line.join(", "));
+    }
     Ok(())
 }

@@ -20,6 +20,29 @@ use crate::up::LocalCluster;
 pub enum BenchCommand {
     /// Replicated writes/s and latency vs etcd, and leader failover time.
     Raft(RaftBench),
+    /// Requests/s and latency through one node with each balancing policy, vs a
+    /// single-process FastAPI + SQLite service, and node memory under that load.
+    Http(HttpBench),
+}
+
+#[derive(Debug, Args)]
+pub struct HttpBench {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// First port for the benchmark's clusters.
+    #[arg(long, default_value_t = 18700)]
+    pub base_port: u16,
+    /// Python with fastapi and uvicorn installed, for the baseline (scripts/bench-http.sh
+    /// makes one); without it the baseline is skipped.
+    #[arg(long)]
+    pub baseline_python: Option<PathBuf>,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +74,7 @@ pub struct RaftBench {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Raft(args) => raft(args).await,
+        BenchCommand::Http(args) => http(args).await,
     }
 }
 
@@ -212,6 +236,115 @@ async fn raft(args: RaftBench) -> Result<()> {
         let json = serde_json::json!({ "writes": results, "failover_ms": failovers, "failover_median_ms": median });
         std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default())
             .map_err(|e| Error::Fatal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// GETs `url` with `connections` in flight for `duration`.
+async fn http_load(system: &str, url: String, connections: usize, duration: Duration) -> LoadResult {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap_or_default();
+    load(system, connections, duration, move |_| {
+        let req = http.get(&url);
+        async move { matches!(req.send().await, Ok(r) if r.status().is_success()) }
+    })
+    .await
+}
+
+async fn http(args: HttpBench) -> Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    let mut results: Vec<(LoadResult, Option<u64>)> = Vec::new();
+    for policy in ["local", "round-robin", "p2c"] {
+        let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
+        let extra = ["--balance".to_string(), policy.to_string()];
+        let mut cluster = LocalCluster::up(dir.path(), 3, 0, args.base_port, &extra).await?;
+        let url = format!("{}/api/v1/auth/ping", cluster.nodes[0].api_url);
+        wait_for_mesh(&url, if policy == "local" { 1 } else { 3 }).await?;
+        let r = http_load(&format!("panal {policy}"), url, args.connections, duration).await;
+        let rss = cluster.nodes.iter().filter_map(|n| n.pid().and_then(rss_bytes)).max();
+        eprintln!(
+            "panal {policy:<12} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            r.per_second, r.p50_ms, r.p99_ms, r.errors
+        );
+        results.push((r, rss));
+        cluster.stop().await;
+    }
+    if let Some(python) = &args.baseline_python {
+        let python = std::path::absolute(python).map_err(|e| Error::Fatal(format!("{}: {e}", python.display())))?;
+        let port = args.base_port + 400;
+        let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
+        let app_dir = std::env::current_dir().map_err(|e| Error::Fatal(e.to_string()))?.join("scripts/baseline");
+        let mut child = Command::new(&python)
+            .args([
+                "-m",
+                "uvicorn",
+                "fastapi_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--log-level",
+                "warning",
+            ])
+            .current_dir(&app_dir)
+            .env("BASELINE_DB", dir.path().join("baseline.db"))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Fatal(format!("cannot start the FastAPI baseline: {e}")))?;
+        let url = format!("http://127.0.0.1:{port}/api/v1/auth/ping");
+        wait_for_mesh(&url, 1).await?;
+        let r = http_load("fastapi+sqlite", url, args.connections, duration).await;
+        let rss = child.id().and_then(rss_bytes);
+        eprintln!(
+            "fastapi+sqlite {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            r.per_second, r.p50_ms, r.p99_ms, r.errors
+        );
+        results.push((r, rss));
+        let _ = child.kill().await;
+    }
+    let baseline = results.iter().find(|(r, _)| r.system == "fastapi+sqlite").map(|(r, _)| r.per_second);
+    println!("\n| system | connections | req/s | p50 ms | p99 ms | errors | max RSS MB | × FastAPI |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (r, rss) in &results {
+        let ratio = baseline.map(|b| format!("{:.1}", r.per_second / b.max(1e-9))).unwrap_or_else(|| "-".into());
+        let rss = rss.map(|b| format!("{:.1}", b as f64 / 1_048_576.0)).unwrap_or_else(|| "-".into());
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            r.system, r.writers, r.per_second, r.p50_ms, r.p99_ms, r.errors, rss, ratio
+        );
+    }
+    if let Some(path) = args.json {
+        let rows: Vec<_> =
+            results.iter().map(|(r, rss)| serde_json::json!({ "result": r, "max_rss_bytes": rss })).collect();
+        std::fs::write(&path, serde_json::to_vec_pretty(&rows).unwrap_or_default())
+            .map_err(|e| Error::Fatal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Polls `url` until answers came from `nodes` distinct nodes (the mesh is connected).
+async fn wait_for_mesh(url: &str, nodes: usize) -> Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < nodes {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                let node =
+                    r.headers().get("x-panal-node").and_then(|v| v.to_str().ok()).unwrap_or("baseline").to_string();
+                seen.insert(node);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Fatal(format!("{url} reached only {} of {nodes} nodes", seen.len())));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }

@@ -25,6 +25,12 @@ pub struct LocalNode {
     child: Option<Child>,
 }
 
+impl LocalNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
 /// A set of local node processes, stopped when dropped.
 pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
