@@ -197,6 +197,22 @@ impl Cluster {
         }
     }
 
+    /// Freezes node `i` (SIGSTOP): its sockets stay open but nothing answers.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Thaws a node frozen by [`Cluster::pause`] (SIGCONT).
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("node is running").id();
+        let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// SIGTERMs node `i` and waits for it to exit.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

@@ -110,3 +110,21 @@ async fn local_policy_serves_on_the_receiving_node_and_chaos_is_off_by_default()
     let (status, _) = c.ping(0, "nosuchservice").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_node_is_dropped_from_the_mesh_by_probes_and_rejoins_when_it_thaws() {
+    let c = Cluster::start(3, 0, &[]).await;
+    c.wait_mesh(0).await;
+    // SIGSTOP keeps the TCP sessions open: only the mesh probes can tell it is gone.
+    c.pause(2);
+    panal_tests::poll("the frozen node's instances to leave the gateway's view", || async {
+        let (by_node, failures) = stream(&c, 0, 30, 4).await;
+        failures.is_empty() && !by_node.contains_key("n3")
+    })
+    .await;
+    let (by_node, failures) = stream(&c, 0, 300, 8).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(!by_node.contains_key("n3"), "{by_node:?}");
+    c.resume(2);
+    c.wait_mesh(0).await;
+}

@@ -92,12 +92,36 @@ fn parse_id(id: &str) -> Result<u64> {
     id.parse().map_err(|_| Error::BadRequest("invalid_node_id", format!("{id:?} is not a node id")))
 }
 
-fn ensure_member(s: &AppState, id: u64) -> Result<()> {
-    if s.replica.members().iter().any(|(m, _, _)| *m == id) {
-        Ok(())
-    } else {
-        Err(Error::NotFound(format!("node {id} is not a member of this cluster")))
+/// A membership change requested through the API.
+#[derive(Debug, Clone, Copy)]
+enum MemberChange {
+    Promote,
+    Demote,
+    Remove,
+}
+
+/// Checks the id, logs who asked, applies the change (forwarded to the leader).
+async fn change_member(s: &AppState, who: &str, id: &str, change: MemberChange) -> Result<Json<serde_json::Value>> {
+    let id = parse_id(id)?;
+    if !s.replica.members().iter().any(|(m, _, _)| *m == id) {
+        return Err(Error::NotFound(format!("node {id} is not a member of this cluster")));
     }
+    tracing::info!(by = %who, node = id, ?change, "membership change requested");
+    let body = match change {
+        MemberChange::Promote => {
+            s.replica.promote(id).await?;
+            serde_json::json!({ "id": id, "role": "manager" })
+        }
+        MemberChange::Demote => {
+            s.replica.demote(id).await?;
+            serde_json::json!({ "id": id, "role": "worker" })
+        }
+        MemberChange::Remove => {
+            s.replica.remove(id).await?;
+            serde_json::json!({ "id": id, "removed": true })
+        }
+    };
+    Ok(Json(body))
 }
 
 pub async fn promote(
@@ -105,11 +129,7 @@ pub async fn promote(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
-    let id = parse_id(&id)?;
-    ensure_member(&s, id)?;
-    tracing::info!(by = %who.username, node = id, "promote requested");
-    s.replica.promote(id).await?;
-    Ok(Json(serde_json::json!({ "id": id, "role": "manager" })))
+    change_member(&s, &who.username, &id, MemberChange::Promote).await
 }
 
 pub async fn demote(
@@ -117,11 +137,7 @@ pub async fn demote(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
-    let id = parse_id(&id)?;
-    ensure_member(&s, id)?;
-    tracing::info!(by = %who.username, node = id, "demote requested");
-    s.replica.demote(id).await?;
-    Ok(Json(serde_json::json!({ "id": id, "role": "worker" })))
+    change_member(&s, &who.username, &id, MemberChange::Demote).await
 }
 
 pub async fn remove(
@@ -129,11 +145,7 @@ pub async fn remove(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
-    let id = parse_id(&id)?;
-    ensure_member(&s, id)?;
-    tracing::info!(by = %who.username, node = id, "remove requested");
-    s.replica.remove(id).await?;
-    Ok(Json(serde_json::json!({ "id": id, "removed": true })))
+    change_member(&s, &who.username, &id, MemberChange::Remove).await
 }
 
 async fn cluster_config(s: &AppState) -> Result<panal_actors::cluster::ClusterConfig> {
