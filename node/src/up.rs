@@ -216,12 +216,19 @@ pub async fn run(args: UpArgs) -> Result<()> {
         cluster.nodes.last().map(|n| n.api_url.as_str()).unwrap_or(url)
     );
     println!("  panal node ls --node {url} --password {}", cluster.password);
-    println!("Ctrl-C stops every node; `panal up --dir {}` starts the same cluster again.", args.dir.display());
+    println!(
+        "Ctrl-C (or SIGTERM) stops every node; `panal up --dir {}` starts the same cluster again.",
+        args.dir.display()
+    );
 
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // SIGTERM too: a signal ends this process without running destructors, so the nodes
+    // must be stopped here or they would outlive it.
+    let stop = crate::start::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             _ = tick.tick() => {
                 if let Ok(rows) = client.request(reqwest::Method::GET, "/api/v1/cluster/nodes").await {
                     let line: Vec<String> = rows.as_array().into_iter().flatten().map(|r| {
