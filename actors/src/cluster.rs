@@ -96,15 +96,11 @@ impl ClusterConfig {
                 format!("the token is for cluster {}, this is cluster {}", token.cluster_id, self.cluster_id),
             ));
         }
-        if !constant_time_eq(&self.token(token.role).secret, &token.secret) {
+        if !panal_raft::constant_time_eq(&self.token(token.role).secret, &token.secret) {
             return Err(Rejection::new("invalid_join_token", "the join token's secret is wrong or was rotated"));
         }
         Ok(token.role)
     }
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

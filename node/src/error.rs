@@ -87,7 +87,7 @@ impl Error {
                 RaftError::NoLeader => (S::SERVICE_UNAVAILABLE, "no_leader".into(), Some(1)),
                 RaftError::ReplicaLagging { .. } => (S::SERVICE_UNAVAILABLE, "replica_lagging".into(), Some(1)),
                 RaftError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused".into(), None),
-                RaftError::Membership(_) | RaftError::UnknownNode(_) => (S::CONFLICT, "membership".into(), None),
+                RaftError::Membership(_) => (S::CONFLICT, "membership".into(), None),
                 RaftError::Peer { .. } => (S::SERVICE_UNAVAILABLE, "peer_unavailable".into(), Some(1)),
                 RaftError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), Some(1)),
                 _ => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),

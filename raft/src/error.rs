@@ -1,7 +1,5 @@
 //! The crate's one error type.
 
-use crate::types::NodeId;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +22,6 @@ pub enum Error {
     /// A membership change that cannot be made (unknown node, last voter, …).
     #[error("{0}")]
     Membership(String),
-    #[error("node {0} is not a member of this cluster")]
-    UnknownNode(NodeId),
     /// A peer could not be reached or answered with garbage.
     #[error("peer {addr}: {message}")]
     Peer { addr: String, message: String },

@@ -24,7 +24,7 @@ pub use app::{Application, ApplyContext};
 pub use error::{Error, Result};
 pub use log_store::LogStore;
 pub use network::{peer_key, CallError, PeerClient, PEER_KEY_HEADER};
-pub use peer_api::require_peer_key;
+pub use peer_api::{constant_time_eq, require_peer_key};
 pub use replica::{Consistency, MemberRole, MemberStatus, Replica, ReplicaConfig, WriteOutcome};
 pub use state_machine::StateMachine;
 pub use types::{NodeId, NodeInfo, Proposal, ProposalBatch, ProposalOutcome, TypeConfig};

@@ -39,6 +39,13 @@ pub enum CallError {
     Unauthorized,
 }
 
+/// Body encodings of peer requests.
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    MsgPack,
+    Json,
+}
+
 /// Pooled HTTP client for peer RPC.
 #[derive(Clone)]
 pub struct PeerClient {
@@ -65,9 +72,7 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let body = rmp_serde::to_vec_named(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
-        let bytes = self.send(addr, path, MSGPACK, body, timeout).await?;
-        rmp_serde::from_slice(&bytes).map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
+        self.post(Codec::MsgPack, addr, path, req, timeout).await
     }
 
     /// Like [`PeerClient::call`], with JSON bodies (for the node's own peer routes).
@@ -78,9 +83,32 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let body = serde_json::to_vec(req).map_err(|e| CallError::Network(format!("encode: {e}")))?;
-        let bytes = self.send(addr, path, "application/json", body, timeout).await?;
-        serde_json::from_slice(&bytes).map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
+        self.post(Codec::Json, addr, path, req, timeout).await
+    }
+
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        codec: Codec,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let encoded = match codec {
+            Codec::MsgPack => rmp_serde::to_vec_named(req).map_err(|e| e.to_string()),
+            Codec::Json => serde_json::to_vec(req).map_err(|e| e.to_string()),
+        };
+        let body = encoded.map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let content_type = match codec {
+            Codec::MsgPack => MSGPACK,
+            Codec::Json => "application/json",
+        };
+        let bytes = self.send(addr, path, content_type, body, timeout).await?;
+        let decoded = match codec {
+            Codec::MsgPack => rmp_serde::from_slice(&bytes).map_err(|e| e.to_string()),
+            Codec::Json => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+        };
+        decoded.map_err(|e| CallError::Network(format!("undecodable reply: {e}")))
     }
 
     async fn send(

@@ -39,15 +39,16 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
 }
 
-/// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
-pub(crate) fn keys_match(a: &str, b: &str) -> bool {
+/// Constant-time comparison of secrets, so they cannot be guessed byte by byte from
+/// response timings.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Middleware: rejects requests without the cluster's peer key.
 pub async fn require_peer_key(State(key): State<String>, headers: HeaderMap, req: Request, next: Next) -> Response {
     let presented = headers.get(PEER_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !keys_match(presented, &key) {
+    if !constant_time_eq(presented, &key) {
         let remote = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::warn!(path = %req.uri().path(), remote, present = !presented.is_empty(), "rejected peer request with a missing or wrong cluster key");
         return (StatusCode::UNAUTHORIZED, "missing or wrong cluster key").into_response();

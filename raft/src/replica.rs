@@ -3,7 +3,6 @@
 //! membership changes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -182,33 +181,15 @@ pub(crate) struct Inner<A: Application> {
     batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Proposals waiting to be forwarded to the leader in one request (followers).
     forwarder: tokio::sync::mpsc::UnboundedSender<Forward>,
-    _app: PhantomData<A>,
 }
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// An idempotency key for a write whose client gave none: unique, not secret.
 fn random_key() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut bytes = [0u8; 16];
-    getrandom_fill(&mut bytes);
-    format!("auto:{}:{}", hex::encode(bytes), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn getrandom_fill(buf: &mut [u8]) {
-    // /dev/urandom keeps the dependency list short; uniqueness, not secrecy, matters here.
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
-        }
-    }
-    let t = now_ms().to_le_bytes();
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = t[i % 8] ^ (std::process::id() as u8).wrapping_add(i as u8);
-    }
+    format!("auto:{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
 impl<A: Application> Replica<A> {
@@ -251,7 +232,6 @@ impl<A: Application> Replica<A> {
                 peer_key: key,
                 batcher,
                 forwarder,
-                _app: PhantomData,
             }),
         })
     }
@@ -387,26 +367,54 @@ impl<A: Application> Replica<A> {
     }
 
     async fn propose(&self, proposal: Proposal, timeout: Duration) -> Result<(ProposalOutcome, u64)> {
-        let deadline = Instant::now() + timeout;
+        self.until_done(Instant::now() + timeout, |leader, node| {
+            let proposal = proposal.clone();
+            async move {
+                if leader == self.inner.id {
+                    return self.propose_local(proposal).await.map_err(Error::from);
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = self.inner.forwarder.send((proposal, leader, node, tx));
+                rx.await.unwrap_or(Err(Error::ShuttingDown))
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` against the current leader until it succeeds or fails for good:
+    /// waits for a leader, and retries retryable failures (no leader, peer unreachable,
+    /// leader changed) until `deadline`, after which the answer is `NoLeader`.
+    async fn until_done<T, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(NodeId, NodeInfo) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
-            let attempt = if leader == self.inner.id {
-                self.propose_local(proposal.clone()).await.map_err(Error::from)
-            } else {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = self.inner.forwarder.send((proposal.clone(), leader, node, tx));
-                rx.await.unwrap_or(Err(Error::ShuttingDown))
-            };
-            match attempt {
+            match attempt(leader, node).await {
                 Ok(done) => return Ok(done),
-                Err(Error::Unauthorized) => return Err(Error::Unauthorized),
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "write attempt failed; retrying");
+                    tracing::debug!(error = %e, "attempt on the leader failed; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(e) if e.is_retryable() => return Err(Error::NoLeader),
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Calls `path` on the leader's peer port; the leader answers `Result<R, RemoteFailure>`.
+    async fn call_leader<Req: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        leader: &NodeInfo,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<R> {
+        match self.inner.client.call::<_, Result<R, RemoteFailure>>(&leader.peer_addr, path, req, timeout).await {
+            Ok(r) => r.map_err(Error::from),
+            Err(CallError::Unauthorized) => Err(Error::Unauthorized),
+            Err(e) => Err(Error::Peer { addr: leader.peer_addr.clone(), message: e.to_string() }),
         }
     }
 
@@ -445,30 +453,14 @@ impl<A: Application> Replica<A> {
     /// The index a linearizable read must wait for, confirmed by the leader with a quorum.
     pub async fn read_index(&self, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now() + timeout;
-        loop {
-            let (leader, node) = self.wait_for_leader(deadline).await?;
-            let attempt = if leader == self.inner.id {
-                self.read_index_local().await.map_err(Error::from)
-            } else {
-                let left = deadline.saturating_duration_since(Instant::now()).min(FORWARD_TIMEOUT);
-                match self
-                    .inner
-                    .client
-                    .call::<_, Result<u64, RemoteFailure>>(&node.peer_addr, "/raft/read-index", &(), left)
-                    .await
-                {
-                    Ok(r) => r.map_err(Error::from),
-                    Err(CallError::Unauthorized) => return Err(Error::Unauthorized),
-                    Err(e) => Err(Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() }),
-                }
-            };
-            match attempt {
-                Ok(i) => return Ok(i),
-                Err(e) if e.is_retryable() && Instant::now() < deadline => tokio::time::sleep(RETRY_PAUSE).await,
-                Err(e) if e.is_retryable() => return Err(Error::NoLeader),
-                Err(e) => return Err(e),
+        self.until_done(deadline, |leader, node| async move {
+            if leader == self.inner.id {
+                return self.read_index_local().await.map_err(Error::from);
             }
-        }
+            let left = deadline.saturating_duration_since(Instant::now()).min(FORWARD_TIMEOUT);
+            self.call_leader(&node, "/raft/read-index", &(), left).await
+        })
+        .await
     }
 
     pub(crate) async fn read_index_local(&self) -> Result<u64, RemoteFailure> {
@@ -516,29 +508,17 @@ impl<A: Application> Replica<A> {
 
     async fn change_membership(&self, change: MembershipChange) -> Result<()> {
         let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
-        loop {
-            let (leader, node) = self.wait_for_leader(deadline).await?;
-            let attempt = if leader == self.inner.id {
-                self.change_membership_local(change.clone()).await.map_err(Error::from)
-            } else {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self
-                    .inner
-                    .client
-                    .call::<_, Result<(), RemoteFailure>>(&node.peer_addr, "/raft/membership", &change, left)
-                    .await
-                {
-                    Ok(r) => r.map_err(Error::from),
-                    Err(CallError::Unauthorized) => return Err(Error::Unauthorized),
-                    Err(e) => Err(Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() }),
+        self.until_done(deadline, |leader, node| {
+            let change = change.clone();
+            async move {
+                if leader == self.inner.id {
+                    return self.change_membership_local(change).await.map_err(Error::from);
                 }
-            };
-            match attempt {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && Instant::now() < deadline => tokio::time::sleep(RETRY_PAUSE).await,
-                Err(e) => return Err(e),
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.call_leader(&node, "/raft/membership", &change, left).await
             }
-        }
+        })
+        .await
     }
 
     pub(crate) async fn change_membership_local(&self, change: MembershipChange) -> Result<(), RemoteFailure> {

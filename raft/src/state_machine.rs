@@ -143,10 +143,6 @@ impl<A: Application> StateMachine<A> {
         Ok(())
     }
 
-    pub fn app(&self) -> &A {
-        &self.shared.app
-    }
-
     /// Runs a read on a pooled read-only connection, off the async runtime.
     pub async fn read<T: Send + 'static>(
         &self,

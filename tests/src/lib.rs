@@ -421,11 +421,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_some(what, || {
+        let check = cond();
+        async move { check.await.then_some(()) }
+    })
+    .await
 }
 
 /// Polls `f` every 50 ms until it returns a value, failing after [`DEADLINE`].
