@@ -118,6 +118,10 @@ pub enum ClusterCommand {
     },
     /// Reserves the next node id for a joining node.
     AllocateNodeId,
+    /// Moves the application clock forward (tests and drills of time-driven behaviour).
+    AdvanceClock {
+        ms: i64,
+    },
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -177,6 +181,12 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: ClusterCommand
             let next: u64 = get(db, "next_node_id")?.and_then(|v| v.parse().ok()).unwrap_or(2);
             set(db, "next_node_id", &(next + 1).to_string())?;
             Ok(Ok(Reply::NodeId(next)))
+        }
+        ClusterCommand::AdvanceClock { ms } => {
+            if ms <= 0 {
+                return Ok(Err(Rejection::new("validation_failed", "the clock only moves forward")));
+            }
+            Ok(Ok(Reply::Count(crate::time::advance(db, ms)?.max(0) as u64)))
         }
     }
 }

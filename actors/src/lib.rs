@@ -4,12 +4,22 @@
 //! - [`cluster`]: cluster identity, secrets, join tokens and node id allocation.
 //! - [`auth`]: accounts, password hashing, JWT signing keys, token issue and verification.
 //! - [`kv`]: a small key-value table used to exercise writes and reads end to end.
+//! - [`catalog`]: the BookStore (listings, orders, payment, shipping, invoices).
+//! - [`energy`]: devices, meter readings, battery series.
+//! - [`prediction`]: consumption forecasts.
+//! - [`services`]: the supervised service actors that serve all of the above.
 
 pub mod auth;
+pub mod catalog;
 pub mod cluster;
-mod error;
+pub mod energy;
+pub mod error;
 pub mod kv;
+pub mod metrics;
+pub mod page;
+pub mod prediction;
 pub mod services;
+pub mod time;
 
 use panal_raft::rusqlite::{self, Connection};
 use panal_raft::{Application, ApplyContext};
@@ -24,6 +34,8 @@ pub enum Command {
     Cluster(cluster::ClusterCommand),
     Auth(auth::AuthCommand),
     Kv(kv::KvCommand),
+    Catalog(catalog::CatalogCommand),
+    Energy(energy::EnergyCommand),
 }
 
 /// What a command produced: a reply, or a deterministic business rejection.
@@ -36,6 +48,10 @@ pub enum Reply {
     NodeId(u64),
     User(auth::User),
     KvEntry(kv::KvEntry),
+    Book(catalog::Book),
+    Order(catalog::Order),
+    Device(energy::Device),
+    Count(u64),
 }
 
 /// The application plugged into the replicated state machine.
@@ -47,9 +63,12 @@ impl Application for PanalApp {
     type Response = Response;
 
     fn migrate(&self, db: &Connection) -> rusqlite::Result<()> {
+        time::migrate(db)?;
         cluster::migrate(db)?;
         auth::migrate(db)?;
-        kv::migrate(db)
+        kv::migrate(db)?;
+        catalog::migrate(db)?;
+        energy::migrate(db)
     }
 
     fn apply(&self, db: &Connection, ctx: &ApplyContext, command: Command) -> rusqlite::Result<Response> {
@@ -57,6 +76,8 @@ impl Application for PanalApp {
             Command::Cluster(c) => cluster::apply(db, ctx, c),
             Command::Auth(c) => auth::apply(db, ctx, c),
             Command::Kv(c) => kv::apply(db, ctx, c),
+            Command::Catalog(c) => catalog::apply(db, ctx, c),
+            Command::Energy(c) => energy::apply(db, ctx, c),
         }
     }
 }

@@ -130,6 +130,11 @@ pub async fn token(cmd: TokenCommand) -> Result<()> {
                 AdminClient::login(&admin).await?.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
             println!("{}", tokens[role.as_str()].as_str().unwrap_or_default());
         }
+        TokenCommand::Rotate { role, admin } if role == "jwt" => {
+            let out =
+                AdminClient::login(&admin).await?.request(reqwest::Method::POST, "/api/v1/auth/keys/rotate").await?;
+            println!("new signing key: {}", out["kid"].as_str().unwrap_or_default());
+        }
         TokenCommand::Rotate { role, admin } => {
             let out = AdminClient::login(&admin)
                 .await?

@@ -134,9 +134,10 @@ pub enum TokenCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Replace the join token for a role; the old one stops working.
+    /// Replace the join token for a role (the old one stops working), or with `jwt` add a
+    /// new token signing key (tokens signed with the old key stay valid until they expire).
     Rotate {
-        #[arg(value_parser = ["manager", "worker"])]
+        #[arg(value_parser = ["manager", "worker", "jwt"])]
         role: String,
         #[command(flatten)]
         admin: AdminArgs,

@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use panal_actors::error::FieldError;
 use panal_raft::Error as RaftError;
 
 tokio::task_local! {
@@ -83,22 +84,14 @@ impl Error {
             Error::Unprocessable(code, _) => (S::UNPROCESSABLE_ENTITY, code.clone(), None),
             Error::Unavailable(code, _) => (S::SERVICE_UNAVAILABLE, (*code).into(), Some(1)),
             Error::GatewayTimeout(_) => (S::GATEWAY_TIMEOUT, "gateway_timeout".into(), None),
-            Error::Replica(e) => match e {
-                RaftError::NoLeader => (S::SERVICE_UNAVAILABLE, "no_leader".into(), Some(1)),
-                RaftError::ReplicaLagging { .. } => (S::SERVICE_UNAVAILABLE, "replica_lagging".into(), Some(1)),
-                RaftError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused".into(), None),
-                RaftError::Membership(_) => (S::CONFLICT, "membership".into(), None),
-                RaftError::Peer { .. } => (S::SERVICE_UNAVAILABLE, "peer_unavailable".into(), Some(1)),
-                RaftError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), Some(1)),
-                _ => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
-            },
-            Error::Actors(e) => match e {
-                panal_actors::Error::InvalidToken(_) => (S::UNAUTHORIZED, "invalid_token".into(), None),
-                panal_actors::Error::BadCredentials => (S::UNAUTHORIZED, "invalid_credentials".into(), None),
-                panal_actors::Error::Rejected(r) => (S::UNPROCESSABLE_ENTITY, r.code.clone(), None),
-                panal_actors::Error::NotInitialized => (S::SERVICE_UNAVAILABLE, "not_initialized".into(), Some(1)),
-                _ => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
-            },
+            Error::Replica(e) => {
+                let (status, code, retry) = panal_actors::error::replica_http(e);
+                (S::from_u16(status).unwrap_or(S::INTERNAL_SERVER_ERROR), code, retry)
+            }
+            Error::Actors(e) => {
+                let (status, code, retry) = e.http();
+                (S::from_u16(status).unwrap_or(S::INTERNAL_SERVER_ERROR), code, retry)
+            }
             Error::Internal(_) | Error::Fatal(_) => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
         }
     }
@@ -106,9 +99,18 @@ impl Error {
 
 /// Builds the one error body.
 pub fn error_response(status: StatusCode, code: &str, message: &str, retry_after: Option<u32>) -> Response {
-    let body = serde_json::json!({
-        "error": { "code": code, "message": message, "request_id": current_request_id() }
-    });
+    error_response_with_fields(status, code, message, retry_after, None)
+}
+
+/// The one error body, listing invalid fields for validation errors.
+pub fn error_response_with_fields(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retry_after: Option<u32>,
+    fields: Option<&[FieldError]>,
+) -> Response {
+    let body = panal_actors::error::error_body(code, message, &current_request_id(), fields);
     let mut resp = (status, axum::Json(body)).into_response();
     if let Some(secs) = retry_after {
         resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
@@ -122,7 +124,11 @@ impl IntoResponse for Error {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %self, request_id = %current_request_id(), "request failed");
         }
-        error_response(status, &code, &self.to_string(), retry)
+        let fields = match &self {
+            Error::Actors(e) => e.fields(),
+            _ => None,
+        };
+        error_response_with_fields(status, &code, &self.to_string(), retry, fields)
     }
 }
 

@@ -148,6 +148,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
         });
     }
     tokio::spawn(track_readiness(replica.clone(), caught_up));
+    tokio::spawn(panal_actors::catalog::drive_time(replica.clone()));
     if let Some((config, password)) = fresh_init {
         print_init_banner(&config, &password, &node);
     }

@@ -25,7 +25,7 @@ pub use error::{Error, Result};
 pub use log_store::LogStore;
 pub use network::{peer_key, CallError, PeerClient, PEER_KEY_HEADER};
 pub use peer_api::{constant_time_eq, require_peer_key};
-pub use replica::{Consistency, MemberRole, MemberStatus, Replica, ReplicaConfig, WriteOutcome};
+pub use replica::{auto_idempotency_key, Consistency, MemberRole, MemberStatus, Replica, ReplicaConfig, WriteOutcome};
 pub use state_machine::StateMachine;
 pub use types::{NodeId, NodeInfo, Proposal, ProposalBatch, ProposalOutcome, TypeConfig};
 

@@ -188,9 +188,14 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// An idempotency key for a write whose client gave none: unique, not secret.
-fn random_key() -> String {
-    format!("auto:{}", hex::encode(rand::random::<[u8; 16]>()))
+/// A fresh idempotency key for a write the client sent without one. Keys made here (the
+/// `auto:` prefix) are kept for minutes, long enough for every retry of the same request
+/// across nodes and elections; clients' own keys are kept for a day.
+pub fn auto_idempotency_key() -> String {
+    format!("{AUTO_KEY_PREFIX}{}", hex::encode(rand::random::<[u8; 16]>()))
 }
+
+const AUTO_KEY_PREFIX: &str = "auto:";
 
 impl<A: Application> Replica<A> {
     /// Opens the stores in `cfg.data_dir` and starts Raft. A node restarted on the same
@@ -346,9 +351,11 @@ impl<A: Application> Replica<A> {
         idempotency_key: Option<String>,
         timeout: Duration,
     ) -> Result<WriteOutcome<A::Response>> {
-        let (key, ttl) = match idempotency_key {
-            Some(k) => (k, crate::state_machine::MAX_IDEMPOTENCY_TTL_MS),
-            None => (random_key(), AUTO_KEY_TTL_MS),
+        let key = idempotency_key.unwrap_or_else(auto_idempotency_key);
+        let ttl = if key.starts_with(AUTO_KEY_PREFIX) {
+            AUTO_KEY_TTL_MS
+        } else {
+            crate::state_machine::MAX_IDEMPOTENCY_TTL_MS
         };
         let proposal = Proposal {
             command: serde_json::to_string(command)?,

@@ -415,6 +415,103 @@ impl Cluster {
     }
 }
 
+/// An HTTP answer as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub content_type: String,
+    /// `X-Panal-Node`: who served it.
+    pub node: String,
+    /// `X-Panal-Index` of a write (0 when absent).
+    pub index: u64,
+}
+
+/// One API request: method, path, optional bearer token, body and extra headers.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub token: Option<String>,
+    pub json: Option<Value>,
+    pub text: Option<(String, String)>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Call {
+    pub fn new(method: &str, path: impl Into<String>) -> Self {
+        Call { method: method.into(), path: path.into(), ..Default::default() }
+    }
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+    pub fn json(mut self, body: Value) -> Self {
+        self.json = Some(body);
+        self
+    }
+    /// A text body with its content type.
+    pub fn text(mut self, content_type: &str, body: &str) -> Self {
+        self.text = Some((content_type.into(), body.into()));
+        self
+    }
+    pub fn header(mut self, name: &str, value: impl ToString) -> Self {
+        self.headers.push((name.into(), value.to_string()));
+        self
+    }
+    /// Reads at least as new as the write at `index` (session consistency).
+    pub fn after(self, index: u64) -> Self {
+        self.header("x-panal-index", index)
+    }
+}
+
+impl Cluster {
+    /// Sends `call` to node `i`.
+    pub async fn send(&self, i: usize, call: Call) -> Reply {
+        let method = reqwest::Method::from_bytes(call.method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{}", self.nodes[i].api(), call.path));
+        if let Some(t) = &call.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(body) = &call.json {
+            req = req.json(body);
+        }
+        if let Some((ct, body)) = &call.text {
+            req = req.header("content-type", ct).body(body.clone());
+        }
+        for (k, v) in &call.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{} {} on node {i}: {e}", call.method, call.path));
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let (status, content_type, node) = (resp.status().as_u16(), header("content-type"), header("x-panal-node"));
+        let index = header("x-panal-index").parse().unwrap_or(0);
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, body, text, content_type, node, index }
+    }
+
+    /// Registers `username` through node `i` and logs in; returns (user id, token, index).
+    pub async fn user(&self, i: usize, username: &str) -> (i64, String, u64) {
+        let password = format!("{username}-password");
+        let r = self
+            .send(
+                i,
+                Call::new("POST", "/api/v1/auth/register")
+                    .json(serde_json::json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "register {username}: {}", r.text);
+        let login = Call::new("POST", "/api/v1/auth/login")
+            .json(serde_json::json!({"username": username, "password": password}))
+            .after(r.index);
+        let t = self.send(i, login).await;
+        assert_eq!(t.status, 200, "login {username}: {}", t.text);
+        (r.body["id"].as_i64().unwrap(), t.body["access_token"].as_str().unwrap().to_string(), r.index)
+    }
+}
+
 /// Polls `cond` every 50 ms until it holds, failing after [`DEADLINE`].
 pub async fn poll<F, Fut>(what: &str, mut cond: F)
 where

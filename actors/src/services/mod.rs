@@ -2,6 +2,7 @@
 //! that join a cluster-wide process group, plus the bytes-only request/response envelopes
 //! the gateway sends them (locally or across the actor mesh).
 
+mod call;
 mod supervisor;
 mod worker;
 
@@ -11,11 +12,13 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+pub use call::{ById, Call, Id, Output, READ_TIMEOUT, WRITE_TIMEOUT};
 pub use supervisor::{start_services, RestartPolicy, ServiceSupervisor, SupervisorMsg};
 pub use worker::{ServiceWorker, WorkerMsg};
 
 use crate::auth::Identity;
 use crate::Replica;
+use panal_raft::Consistency;
 
 /// The application's services. Every node runs all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -66,7 +69,23 @@ pub struct ServiceRequest {
     pub op: String,
     /// The caller, verified by the gateway that received the HTTP request.
     pub identity: Option<Identity>,
+    /// The operation's input: path and query parameters and the JSON body, merged.
     pub body: serde_json::Value,
+    /// For reads: the level, and the client's last seen write index (`X-Panal-Index`).
+    #[serde(default)]
+    pub consistency: Consistency,
+    #[serde(default)]
+    pub min_index: u64,
+    /// For writes: the client's `Idempotency-Key`, or one the gateway made, so that a
+    /// retry on another instance never applies the write twice.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl ServiceRequest {
+    pub fn new(op: &str, identity: Option<Identity>, body: serde_json::Value) -> Self {
+        Self { op: op.into(), identity, body, consistency: Consistency::Session, min_index: 0, idempotency_key: None }
+    }
 }
 
 /// A service instance's answer.
@@ -78,6 +97,9 @@ pub struct ServiceResponse {
     pub node: String,
     /// `X-Panal-Index` of a write, if the request wrote.
     pub index: Option<u64>,
+    /// Set for text answers (HTML, SVG); `body` then holds the text as a JSON string.
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 /// How a service is doing on this node.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
-use super::{decode, encode, Service, ServiceContext, ServiceRequest, ServiceResponse};
+use super::{decode, encode, Call, Service, ServiceContext, ServiceRequest, ServiceResponse};
 
 /// Messages a worker accepts, locally or over the mesh (payloads are serde bytes).
 #[derive(RactorClusterMessage)]
@@ -70,17 +70,44 @@ impl Actor for ServiceWorker {
 fn error(ctx: &ServiceContext, status: u16, code: &str, message: &str) -> ServiceResponse {
     ServiceResponse {
         status,
-        body: serde_json::json!({ "error": { "code": code, "message": message } }),
+        body: crate::error::error_body(code, message, "", None),
         node: ctx.node_name.clone(),
         index: None,
+        content_type: None,
     }
 }
 
-/// The operations every service answers until its real API lands.
-async fn serve(ctx: &ServiceContext, service: Service, slot: usize, req: ServiceRequest) -> ServiceResponse {
+/// Runs one operation of the service and turns its outcome into the answer.
+async fn serve(ctx: &Arc<ServiceContext>, service: Service, slot: usize, req: ServiceRequest) -> ServiceResponse {
+    if req.op == "ping" {
+        return ping(ctx, service, slot, req).await;
+    }
+    let call = Call { ctx: ctx.clone(), req };
+    let outcome = match service {
+        Service::Auth => crate::auth::ops::handle(&call).await,
+        Service::Catalog => crate::catalog::ops::handle(&call).await,
+        Service::Energy => crate::energy::ops::handle(&call).await,
+        Service::Prediction => crate::prediction::handle(&call).await,
+        Service::Metrics => {
+            Err(crate::Error::NotFound(format!("the metrics service has no operation {:?}", call.req.op)))
+        }
+    };
+    match outcome {
+        Ok(out) => out.into_response(&ctx.node_name),
+        Err(e) => {
+            let (status, _, _) = e.http();
+            if status >= 500 {
+                tracing::error!(service = service.name(), op = %call.req.op, error = %e, "service operation failed");
+            }
+            ServiceResponse { status, body: e.body(""), node: ctx.node_name.clone(), index: None, content_type: None }
+        }
+    }
+}
+
+/// `ping`: one read of the local replica, the same work as the baseline's query.
+async fn ping(ctx: &ServiceContext, service: Service, slot: usize, req: ServiceRequest) -> ServiceResponse {
     match req.op.as_str() {
         "ping" => {
-            // One read of the local replica: the same work as the baseline's query.
             let users = ctx
                 .replica
                 .state_machine()
@@ -98,6 +125,7 @@ async fn serve(ctx: &ServiceContext, service: Service, slot: usize, req: Service
                     }),
                     node: ctx.node_name.clone(),
                     index: None,
+                    content_type: None,
                 },
                 Ok(Err(e)) => error(ctx, 500, "internal", &e.to_string()),
                 Err(e) => error(ctx, 503, "unavailable", &e.to_string()),

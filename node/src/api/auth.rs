@@ -1,37 +1,54 @@
-//! `POST /api/v1/auth/login`: checks credentials against the local replica and signs a
-//! token with the replicated key. No other node is involved.
+//! Auth routes: register, login, logout, me, signing-key rotation. Each is served by an
+//! auth service instance somewhere in the cluster.
 
 use axum::extract::State;
-use axum::Json;
-use serde::Deserialize;
+use axum::response::Response;
+use panal_actors::auth::ops::{KeyRotated, LoginRequest, RegisterRequest, TokenResponse};
+use panal_actors::auth::User;
+use panal_actors::services::Service;
+use serde_json::json;
 
-use super::extract::JsonBody;
+use super::extract::{CallMeta, Caller, JsonBody};
+use super::openapi::ApiErrors;
+use super::services::call;
 use super::AppState;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    username: String,
-    password: String,
+/// Creates an account (role `user`).
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = User), ApiErrors))]
+pub async fn register(
+    State(s): State<AppState>,
+    meta: CallMeta,
+    JsonBody(b): JsonBody<RegisterRequest>,
+) -> Result<Response> {
+    call(&s, Service::Auth, "register", None, json!(b), meta).await
 }
 
-pub async fn login(
-    State(s): State<AppState>,
-    JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Json<serde_json::Value>> {
-    if req.username.is_empty() || req.password.is_empty() || req.username.len() > 256 || req.password.len() > 1024 {
-        return Err(Error::BadRequest("invalid_body", "username and password are required".into()));
-    }
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let (token, expires_in) = s
-        .replica
-        .state_machine()
-        .read(move |db| {
-            let user = panal_actors::auth::authenticate(db, &req.username, &req.password)?;
-            panal_actors::auth::issue_token(db, &user, now)
-        })
-        .await??;
-    Ok(Json(serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in })))
+/// Exchanges a username and password for an access token (JWT, HS256, 1 hour).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), ApiErrors))]
+pub async fn login(State(s): State<AppState>, meta: CallMeta, JsonBody(b): JsonBody<LoginRequest>) -> Result<Response> {
+    call(&s, Service::Auth, "login", None, json!(b), meta).await
+}
+
+/// Revokes the presented token everywhere in the cluster until it expires.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "revoked"), ApiErrors))]
+pub async fn logout(State(s): State<AppState>, caller: Caller, meta: CallMeta) -> Result<Response> {
+    call(&s, Service::Auth, "logout", Some(caller), json!({}), meta).await
+}
+
+/// The caller's account.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = User), ApiErrors))]
+pub async fn me(State(s): State<AppState>, caller: Caller, meta: CallMeta) -> Result<Response> {
+    call(&s, Service::Auth, "me", Some(caller), json!({}), meta).await
+}
+
+/// Adds a new signing key (admin). New tokens use it; older tokens stay valid until they expire.
+#[utoipa::path(post, path = "/api/v1/auth/keys/rotate", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = KeyRotated), ApiErrors))]
+pub async fn rotate_key(State(s): State<AppState>, caller: Caller, meta: CallMeta) -> Result<Response> {
+    call(&s, Service::Auth, "rotate_key", Some(caller), json!({}), meta).await
 }

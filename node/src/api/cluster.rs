@@ -173,6 +173,36 @@ pub async fn rotate_token(State(s): State<AppState>, _: Admin, Path(role): Path<
     Ok(with_index(index, Json(serde_json::json!({ "role": role, "token": cfg.token(role).to_string() }))))
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    seconds: i64,
+}
+
+/// `POST /api/v1/admin/clock/advance` (nodes started with `--chaos`): moves the replicated
+/// application clock forward, so that time-driven behaviour (reservations, shipping) can be
+/// rehearsed without waiting.
+pub async fn advance_clock(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    super::extract::JsonBody(req): super::extract::JsonBody<AdvanceClock>,
+) -> Result<Response> {
+    if !s.chaos {
+        return Err(Error::NotFound("the clock can only be advanced on nodes started with --chaos".into()));
+    }
+    if !(1..=365 * 24 * 3600).contains(&req.seconds) {
+        return Err(Error::BadRequest("invalid_body", "seconds must be 1 to 31536000".into()));
+    }
+    tracing::warn!(by = %who.username, seconds = req.seconds, "advancing the application clock");
+    let (reply, index) =
+        propose(&s, Command::Cluster(ClusterCommand::AdvanceClock { ms: req.seconds * 1000 }), None).await?;
+    let offset = match reply {
+        Reply::Count(ms) => ms,
+        _ => 0,
+    };
+    Ok(with_index(index, Json(serde_json::json!({ "offset_ms": offset }))))
+}
+
 pub async fn kv_put(
     State(s): State<AppState>,
     Admin(_): Admin,

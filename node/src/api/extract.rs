@@ -82,7 +82,17 @@ impl FromRequestParts<AppState> for Caller {
                 secret
             }
         };
-        Ok(Caller(auth::verify_with_key(&token, &secret)?))
+        let identity = auth::verify_with_key(&token, &secret)?;
+        // A client that logged out on another node sends that write's index: wait for it,
+        // so its revocation is seen here too.
+        if let Some(index) = parts.headers.get("x-panal-index").and_then(|v| v.to_str().ok()?.trim().parse().ok()) {
+            state.replica.wait_applied(index, super::READ_TIMEOUT).await?;
+        }
+        let jti = identity.jti.clone();
+        if state.replica.state_machine().read(move |db| auth::is_revoked(db, &jti)).await?? {
+            return Err(Error::InvalidToken("token has been revoked (logged out)".into()));
+        }
+        Ok(Caller(identity))
     }
 }
 
@@ -147,5 +157,43 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadOptions {
             None => 0,
         };
         Ok(ReadOptions { consistency, min_index })
+    }
+}
+
+/// Query parameters; a malformed query string is a 400 in the one error shape.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(rej) => Err(error_response(StatusCode::BAD_REQUEST, "invalid_query", &rej.body_text(), None)),
+        }
+    }
+}
+
+/// What every service call carries besides its input: the read options, the write's
+/// idempotency key (the client's, or a fresh one so that retries stay safe), and whether
+/// the client prefers HTML.
+pub struct CallMeta {
+    pub read: ReadOptions,
+    pub idempotency_key: String,
+    pub wants_html: bool,
+}
+
+impl FromRequestParts<AppState> for CallMeta {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let read = ReadOptions::from_request_parts(parts, state).await?;
+        let key = super::cluster::idempotency_key(&parts.headers).map_err(IntoResponse::into_response)?;
+        let wants_html = parts
+            .headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        Ok(CallMeta { read, idempotency_key: key.unwrap_or_else(panal_raft::auto_idempotency_key), wants_html })
     }
 }

@@ -3,8 +3,11 @@
 //! handlers, which stay thin: parse → call the replica → map the result.
 
 mod auth;
+mod catalog;
 mod cluster;
+mod energy;
 mod extract;
+pub mod openapi;
 mod services;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +27,7 @@ use crate::error::{error_response, REQUEST_ID};
 pub use extract::Admin;
 
 /// Largest accepted API request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Deadline for a write (including forwarding and retries across an election).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline for a read barrier (`session` / `linearizable`).
@@ -50,12 +53,50 @@ pub struct AppState {
     pub http: reqwest::Client,
 }
 
+/// The service routes and the OpenAPI document describing them, built together so that
+/// the document lists exactly the routes served.
+pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::rotate_key))
+        .routes(routes!(catalog::create_book, catalog::list_books))
+        .routes(routes!(catalog::get_book, catalog::update_book, catalog::delete_book))
+        .routes(routes!(catalog::create_order, catalog::list_orders))
+        .routes(routes!(catalog::list_sales))
+        .routes(routes!(catalog::get_order))
+        .routes(routes!(catalog::pay_order))
+        .routes(routes!(catalog::ship_order))
+        .routes(routes!(catalog::invoice))
+        .routes(routes!(energy::create_device, energy::list_devices))
+        .routes(routes!(energy::get_device, energy::update_device, energy::delete_device))
+        .routes(routes!(energy::add_readings, energy::readings))
+        .routes(routes!(energy::summary))
+        .routes(routes!(energy::upload_battery))
+        .routes(routes!(energy::battery_summary))
+        .routes(routes!(energy::battery_chart))
+        .routes(routes!(energy::device_forecast))
+        .routes(routes!(energy::user_forecast))
+        .split_for_parts()
+}
+
 pub fn router(state: AppState) -> Router {
     let node_header = HeaderValue::from_str(&state.node_name).unwrap_or(HeaderValue::from_static("unknown"));
+    let (services, spec) = service_routes();
+    let spec = Arc::new(spec.to_json().unwrap_or_default());
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/api/v1/auth/login", post(auth::login))
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*spec).clone()) }),
+        )
+        .merge(services)
+        .route("/api/v1/admin/clock/advance", post(cluster::advance_clock))
         .route("/api/v1/cluster/status", get(cluster::status))
         .route("/api/v1/cluster/nodes", get(cluster::nodes))
         .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(cluster::remove))

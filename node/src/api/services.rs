@@ -7,9 +7,27 @@ use axum::Json;
 use panal_actors::services::{Service, ServiceRequest, ServiceResponse, WorkerMsg};
 use serde::Deserialize;
 
-use super::extract::{Caller, JsonBody};
+use super::extract::{CallMeta, Caller, JsonBody};
 use super::{Admin, AppState};
 use crate::error::{Error, Result};
+
+/// Sends one operation to an instance of `service` (wherever the balancing policy picks)
+/// and maps its answer to HTTP. Every route of every service goes through here.
+pub async fn call(
+    s: &AppState,
+    service: Service,
+    op: &str,
+    caller: Option<Caller>,
+    body: serde_json::Value,
+    meta: CallMeta,
+) -> Result<Response> {
+    let mut req = ServiceRequest::new(op, caller.map(|c| c.0), body);
+    req.consistency = meta.read.consistency;
+    req.min_index = meta.read.min_index;
+    req.idempotency_key = Some(meta.idempotency_key);
+    // Safe to retry on another instance: every write carries its idempotency key.
+    Ok(respond(s.gateway.call(service, &req, true).await?))
+}
 
 /// Turns a service answer into the HTTP response, naming the node that served it.
 fn respond(resp: ServiceResponse) -> Response {
@@ -18,7 +36,13 @@ fn respond(resp: ServiceResponse) -> Response {
     if let Some(err) = body.get_mut("error").and_then(|e| e.as_object_mut()) {
         err.insert("request_id".into(), crate::error::current_request_id().into());
     }
-    let mut out = (status, Json(body)).into_response();
+    let mut out = match (&resp.content_type, body) {
+        (Some(ct), serde_json::Value::String(text)) => {
+            let ct = HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("text/plain"));
+            (status, [(axum::http::header::CONTENT_TYPE, ct)], text).into_response()
+        }
+        (_, body) => (status, Json(body)).into_response(),
+    };
     if let Ok(v) = HeaderValue::from_str(&resp.node) {
         out.headers_mut().insert("x-panal-node", v);
     }
@@ -36,7 +60,7 @@ fn parse_service(name: &str) -> Result<Service> {
 /// cluster. The caller's verified identity, if any, travels with the request.
 pub async fn ping(State(s): State<AppState>, Path(service): Path<String>, caller: Option<Caller>) -> Result<Response> {
     let service = parse_service(&service)?;
-    let req = ServiceRequest { op: "ping".into(), identity: caller.map(|c| c.0), body: serde_json::Value::Null };
+    let req = ServiceRequest::new("ping", caller.map(|c| c.0), serde_json::Value::Null);
     Ok(respond(s.gateway.call(service, &req, true).await?))
 }
 

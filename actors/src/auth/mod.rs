@@ -1,5 +1,8 @@
-//! Accounts and tokens: users with argon2id password hashes, replicated JWT signing keys,
-//! token issue and local verification on any node.
+//! Accounts and tokens: users with argon2id password hashes, replicated JWT signing keys
+//! (rotation keeps old keys until their tokens expire), token issue, local verification on
+//! any node, and cluster-wide revocation (logout).
+
+pub mod ops;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -14,7 +17,7 @@ use crate::{Error, Rejection, Reply, Response};
 /// Lifetime of an access token.
 pub const TOKEN_TTL_SECS: i64 = 3600;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
@@ -37,14 +40,21 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub username: String,
     pub email: Option<String>,
     pub role: Role,
+    #[serde(rename = "created_at", with = "crate::time::as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_ms: i64,
 }
+
+/// Shortest accepted password.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest accepted password (hashing cost is bounded).
+pub const MAX_PASSWORD_LEN: usize = 256;
 
 /// Who a verified token says the caller is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +82,10 @@ pub enum AuthCommand {
     /// `password_hash` is computed by the proposer: hashing is slow and salted at random,
     /// so it must not run inside the deterministic `apply`.
     CreateUser { username: String, password_hash: String, email: Option<String>, role: Role },
+    /// Logout: the token id is refused everywhere until the token would have expired.
+    RevokeToken { jti: String, expires_ms: i64 },
+    /// Adds a signing key; new tokens use it, tokens signed with older keys stay valid.
+    RotateJwtKey { kid: String, secret: String },
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -88,6 +102,10 @@ pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
              kid TEXT PRIMARY KEY,
              secret TEXT NOT NULL,
              created_ms INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS revoked_tokens (
+             jti TEXT PRIMARY KEY,
+             expires_ms INTEGER NOT NULL
          );",
     )
 }
@@ -97,6 +115,60 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: AuthCommand) -
         AuthCommand::CreateUser { username, password_hash, email, role } => {
             Ok(create_user(db, ctx, &username, &password_hash, email.as_deref(), role)?.map(Reply::User))
         }
+        AuthCommand::RevokeToken { jti, expires_ms } => {
+            // Revocations of expired tokens are useless: drop them as we go.
+            db.prepare_cached("DELETE FROM revoked_tokens WHERE expires_ms < ?1")?.execute([ctx.now_ms])?;
+            db.prepare_cached("INSERT OR IGNORE INTO revoked_tokens (jti, expires_ms) VALUES (?1, ?2)")?
+                .execute(params![jti, expires_ms])?;
+            Ok(Ok(Reply::Done))
+        }
+        AuthCommand::RotateJwtKey { kid, secret } => {
+            if jwt_secret(db, &kid)?.is_some() {
+                return Ok(Err(Rejection::new("invalid_state", format!("signing key {kid:?} already exists"))));
+            }
+            install_jwt_key(db, ctx, &kid, &secret)?;
+            Ok(Ok(Reply::Done))
+        }
+    }
+}
+
+/// Whether the token id was revoked by a logout.
+pub fn is_revoked(db: &Connection, jti: &str) -> rusqlite::Result<bool> {
+    db.prepare_cached("SELECT EXISTS(SELECT 1 FROM revoked_tokens WHERE jti = ?1)")?.query_row([jti], |r| r.get(0))
+}
+
+/// A user by id.
+pub fn user(db: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
+    db.query_row("SELECT id, username, email, role, created_ms FROM users WHERE id = ?1", [id], |r| {
+        Ok(User {
+            id: r.get(0)?,
+            username: r.get(1)?,
+            email: r.get(2)?,
+            role: Role::parse(&r.get::<_, String>(3)?),
+            created_ms: r.get(4)?,
+        })
+    })
+    .optional()
+}
+
+/// Checks a registration's password and email (the username is checked in `apply`).
+pub fn validate_registration(v: &mut crate::error::Validator, username: &str, password: &str, email: Option<&str>) {
+    if let Err(r) = validate_username(username) {
+        v.fail("username", r.message);
+    }
+    let len = password.chars().count();
+    v.check(
+        (MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&len),
+        "password",
+        format!("must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"),
+    );
+    if let Some(email) = email {
+        let ok = email.len() <= 254
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            })
+            && !email.chars().any(char::is_whitespace);
+        v.check(ok, "email", "must be an email address such as ada@example.com");
     }
 }
 
@@ -193,7 +265,7 @@ pub fn authenticate(db: &Connection, username: &str, password: &str) -> Result<U
 }
 
 fn newest_key(db: &Connection) -> rusqlite::Result<Option<(String, String)>> {
-    db.query_row("SELECT kid, secret FROM jwt_keys ORDER BY created_ms DESC, kid DESC LIMIT 1", [], |r| {
+    db.query_row("SELECT kid, secret FROM jwt_keys ORDER BY created_ms DESC, rowid DESC LIMIT 1", [], |r| {
         Ok((r.get(0)?, r.get(1)?))
     })
     .optional()
@@ -330,6 +402,45 @@ mod tests {
         assert!(m.contains("algorithm"), "{m}");
         let garbage = "e30.e30.sig";
         assert!(verify_token(&db, garbage).is_err());
+    }
+
+    #[test]
+    fn revoked_tokens_are_remembered_until_they_expire() {
+        let (db, _) = db_with_admin();
+        let ctx = ApplyContext { index: 2, now_ms: 1_000 };
+        apply(&db, &ctx, AuthCommand::RevokeToken { jti: "a".into(), expires_ms: 5_000 }).unwrap().unwrap();
+        assert!(is_revoked(&db, "a").unwrap());
+        assert!(!is_revoked(&db, "b").unwrap());
+        let later = ApplyContext { index: 3, now_ms: 6_000 };
+        apply(&db, &later, AuthCommand::RevokeToken { jti: "b".into(), expires_ms: 9_000 }).unwrap().unwrap();
+        assert!(!is_revoked(&db, "a").unwrap(), "expired revocations are purged");
+        assert!(is_revoked(&db, "b").unwrap());
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
+        let (db, user) = db_with_admin();
+        let (old, _) = issue_token(&db, &user, now()).unwrap();
+        let ctx = ApplyContext { index: 2, now_ms: 10 };
+        apply(&db, &ctx, AuthCommand::RotateJwtKey { kid: "k2".into(), secret: "secret-two".into() }).unwrap().unwrap();
+        let (new, _) = issue_token(&db, &user, now()).unwrap();
+        assert_eq!(key_id(&new).unwrap(), "k2");
+        assert_eq!(key_id(&old).unwrap(), "k1");
+        verify_token(&db, &old).unwrap();
+        verify_token(&db, &new).unwrap();
+        let again = apply(&db, &ctx, AuthCommand::RotateJwtKey { kid: "k2".into(), secret: "x".into() }).unwrap();
+        assert_eq!(again.unwrap_err().code, "invalid_state");
+    }
+
+    #[test]
+    fn registration_rules_name_each_bad_field() {
+        let mut v = crate::error::Validator::default();
+        validate_registration(&mut v, "x", "short", Some("not-an-email"));
+        let fields: Vec<String> = v.finish().unwrap_err().fields().unwrap().iter().map(|f| f.field.clone()).collect();
+        assert_eq!(fields, ["username", "password", "email"]);
+        let mut v = crate::error::Validator::default();
+        validate_registration(&mut v, "ada", "long enough", Some("ada@example.com"));
+        v.finish().unwrap();
     }
 
     #[test]

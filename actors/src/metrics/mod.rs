@@ -1,0 +1,8 @@
+//! The metrics service: each node samples its own kernel process statistics and system
+//! figures (from `/proc/panal_procs` when the kernel module is loaded, else a scan of
+//! `/proc`), keeps the last hour in a ring buffer (per-node facts, not replicated state),
+//! and serves them to the cluster view.
+
+pub mod procs;
+pub mod ring;
+pub mod system;
