@@ -24,7 +24,7 @@ fn members(service: Service) -> Vec<ractor::ActorCell> {
 }
 
 async fn ping(cell: &ractor::ActorCell) -> ServiceResponse {
-    let req = ServiceRequest { op: "ping".into(), identity: None, body: serde_json::Value::Null };
+    let req = ServiceRequest::new("ping", None, serde_json::Value::Null);
     let bytes = encode(&req);
     match ractor::rpc::call::<WorkerMsg, _, _>(
         cell,

@@ -29,6 +29,8 @@ pub enum Command {
     Token(TokenCommand),
     /// Show the cluster's state as seen by one node.
     Status(AdminArgs),
+    /// Live per-node CPU, memory, load and process counts of the whole cluster.
+    Top(TopArgs),
     /// Run a benchmark and print a table.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -88,6 +90,25 @@ pub struct StartArgs {
     /// Enable the admin chaos hooks (/api/v1/admin/chaos/…) used by drills.
     #[arg(long, env = "PANAL_CHAOS")]
     pub chaos: bool,
+    /// How often the node samples its process and system statistics, in milliseconds.
+    #[arg(long, env = "PANAL_METRICS_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub metrics_interval_ms: u64,
+    /// Where to read process statistics from (`/proc/panal_procs` there when the kernel
+    /// module is loaded, else a scan of the process directories).
+    #[arg(long, env = "PANAL_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 2)]
+    pub every: u64,
+    /// Print one screen and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args, Clone)]

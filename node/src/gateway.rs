@@ -68,10 +68,12 @@ const SUSPECT_FOR: Duration = Duration::from_secs(5);
 struct InFlight<'a> {
     gateway: &'a Gateway,
     id: ActorId,
+    service: Service,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        metrics::gauge!("panal_gateway_in_flight", "service" => self.service.name()).decrement(1.0);
         let mut map = self.gateway.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.id) {
             *n = n.saturating_sub(1);
@@ -133,6 +135,28 @@ impl Gateway {
         ))
     }
 
+    /// Sends `req` to the metrics instance of node `name` (the cluster view asks each node
+    /// about itself), within `timeout`.
+    pub async fn call_node(
+        &self,
+        name: &str,
+        req: &ServiceRequest,
+        timeout: std::time::Duration,
+    ) -> Result<ServiceResponse> {
+        let group = panal_actors::metrics::ops::node_group(name);
+        let instance = ractor::pg::get_members(&group)
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Unavailable("unreachable", format!("{name} is not connected to this node's mesh")))?;
+        let call = self.call_instance(Service::Metrics, &instance, encode(req));
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(Attempt::Done(resp))) => Ok(resp),
+            Ok(Ok(Attempt::Lost(why))) => Err(Error::Unavailable("unreachable", format!("{name}: {why}"))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::GatewayTimeout(format!("{name} did not answer within {timeout:?}"))),
+        }
+    }
+
     fn choose(&self, service: Service, exclude: &[ActorId]) -> Result<ActorCell> {
         let suspects: Vec<ActorId> = {
             let mut map = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,7 +195,8 @@ impl Gateway {
     async fn call_instance(&self, service: Service, instance: &ActorCell, bytes: Vec<u8>) -> Result<Attempt> {
         let id = instance.get_id();
         *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += 1;
-        let _guard = InFlight { gateway: self, id };
+        let _guard = InFlight { gateway: self, id, service };
+        metrics::gauge!("panal_gateway_in_flight", "service" => service.name()).increment(1.0);
         let result = ractor::rpc::call::<WorkerMsg, Vec<u8>, _>(
             instance,
             |reply| WorkerMsg::Call(bytes, reply),

@@ -12,6 +12,7 @@ mod identity;
 mod mesh;
 mod peer;
 mod start;
+mod top;
 mod up;
 
 use clap::Parser;
@@ -43,6 +44,9 @@ fn main() -> std::process::ExitCode {
             cli::Command::Node(cmd) => admin::node(cmd).await,
             cli::Command::Token(cmd) => admin::token(cmd).await,
             cli::Command::Status(args) => admin::status(args).await,
+            cli::Command::Top(args) => {
+                top::run(args.admin, std::time::Duration::from_secs(args.every.max(1)), args.once).await
+            }
             cli::Command::Bench(cmd) => bench::run(cmd).await,
         }
     });

@@ -112,6 +112,13 @@ pub async fn run(args: StartArgs) -> Result<()> {
     panal_actors::services::start_services(services.clone(), pool_size, Default::default())
         .await
         .map_err(|e| Error::Fatal(format!("cannot start the services: {e}")))?;
+    panal_actors::metrics::collector::start(
+        services.hub.clone(),
+        args.proc_root.clone(),
+        Duration::from_millis(args.metrics_interval_ms),
+    )
+    .await
+    .map_err(|e| Error::Fatal(format!("cannot start the metrics collector: {e}")))?;
     crate::mesh::start(mesh_listen, &identity.cluster_secret, replica.clone()).await?;
 
     let caught_up = Arc::new(AtomicBool::new(false));

@@ -139,7 +139,7 @@ async fn api_errors_use_the_one_json_shape() {
     };
     check(login("{bad").await.unwrap(), 400, "malformed_json").await;
     check(login(r#"{"username":"admin","password":"wrong"}"#).await.unwrap(), 401, "invalid_credentials").await;
-    let big = "x".repeat(2 * 1024 * 1024);
+    let big = "x".repeat(3 * 1024 * 1024);
     let r =
         c.http.put(format!("{api}/api/v1/cluster/kv/big")).bearer_auth(c.token().await).body(big).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 413);

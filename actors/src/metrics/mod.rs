@@ -3,6 +3,8 @@
 //! `/proc`), keeps the last hour in a ring buffer (per-node facts, not replicated state),
 //! and serves them to the cluster view.
 
+pub mod collector;
+pub mod ops;
 pub mod procs;
 pub mod ring;
 pub mod system;

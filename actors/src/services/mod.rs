@@ -120,6 +120,8 @@ pub enum ServiceHealth {
 pub struct ServiceContext {
     pub node_name: String,
     pub replica: Replica,
+    /// This node's metrics samples (the metrics service's state).
+    pub hub: Arc<crate::metrics::collector::MetricsHub>,
     /// Artificial latency per service (ms), set by the chaos API.
     delays: [AtomicU64; 5],
     health: RwLock<BTreeMap<Service, ServiceHealth>>,
@@ -133,7 +135,13 @@ impl std::fmt::Debug for ServiceContext {
 
 impl ServiceContext {
     pub fn new(node_name: String, replica: Replica) -> Arc<Self> {
-        Arc::new(Self { node_name, replica, delays: Default::default(), health: Default::default() })
+        Arc::new(Self {
+            node_name,
+            replica,
+            hub: Default::default(),
+            delays: Default::default(),
+            health: Default::default(),
+        })
     }
 
     pub fn set_delay_ms(&self, service: Service, ms: u64) {

@@ -35,6 +35,10 @@ impl Actor for ServiceWorker {
 
     async fn pre_start(&self, myself: ActorRef<WorkerMsg>, args: WorkerArgs) -> Result<WorkerArgs, ActorProcessingErr> {
         ractor::pg::join(args.service.group(), vec![myself.get_cell()]);
+        if args.service == Service::Metrics {
+            // The cluster view asks each node about itself: one group per node.
+            ractor::pg::join(crate::metrics::ops::node_group(&args.ctx.node_name), vec![myself.get_cell()]);
+        }
         Ok(args)
     }
 
@@ -88,9 +92,7 @@ async fn serve(ctx: &Arc<ServiceContext>, service: Service, slot: usize, req: Se
         Service::Catalog => crate::catalog::ops::handle(&call).await,
         Service::Energy => crate::energy::ops::handle(&call).await,
         Service::Prediction => crate::prediction::handle(&call).await,
-        Service::Metrics => {
-            Err(crate::Error::NotFound(format!("the metrics service has no operation {:?}", call.req.op)))
-        }
+        Service::Metrics => crate::metrics::ops::handle(&call).await,
     };
     match outcome {
         Ok(out) => out.into_response(&ctx.node_name),

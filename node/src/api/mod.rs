@@ -5,6 +5,7 @@
 mod auth;
 mod catalog;
 mod cluster;
+mod cluster_view;
 mod energy;
 mod extract;
 pub mod openapi;
@@ -81,6 +82,9 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(energy::battery_chart))
         .routes(routes!(energy::device_forecast))
         .routes(routes!(energy::user_forecast))
+        .routes(routes!(cluster_view::nodes))
+        .routes(routes!(cluster_view::history))
+        .routes(routes!(cluster_view::stream))
         .split_for_parts()
 }
 
@@ -110,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/chaos/panic", post(services::chaos_panic))
         .route("/api/v1/admin/chaos/delay", post(services::chaos_delay))
         .route("/api/v1/{service}/ping", get(services::ping))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn(record_metrics))
@@ -151,7 +155,72 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
+/// Commit index as the leader knows it: the highest index stored on a quorum of managers.
+/// Pure, so it is unit-tested. `matched` holds each manager's last stored index.
+pub fn quorum_index(mut matched: Vec<u64>) -> u64 {
+    if matched.is_empty() {
+        return 0;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched[matched.len() / 2]
+}
+
+/// Sets the Raft and node gauges from the replica's current metrics (at scrape time).
+fn record_raft_metrics(s: &AppState) {
+    use metrics::gauge;
+    let m = s.replica.metrics();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let last_log = m.last_log_index.unwrap_or(0);
+    let members = s.replica.members();
+    let name_of = |id: u64| members.iter().find(|(m, _, _)| *m == id).map(|(_, n, _)| n.name.clone());
+    gauge!("panal_raft_term").set(m.current_term as f64);
+    gauge!("panal_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+    gauge!("panal_raft_is_leader").set(if m.current_leader == Some(m.id) { 1.0 } else { 0.0 });
+    gauge!("panal_raft_last_log_index").set(last_log as f64);
+    gauge!("panal_raft_applied_index").set(applied as f64);
+    // Followers do not learn the commit index from openraft's metrics: they report what
+    // they applied, which trails it by at most one heartbeat.
+    let commit = match &m.replication {
+        Some(rep) => {
+            let managers = members.iter().filter(|(_, _, r)| *r == panal_raft::MemberRole::Manager);
+            quorum_index(
+                managers
+                    .map(|(id, _, _)| {
+                        if *id == m.id {
+                            last_log
+                        } else {
+                            rep.get(id).copied().flatten().map(|l| l.index).unwrap_or(0)
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        None => applied,
+    };
+    gauge!("panal_raft_commit_index").set(commit as f64);
+    if let Some(rep) = &m.replication {
+        for (id, matched) in rep {
+            if *id == m.id {
+                continue;
+            }
+            let lag = last_log.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+            let follower = name_of(*id).unwrap_or_else(|| id.to_string());
+            gauge!("panal_raft_replication_lag_entries", "follower" => follower).set(lag as f64);
+        }
+    }
+    let role = members
+        .iter()
+        .find(|(id, _, _)| *id == m.id)
+        .map(|(_, _, r)| if *r == panal_raft::MemberRole::Manager { "manager" } else { "worker" })
+        .unwrap_or("joining");
+    for r in ["manager", "worker", "joining"] {
+        let v = if r == role { 1.0 } else { 0.0 };
+        gauge!("panal_node_info", "name" => s.node_name.to_string(), "role" => r, "version" => env!("CARGO_PKG_VERSION")).set(v);
+    }
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    record_raft_metrics(&s);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
@@ -189,4 +258,16 @@ async fn ready(State(s): State<AppState>) -> Response {
         );
     }
     (StatusCode::OK, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_commit_index_is_the_highest_index_a_quorum_stored() {
+        assert_eq!(super::quorum_index(vec![10, 7, 3]), 7);
+        assert_eq!(super::quorum_index(vec![10, 3]), 3);
+        assert_eq!(super::quorum_index(vec![5]), 5);
+        assert_eq!(super::quorum_index(vec![9, 9, 1, 1, 8]), 8);
+        assert_eq!(super::quorum_index(vec![]), 0);
+    }
 }

@@ -77,7 +77,8 @@ impl Modify for BearerAuth {
         (name = "auth", description = "Accounts and tokens"),
         (name = "catalog", description = "Books, orders, payment, shipping, invoices"),
         (name = "energy", description = "Devices, readings, battery data"),
-        (name = "prediction", description = "Consumption forecasts")
+        (name = "prediction", description = "Consumption forecasts"),
+        (name = "metrics", description = "The cluster view: every node's process and system statistics (admin)")
     )
 )]
 pub struct ApiDoc;
