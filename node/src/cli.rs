@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a node: create a cluster (--init), join one (--join), or restart from the data dir.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Start a local cluster of N node processes on 127.0.0.1 and keep it running until Ctrl-C.
     Up(UpArgs),
     /// List and manage cluster members.
@@ -66,6 +66,20 @@ pub struct StartArgs {
     /// Join token printed by `--init` or `panal token show`.
     #[arg(long, env = "PANAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Orchestrated bootstrap (first start only): wait until this many nodes of --peers
+    /// answer, then exactly one of them creates the cluster and the others join; nodes
+    /// beyond this many managers join as workers. Needs --peers and --cluster-token-file.
+    #[arg(long, env = "PANAL_BOOTSTRAP_EXPECT", conflicts_with_all = ["init", "join"], requires_all = ["peers", "cluster_token_file"])]
+    pub bootstrap_expect: Option<usize>,
+    /// Peer addresses HOST[:PORT] of the nodes to bootstrap with (comma-separated; this
+    /// node may be listed; a name may resolve to several addresses, e.g. tasks.panal).
+    #[arg(long, env = "PANAL_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// File holding the shared cluster token (one word, at least 16 characters, e.g. from
+    /// `openssl rand -hex 32`) from which every bootstrapping node derives the cluster's
+    /// identity and join tokens.
+    #[arg(long, env = "PANAL_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
     /// Raft heartbeat interval in milliseconds.
     #[arg(long, env = "PANAL_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,

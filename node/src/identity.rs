@@ -23,6 +23,9 @@ pub struct NodeIdentity {
 pub struct PendingJoin {
     pub via: String,
     pub voter: bool,
+    /// Orchestrated bootstrap: promote only while fewer managers exist.
+    #[serde(default)]
+    pub max_managers: Option<usize>,
 }
 
 pub fn path(data_dir: &Path) -> PathBuf {

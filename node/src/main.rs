@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod bench;
+mod bootstrap;
 mod cli;
 mod error;
 mod gateway;
@@ -39,7 +40,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            cli::Command::Start(args) => start::run(args).await,
+            cli::Command::Start(args) => start::run(*args).await,
             cli::Command::Up(args) => up::run(args).await,
             cli::Command::Node(cmd) => admin::node(cmd).await,
             cli::Command::Token(cmd) => admin::token(cmd).await,

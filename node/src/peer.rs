@@ -39,6 +39,10 @@ pub struct ActivateRequest {
     pub node_id: u64,
     pub node: NodeInfo,
     pub voter: bool,
+    /// Promote only while the cluster has fewer managers than this (orchestrated
+    /// bootstrap: nodes beyond the expected managers stay workers).
+    #[serde(default)]
+    pub max_managers: Option<usize>,
 }
 
 /// Peer-port routes: the replica's Raft RPC plus the join protocol.
@@ -93,7 +97,7 @@ async fn admit_inner(replica: &Replica, req: JoinRequest) -> Result<JoinAdmissio
 
 async fn activate(State(replica): State<Replica>, Json(req): Json<ActivateRequest>) -> Response {
     tracing::info!(node_id = req.node_id, node = %req.node, voter = req.voter, "adding node to the membership");
-    match replica.add_member(req.node_id, req.node, req.voter).await {
+    match replica.add_member(req.node_id, req.node, req.voter, req.max_managers).await {
         Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => Error::Replica(e).into_response(),
     }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use panal_actors::cluster::{ClusterCommand, ClusterConfig, JoinRole, JoinToken};
@@ -12,13 +12,11 @@ use panal_raft::{NodeInfo, ReplicaConfig};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
+use crate::bootstrap;
 use crate::cli::StartArgs;
 use crate::error::{Error, Result};
 use crate::identity::{self, NodeIdentity, PendingJoin};
 use crate::peer::{self, ActivateRequest, JoinAdmission, JoinRequest};
-
-/// Default peer port, used when `--join` names a host without one.
-const DEFAULT_PEER_PORT: u16 = 7701;
 
 pub async fn run(args: StartArgs) -> Result<()> {
     let data_dir = args.data_dir.clone();
@@ -32,9 +30,9 @@ pub async fn run(args: StartArgs) -> Result<()> {
             )));
         }
     } else {
-        if !args.init && args.join.is_none() {
+        if !args.init && args.join.is_none() && args.bootstrap_expect.is_none() {
             return Err(Error::Fatal(format!(
-                "{} holds no node yet: pass --init to create a cluster or --join ADDR --token TOKEN to join one",
+                "{} holds no node yet: pass --init to create a cluster, --join ADDR --token TOKEN to join one, or --bootstrap-expect N --peers … --cluster-token-file FILE",
                 data_dir.display()
             )));
         }
@@ -47,6 +45,11 @@ pub async fn run(args: StartArgs) -> Result<()> {
     }
     let token: Option<JoinToken> = match &args.token {
         Some(t) if args.join.is_some() => Some(t.parse().map_err(|e: String| Error::Fatal(format!("--token: {e}")))?),
+        _ => None,
+    };
+    let bootstrap = match (args.bootstrap_expect, &args.cluster_token_file) {
+        (Some(0), _) => return Err(Error::Fatal("--bootstrap-expect must be at least 1".into())),
+        (Some(expect), Some(file)) => Some((expect, bootstrap::SharedSecrets::from_file(file)?)),
         _ => None,
     };
 
@@ -63,6 +66,15 @@ pub async fn run(args: StartArgs) -> Result<()> {
         mesh_addr: advertised_str(&args, &args.mesh_addr),
     };
 
+    // The peer port serves from now on: bootstrap hellos at once, everything else once the
+    // replica is open (503 until then, which peers retry).
+    let hello = bootstrap::HelloState::new(name.clone());
+    let replica_routes: Arc<OnceLock<axum::Router>> = Default::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hello_routes = bootstrap.as_ref().map(|(_, s)| bootstrap::hello_router(hello.clone(), s.hello_key.clone()));
+    let peer_server =
+        tokio::spawn(serve(peer_listener, late_router(hello_routes, replica_routes.clone()), stop_rx.clone()));
+
     let (identity, replica, fresh_init) = match existing {
         Some(identity) => {
             let replica = open_replica(&args, &identity, node.clone()).await?;
@@ -70,25 +82,37 @@ pub async fn run(args: StartArgs) -> Result<()> {
             (identity, replica, None)
         }
         None if args.init => {
-            let (identity, replica, config, password) = init(&args, node.clone()).await?;
+            let (identity, replica, config, password) = init(&args, node.clone(), None).await?;
             (identity, replica, Some((config, password)))
         }
-        None => {
-            let join_addr = with_default_port(args.join.as_deref().unwrap_or_default());
-            let token = token.expect("clap requires --token with --join");
-            let admission = request_admission(&join_addr, &token, &node).await?;
-            let identity = NodeIdentity {
-                node_id: admission.node_id,
-                name: name.clone(),
-                cluster_id: admission.cluster_id.clone(),
-                cluster_secret: admission.cluster_secret.clone(),
-                pending_join: Some(PendingJoin { via: join_addr, voter: admission.role == JoinRole::Manager }),
+        None if bootstrap.is_some() => {
+            let (expect, secrets) = bootstrap.as_ref().expect("checked");
+            let decision = tokio::select! {
+                d = bootstrap::await_decision(secrets, &args.peers, *expect, &hello) => d?,
+                _ = shutdown_signal() => return Ok(()),
             };
-            identity::save(&data_dir, &identity)?;
-            let replica = open_replica(&args, &identity, node.clone()).await?;
+            match decision {
+                bootstrap::Decision::Init => {
+                    let (identity, replica, config, password) =
+                        init(&args, node.clone(), Some(secrets.config.clone())).await?;
+                    (identity, replica, Some((config, password)))
+                }
+                bootstrap::Decision::Join { via } => {
+                    let (identity, replica) =
+                        join(&args, via, &secrets.manager_token(), node.clone(), Some(*expect)).await?;
+                    (identity, replica, None)
+                }
+            }
+        }
+        None => {
+            let join_addr = bootstrap::with_default_port(args.join.as_deref().unwrap_or_default());
+            let token = token.expect("clap requires --token with --join");
+            let (identity, replica) = join(&args, join_addr, &token, node.clone(), None).await?;
             (identity, replica, None)
         }
     };
+    hello.set_member_of(&identity.cluster_id);
+    let _ = replica_routes.set(peer::router(replica.clone()));
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -137,9 +161,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
             .map_err(|e| Error::Fatal(e.to_string()))?,
     };
     let shutdown = shutdown_signal();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_server = serve(api_listener, api::router(state), stop_rx.clone());
-    let peer_server = serve(peer_listener, peer::router(replica.clone()), stop_rx.clone());
 
     if let Some(pending) = identity.pending_join.clone() {
         let replica = replica.clone();
@@ -214,13 +236,49 @@ fn advertised_str(args: &StartArgs, listen: &str) -> String {
     format!("{host}:{port}")
 }
 
-fn with_default_port(addr: &str) -> String {
-    let addr = addr.trim().trim_start_matches("http://").trim_end_matches('/');
-    if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        addr.to_string()
-    } else {
-        format!("{addr}:{DEFAULT_PEER_PORT}")
-    }
+/// The peer port's router: `early` routes (bootstrap hello) at once, the replica's routes
+/// once they are set, 503 before.
+fn late_router(early: Option<axum::Router>, late: Arc<OnceLock<axum::Router>>) -> axum::Router {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    let fallback = move |req: axum::extract::Request| {
+        let late = late.clone();
+        async move {
+            match late.get() {
+                Some(routes) => routes.clone().oneshot(req).await.into_response(),
+                None => crate::error::error_response(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "starting",
+                    "this node is still starting",
+                    Some(1),
+                ),
+            }
+        }
+    };
+    early.unwrap_or_default().fallback(fallback)
+}
+
+/// Joins through `join_addr` with `token`: admission (node id and cluster secret, saved
+/// at once so a crash resumes the join), then the replica; activation runs in the
+/// background once the node serves.
+async fn join(
+    args: &StartArgs,
+    join_addr: String,
+    token: &JoinToken,
+    node: NodeInfo,
+    max_managers: Option<usize>,
+) -> Result<(NodeIdentity, Replica)> {
+    let admission = request_admission(&join_addr, token, &node).await?;
+    let identity = NodeIdentity {
+        node_id: admission.node_id,
+        name: node.name.clone(),
+        cluster_id: admission.cluster_id.clone(),
+        cluster_secret: admission.cluster_secret.clone(),
+        pending_join: Some(PendingJoin { via: join_addr, voter: admission.role == JoinRole::Manager, max_managers }),
+    };
+    identity::save(&args.data_dir, &identity)?;
+    let replica = open_replica(args, &identity, node).await?;
+    Ok((identity, replica))
 }
 
 fn replica_config(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> ReplicaConfig {
@@ -245,13 +303,19 @@ async fn open_replica(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo)
 
 /// Creates the cluster: identity, secrets, signing key and admin account, replicated by
 /// this node's own one-member Raft group.
-async fn init(args: &StartArgs, node: NodeInfo) -> Result<(NodeIdentity, Replica, ClusterConfig, String)> {
-    let config = ClusterConfig {
+/// `config` is the identity derived from the cluster token under orchestrated bootstrap,
+/// else a random one.
+async fn init(
+    args: &StartArgs,
+    node: NodeInfo,
+    config: Option<ClusterConfig>,
+) -> Result<(NodeIdentity, Replica, ClusterConfig, String)> {
+    let config = config.unwrap_or_else(|| ClusterConfig {
         cluster_id: identity::random_hex(8),
         cluster_secret: identity::random_hex(32),
         manager_secret: identity::random_hex(16),
         worker_secret: identity::random_hex(16),
-    };
+    });
     let password = match std::env::var("PANAL_ADMIN_PASSWORD") {
         Ok(p) if p.len() >= 8 => p,
         Ok(_) => return Err(Error::Fatal("PANAL_ADMIN_PASSWORD must be at least 8 characters".into())),
@@ -326,7 +390,7 @@ async fn request_admission(join_addr: &str, token: &JoinToken, node: &NodeInfo) 
 /// Asks the cluster to add this node, retrying until it is a member (the leader may be
 /// changing, or the node may have crashed between admission and activation).
 async fn activate_until_done(replica: &Replica, pending: &PendingJoin, node_id: u64, node: NodeInfo) {
-    let req = ActivateRequest { node_id, node, voter: pending.voter };
+    let req = ActivateRequest { node_id, node, voter: pending.voter, max_managers: pending.max_managers };
     let mut pause = Duration::from_millis(200);
     loop {
         if replica
@@ -342,6 +406,11 @@ async fn activate_until_done(replica: &Replica, pending: &PendingJoin, node_id: 
             .call_json::<_, serde_json::Value>(&pending.via, "/join/activate", &req, Duration::from_secs(300))
             .await
         {
+            // With a manager limit the leader may have kept this node a worker on purpose.
+            Ok(_) if pending.max_managers.is_some() => {
+                tracing::info!("joined the cluster");
+                return;
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, via = %pending.via, "join activation failed; retrying")

@@ -115,11 +115,15 @@ pub struct MemberStatus {
 /// Membership changes, executed on the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum MembershipChange {
-    /// Add a learner and wait until it has caught up; promote it too when `voter`.
+    /// Add a learner and wait until it has caught up; promote it too when `voter` and the
+    /// cluster has fewer than `max_managers` managers (orchestrated bootstrap: nodes beyond
+    /// the expected managers stay workers).
     Add {
         id: NodeId,
         node: NodeInfo,
         voter: bool,
+        #[serde(default)]
+        max_managers: Option<usize>,
     },
     Promote {
         id: NodeId,
@@ -177,6 +181,9 @@ pub(crate) struct Inner<A: Application> {
     pub(crate) sm: StateMachine<A>,
     pub(crate) client: PeerClient,
     pub(crate) peer_key: String,
+    /// Serialises membership changes on the leader, so that a decision taken from the
+    /// current membership (how many managers there are) still holds when it is applied.
+    membership_lock: tokio::sync::Mutex<()>,
     /// Proposals waiting to be batched into the next log entry (leader only).
     batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Proposals waiting to be forwarded to the leader in one request (followers).
@@ -235,6 +242,7 @@ impl<A: Application> Replica<A> {
                 sm,
                 client,
                 peer_key: key,
+                membership_lock: Default::default(),
                 batcher,
                 forwarder,
             }),
@@ -493,9 +501,10 @@ impl<A: Application> Replica<A> {
     }
 
     /// Adds a node: as a learner, waiting until it has caught up, then as a voter when
-    /// `voter`. Runs on the leader (forwarded from any node).
-    pub async fn add_member(&self, id: NodeId, node: NodeInfo, voter: bool) -> Result<()> {
-        self.change_membership(MembershipChange::Add { id, node, voter }).await
+    /// `voter` and fewer than `max_managers` (when set) are managers. Runs on the leader
+    /// (forwarded from any node).
+    pub async fn add_member(&self, id: NodeId, node: NodeInfo, voter: bool, max_managers: Option<usize>) -> Result<()> {
+        self.change_membership(MembershipChange::Add { id, node, voter, max_managers }).await
     }
 
     /// Makes a worker (learner) a manager (voter).
@@ -530,6 +539,7 @@ impl<A: Application> Replica<A> {
 
     pub(crate) async fn change_membership_local(&self, change: MembershipChange) -> Result<(), RemoteFailure> {
         let raft = &self.inner.raft;
+        let _serialised = self.inner.membership_lock.lock().await;
         let members = self.members();
         let role_of = |id: NodeId| members.iter().find(|(m, _, _)| *m == id).map(|(_, _, r)| *r);
         let map_err = |e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>| match e {
@@ -538,12 +548,13 @@ impl<A: Application> Replica<A> {
             e => RemoteFailure::Other(e.to_string()),
         };
         match change {
-            MembershipChange::Add { id, node, voter } => {
+            MembershipChange::Add { id, node, voter, max_managers } => {
                 if role_of(id) == Some(MemberRole::Manager) {
                     return Ok(());
                 }
+                let managers = members.iter().filter(|(_, _, r)| *r == MemberRole::Manager).count();
                 raft.add_learner(id, node, true).await.map_err(map_err)?;
-                if voter {
+                if voter && max_managers.is_none_or(|max| managers < max) {
                     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                         .await
                         .map_err(map_err)?;

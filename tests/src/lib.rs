@@ -134,6 +134,42 @@ impl Cluster {
         cluster
     }
 
+    /// Starts `total` nodes at the same moment with orchestrated bootstrap: every node gets
+    /// `--bootstrap-expect expect`, all nodes' peer addresses in `--peers` and one shared
+    /// token file (also on restarts, as a service manager would). Waits until all are
+    /// ready; nobody runs `--init` or `--join`.
+    pub async fn bootstrap(expect: usize, total: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("cluster-token");
+        std::fs::write(&token_file, "test-cluster-token-0123456789\n").unwrap();
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            password: "test-admin-password".into(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            dir,
+            subnet: fresh_subnet(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            token: OnceLock::new(),
+        };
+        let indices: Vec<usize> = (0..total).map(|_| cluster.new_node()).collect();
+        let peers: Vec<String> = cluster.nodes.iter().map(|n| n.ip.clone()).collect();
+        cluster.extra.extend([
+            "--bootstrap-expect".into(),
+            expect.to_string(),
+            "--peers".into(),
+            peers.join(","),
+            "--cluster-token-file".into(),
+            token_file.display().to_string(),
+        ]);
+        for &i in &indices {
+            cluster.spawn(i, &[]);
+        }
+        for &i in &indices {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
     fn new_node(&mut self) -> usize {
         let i = self.nodes.len();
         let name = format!("n{}", i + 1);
