@@ -140,6 +140,13 @@ fn set(db: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Drops the cluster's identity from a state restored from a backup, so that `Init`
+/// creates a new cluster on top of the restored data.
+pub fn forget_identity(db: &Connection) -> rusqlite::Result<()> {
+    db.execute("DELETE FROM cluster_config WHERE key IN ('config', 'next_node_id')", [])?;
+    Ok(())
+}
+
 /// The cluster configuration, once `Init` was applied.
 pub fn config(db: &Connection) -> rusqlite::Result<Option<ClusterConfig>> {
     let Some(json) = get(db, "config")? else {
@@ -161,6 +168,15 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: ClusterCommand
             set(db, "config", &serde_json::to_string(&new).map_err(to_sql)?)?;
             set(db, "next_node_id", "2")?;
             auth::install_jwt_key(db, ctx, "k1", &jwt_key)?;
+            // A cluster restored from a backup already has an admin account: it keeps its
+            // id and everything it owns, with the new cluster's password.
+            let restored_admin = db.execute(
+                "UPDATE users SET password_hash = ?1, role = ?2 WHERE username = 'admin'",
+                params![admin_password_hash, auth::Role::Admin.as_str()],
+            )?;
+            if restored_admin > 0 {
+                return Ok(Ok(Reply::Done));
+            }
             match auth::create_user(db, ctx, "admin", &admin_password_hash, None, auth::Role::Admin)? {
                 Ok(_) => Ok(Ok(Reply::Done)),
                 Err(r) => Ok(Err(r)),
@@ -236,6 +252,25 @@ mod tests {
         assert_eq!(c.verify(&other).unwrap_err().code, "wrong_cluster");
         let wrong = JoinToken { secret: "5678".into(), ..c.token(JoinRole::Manager) };
         assert_eq!(c.verify(&wrong).unwrap_err().code, "invalid_join_token");
+    }
+
+    #[test]
+    fn init_on_restored_state_keeps_the_admin_account_with_the_new_password() {
+        let db = db();
+        let ctx = ApplyContext { index: 1, now_ms: 0 };
+        let init =
+            |hash: &str| ClusterCommand::Init { config: cfg(), jwt_key: "k".into(), admin_password_hash: hash.into() };
+        assert_eq!(apply(&db, &ctx, init("old")).unwrap(), Ok(Reply::Done));
+        let admin_id: i64 = db.query_row("SELECT id FROM users WHERE username = 'admin'", [], |r| r.get(0)).unwrap();
+        forget_identity(&db).unwrap();
+        assert_eq!(config(&db).unwrap(), None);
+        assert_eq!(apply(&db, &ctx, init("new")).unwrap(), Ok(Reply::Done));
+        let (id, hash): (i64, String) = db
+            .query_row("SELECT id, password_hash FROM users WHERE username = 'admin'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((id, hash.as_str()), (admin_id, "new"));
     }
 
     #[test]

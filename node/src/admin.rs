@@ -52,6 +52,33 @@ impl AdminClient {
     }
 }
 
+/// `panal backup`: downloads the state and writes it next to FILE, then renames it, so a
+/// failed backup never leaves a truncated file under the final name.
+pub async fn backup(args: crate::cli::BackupArgs) -> Result<()> {
+    let client = AdminClient::login(&args.admin).await?;
+    let resp = client
+        .http
+        .get(format!("{}/api/v1/admin/backup", client.base))
+        .bearer_auth(&client.token)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| Error::Fatal(format!("cannot reach {}: {e}", client.base)))?;
+    if !resp.status().is_success() {
+        check(resp).await?;
+        unreachable!("check fails on an error status");
+    }
+    let index = resp.headers().get("x-panal-index").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string();
+    let bytes = resp.bytes().await.map_err(|e| Error::Fatal(format!("backup download failed: {e}")))?;
+    let tmp = args.file.with_extension("partial");
+    let io = |e: std::io::Error| Error::Fatal(format!("cannot write {}: {e}", args.file.display()));
+    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, &args.file).map_err(io)?;
+    println!("backup of {} at index {index}: {} ({} bytes)", client.base, args.file.display(), bytes.len());
+    Ok(())
+}
+
 /// Decodes a JSON answer, turning the one error shape into a readable message.
 async fn check(resp: reqwest::Response) -> Result<Value> {
     let status = resp.status();

@@ -31,6 +31,12 @@ pub enum Command {
     Status(AdminArgs),
     /// Live per-node CPU, memory, load and process counts of the whole cluster.
     Top(TopArgs),
+    /// Write a consistent SQLite copy of the replicated state (as of a linearizable read on
+    /// that node) to FILE.
+    Backup(BackupArgs),
+    /// Start a new cluster (this node its first manager) from a backup: `panal restore FILE
+    /// --data-dir DIR --init [start flags]`. Other nodes then join it as usual.
+    Restore(Box<RestoreArgs>),
     /// Run a benchmark and print a table.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -111,6 +117,22 @@ pub struct StartArgs {
     /// module is loaded, else a scan of the process directories).
     #[arg(long, env = "PANAL_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Where to write the backup (replaced atomically if it exists).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RestoreArgs {
+    /// A file written by `panal backup`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub start: StartArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -48,6 +48,8 @@ fn main() -> std::process::ExitCode {
             cli::Command::Top(args) => {
                 top::run(args.admin, std::time::Duration::from_secs(args.every.max(1)), args.once).await
             }
+            cli::Command::Backup(args) => admin::backup(args).await,
+            cli::Command::Restore(args) => start::restore(args.file, args.start).await,
             cli::Command::Bench(cmd) => bench::run(cmd).await,
         }
     });

@@ -2,6 +2,7 @@
 //! the data directory — then serves the api and peer ports until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,6 +20,23 @@ use crate::identity::{self, NodeIdentity, PendingJoin};
 use crate::peer::{self, ActivateRequest, JoinAdmission, JoinRequest};
 
 pub async fn run(args: StartArgs) -> Result<()> {
+    run_seeded(args, None).await
+}
+
+/// `panal restore FILE --init …`: like `start --init`, on top of the state in `backup`.
+pub async fn restore(backup: PathBuf, args: StartArgs) -> Result<()> {
+    if !args.init {
+        return Err(Error::Fatal(
+            "restore creates a new cluster from the backup: pass --init (other nodes then join it as usual)".into(),
+        ));
+    }
+    if !backup.is_file() {
+        return Err(Error::Fatal(format!("{} is not a file", backup.display())));
+    }
+    run_seeded(args, Some(backup)).await
+}
+
+async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     let data_dir = args.data_dir.clone();
     identity::check_writable(&data_dir)?;
     let existing = identity::load(&data_dir)?;
@@ -82,7 +100,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
             (identity, replica, None)
         }
         None if args.init => {
-            let (identity, replica, config, password) = init(&args, node.clone(), None).await?;
+            let (identity, replica, config, password) = init(&args, node.clone(), None, seed.as_deref()).await?;
             (identity, replica, Some((config, password)))
         }
         None if bootstrap.is_some() => {
@@ -94,7 +112,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
             match decision {
                 bootstrap::Decision::Init => {
                     let (identity, replica, config, password) =
-                        init(&args, node.clone(), Some(secrets.config.clone())).await?;
+                        init(&args, node.clone(), Some(secrets.config.clone()), None).await?;
                     (identity, replica, Some((config, password)))
                 }
                 bootstrap::Decision::Join { via } => {
@@ -304,11 +322,12 @@ async fn open_replica(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo)
 /// Creates the cluster: identity, secrets, signing key and admin account, replicated by
 /// this node's own one-member Raft group.
 /// `config` is the identity derived from the cluster token under orchestrated bootstrap,
-/// else a random one.
+/// else a random one; `seed` a backup whose data the new cluster starts with.
 async fn init(
     args: &StartArgs,
     node: NodeInfo,
     config: Option<ClusterConfig>,
+    seed: Option<&std::path::Path>,
 ) -> Result<(NodeIdentity, Replica, ClusterConfig, String)> {
     let config = config.unwrap_or_else(|| ClusterConfig {
         cluster_id: identity::random_hex(8),
@@ -328,6 +347,12 @@ async fn init(
         cluster_secret: config.cluster_secret.clone(),
         pending_join: None,
     };
+    if let Some(backup) = seed {
+        let restored = panal_raft::StateMachine::<PanalApp>::seed_from_backup(backup, &args.data_dir)
+            .map_err(|e| Error::Fatal(format!("cannot restore: {e}")))?;
+        panal_actors::cluster::forget_identity(&restored)?;
+        tracing::info!(backup = %backup.display(), "state restored from the backup");
+    }
     let replica = open_replica(args, &identity, node).await?;
     replica.initialize().await.map_err(|e| Error::Fatal(format!("cannot initialise Raft: {e}")))?;
     replica.wait_for_leader(Instant::now() + Duration::from_secs(30)).await?;
@@ -339,6 +364,10 @@ async fn init(
     });
     let out = replica.write(&command, None, Duration::from_secs(30)).await?;
     out.response?;
+    if seed.is_some() {
+        // Joining nodes must receive the restored state, which is in no log entry.
+        replica.snapshot_and_purge().await?;
+    }
     // Written last: a data dir with node.json is a complete node.
     identity::save(&args.data_dir, &identity)?;
     Ok((identity, replica, config, password))

@@ -35,6 +35,9 @@ pub enum Error {
     Raft(String),
     #[error("the replica is shutting down")]
     ShuttingDown,
+    /// Local input that cannot be used (for example a file that is not a backup).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Error {

@@ -630,6 +630,21 @@ impl<A: Application> Replica<A> {
         Ok(m.snapshot.map(|l| l.index).unwrap_or(0))
     }
 
+    /// Builds a snapshot and purges the log it covers, so that every node joining later
+    /// starts from the snapshot. Needed when the state did not come from the log (a
+    /// cluster restored from a backup): replaying the log alone would miss it.
+    pub async fn snapshot_and_purge(&self) -> Result<u64> {
+        let index = self.snapshot_now().await?;
+        self.inner.raft.trigger().purge_log(index).await.map_err(|e| Error::Raft(e.to_string()))?;
+        self.inner
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.purged.map(|l| l.index) >= Some(index), "log purge")
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        Ok(index)
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
     }

@@ -184,6 +184,36 @@ impl<A: Application> StateMachine<A> {
         .await
     }
 
+    /// Makes `backup` (a file written by [`StateMachine::backup_to`]) the state database of
+    /// a new node in `dir`, forgetting the Raft position it was taken at (applied log id
+    /// and membership belong to the old cluster's log). Returns the open database for the
+    /// application's own clean-up. Refuses a file that is not a state database.
+    pub fn seed_from_backup(backup: &Path, dir: &Path) -> Result<Connection, crate::Error> {
+        let is_state_db = |conn: &Connection| -> rusqlite::Result<bool> {
+            conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_raft_state'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n == 1)
+        };
+        let not_a_backup =
+            |why: String| crate::Error::Invalid(format!("{} is not a Panal backup: {why}", backup.display()));
+        let source = open_ro(backup).map_err(|e| not_a_backup(e.to_string()))?;
+        if !is_state_db(&source).map_err(|e| not_a_backup(e.to_string()))? {
+            return Err(not_a_backup("it has no _raft_state table".into()));
+        }
+        std::fs::create_dir_all(dir.join("snapshots"))?;
+        let db_path = dir.join("state.db");
+        if db_path.exists() {
+            return Err(crate::Error::Invalid(format!("{} already exists", db_path.display())));
+        }
+        source.execute("VACUUM INTO ?1", [db_path.to_string_lossy()])?;
+        let conn = open_rw(&db_path, SyncMode::Normal)?;
+        conn.execute("DELETE FROM _raft_state", [])?;
+        Ok(conn)
+    }
+
     fn apply_batch(&self, entries: Vec<Entry>) -> rusqlite::Result<Vec<Vec<ProposalOutcome>>> {
         tracing::trace!(entries = entries.len(), "applying batch");
         let mut conn = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());

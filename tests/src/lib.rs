@@ -113,6 +113,18 @@ impl Cluster {
     /// Starts `managers` managers (the first with `--init`, the others joining) and
     /// `workers` workers, with `extra` flags on every node, and waits until all are ready.
     pub async fn start(managers: usize, workers: usize, extra: &[&str]) -> Cluster {
+        Self::start_from(&["start", "--init"], managers, workers, extra).await
+    }
+
+    /// Like [`Cluster::start`], with the first node created by `panal restore BACKUP
+    /// --init` (the others join it as usual).
+    pub async fn restore(backup: &Path, managers: usize, workers: usize, extra: &[&str]) -> Cluster {
+        let backup = backup.display().to_string();
+        Self::start_from(&["restore", &backup, "--init"], managers, workers, extra).await
+    }
+
+    /// `first` is the command line creating the first node, before the common flags.
+    async fn start_from(first: &[&str], managers: usize, workers: usize, extra: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             password: "test-admin-password".into(),
@@ -122,9 +134,9 @@ impl Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             token: OnceLock::new(),
         };
-        let first = cluster.new_node();
-        cluster.spawn(first, &["--init"]);
-        cluster.wait_ready(first).await;
+        let first_node = cluster.new_node();
+        cluster.spawn_cmd(first_node, first, &[]);
+        cluster.wait_ready(first_node).await;
         for _ in 1..managers {
             cluster.add_node("manager").await;
         }
@@ -185,10 +197,15 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize, extra: &[&str]) {
+        self.spawn_cmd(i, &["start"], extra)
+    }
+
+    /// Starts node `i` as `panal CMD… <common flags> EXTRA…`.
+    fn spawn_cmd(&mut self, i: usize, cmd: &[&str], extra: &[&str]) {
         let n = &self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
         let child = Command::new(panal_bin())
-            .arg("start")
+            .args(cmd)
             .args(["--data-dir", &n.data_dir.display().to_string(), "--name", &n.name])
             .args(["--api-addr", &format!("{}:7700", n.ip), "--peer-addr", &format!("{}:7701", n.ip)])
             .args(["--mesh-addr", &format!("{}:7702", n.ip)])

@@ -237,6 +237,25 @@ pub async fn checksum(State(s): State<AppState>, _: Admin) -> Result<Json<serde_
     Ok(Json(serde_json::json!({ "applied_index": index, "checksum": sum })))
 }
 
+/// `GET /api/v1/admin/backup`: a consistent SQLite copy of the replicated state, taken
+/// after a linearizable barrier so it holds every write acknowledged before the request.
+pub async fn backup(State(s): State<AppState>, _: Admin) -> Result<Response> {
+    let index = s.replica.read_barrier(panal_raft::Consistency::Linearizable, 0, super::READ_TIMEOUT).await?;
+    let dir = tempfile::tempdir().map_err(|e| Error::Internal(format!("temporary directory: {e}")))?;
+    let file = dir.path().join("backup.db");
+    s.replica.state_machine().backup_to(file.clone()).await?;
+    let bytes = tokio::fs::read(&file).await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/vnd.sqlite3".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"panal-backup.db\"".to_string()),
+            (axum::http::HeaderName::from_static("x-panal-index"), index.to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 pub async fn snapshot(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
     let index = s.replica.snapshot_now().await?;
     Ok(Json(serde_json::json!({ "snapshot_index": index, "status": s.replica.status() })))

@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cluster/kv/{key}", put(cluster::kv_put).get(cluster::kv_get))
         .route("/api/v1/cluster/checksum", get(cluster::checksum))
         .route("/api/v1/cluster/snapshot", post(cluster::snapshot))
+        .route("/api/v1/admin/backup", get(cluster::backup))
         .route("/api/v1/admin/chaos/panic", post(services::chaos_panic))
         .route("/api/v1/admin/chaos/delay", post(services::chaos_delay))
         .route("/api/v1/{service}/ping", get(services::ping))
