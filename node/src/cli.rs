@@ -215,4 +215,11 @@ pub struct UpArgs {
     /// First API port; node i uses base+10*i (api), +1 (peer), +2 (mesh).
     #[arg(long, env = "PANAL_UP_BASE_PORT", default_value_t = 7700)]
     pub base_port: u16,
+    /// Load demo data once the cluster is ready (users, books with stock, a meter with 30
+    /// days of readings, a battery CSV); skipped when it is there already.
+    #[arg(long, env = "PANAL_UP_DEMO")]
+    pub demo: bool,
+    /// Extra flags for every node's `panal start` (repeatable), e.g. --node-arg=--chaos.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
 }

@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod bootstrap;
 mod cli;
+mod demo;
 mod error;
 mod gateway;
 mod identity;

@@ -197,7 +197,7 @@ impl LocalCluster {
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
-    let mut cluster = LocalCluster::up(&args.dir, args.nodes, args.workers, args.base_port, &[]).await?;
+    let mut cluster = LocalCluster::up(&args.dir, args.nodes, args.workers, args.base_port, &args.node_args).await?;
     println!("Panal cluster up: {} managers, {} workers (data in {})", args.nodes, args.workers, args.dir.display());
     for n in &cluster.nodes {
         println!("  {:<8} {}   (log: {}/{}.log)", n.name, n.api_url, args.dir.display(), n.name);
@@ -208,14 +208,44 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("Manager token: {}", tokens["manager"].as_str().unwrap_or_default());
     println!("Worker token:  {}", tokens["worker"].as_str().unwrap_or_default());
     let url = &cluster.nodes[0].api_url;
-    println!("Try:");
-    println!("  TOKEN=$(curl -s {url}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')", cluster.password);
-    println!("  curl -s -X PUT {url}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\" -d world");
-    println!(
-        "  curl -s {}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\"",
-        cluster.nodes.last().map(|n| n.api_url.as_str()).unwrap_or(url)
-    );
+    let other = cluster.nodes.last().map(|n| n.api_url.as_str()).unwrap_or(url);
+    let login = |user: &str, password: &str| {
+        format!("curl -s {url}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"username\":\"{user}\",\"password\":\"{password}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/'")
+    };
+    if args.demo {
+        let urls: Vec<String> = cluster.nodes.iter().map(|n| n.api_url.clone()).collect();
+        let loaded = crate::demo::load(&urls).await?;
+        if loaded.fresh {
+            println!("Demo data loaded: {} books, {} meter readings, a battery CSV.", loaded.books, loaded.readings);
+        } else {
+            println!("Demo data already present ({} books).", loaded.books);
+        }
+        for (user, password, what) in crate::demo::USERS {
+            println!("  user {user:<6} password {password:<16} {what}");
+        }
+        println!("Try:");
+        println!("  curl -s '{other}/api/v1/books?q=le+guin'");
+        println!("  TOKEN=$({})", login("carol", crate::demo::USERS[2].1));
+        println!(
+            "  curl -s '{other}/api/v1/devices/{}/readings?bucket=day' -H \"authorization: Bearer $TOKEN\"",
+            loaded.meter_id
+        );
+        println!(
+            "  curl -s '{url}/api/v1/devices/{}/forecast?horizon=24h' -H \"authorization: Bearer $TOKEN\"",
+            loaded.meter_id
+        );
+        println!(
+            "  open {url}/api/v1/devices/{}/battery/chart.svg (with the token), or {url}/openapi.json",
+            loaded.battery_id
+        );
+    } else {
+        println!("Try:");
+        println!("  TOKEN=$({})", login("admin", &cluster.password));
+        println!("  curl -s -X PUT {url}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\" -d world");
+        println!("  curl -s {other}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\"");
+    }
     println!("  panal node ls --node {url} --password {}", cluster.password);
+    println!("  panal top --node {url} --password {}", cluster.password);
     println!(
         "Ctrl-C (or SIGTERM) stops every node; `panal up --dir {}` starts the same cluster again.",
         args.dir.display()
