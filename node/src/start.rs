@@ -202,7 +202,10 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     tracing::info!(node_id = identity.node_id, name = %name, api = %node.api_addr, peer = %node.peer_addr, "node is serving");
 
     let servers = tokio::spawn(async move { tokio::join!(api_server, peer_server) });
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = launcher_gone() => tracing::warn!("the panal up that started this node is gone; stopping"),
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), servers).await;
@@ -462,6 +465,30 @@ async fn track_readiness(replica: Replica, caught_up: Arc<AtomicBool>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Environment variable naming the pid of the `panal up` that started this node.
+pub const LAUNCHER_PID_ENV: &str = "PANAL_LAUNCHER_PID";
+
+/// Resolves once the `panal up` that started this node has exited (never for nodes started
+/// otherwise), so that killing the launcher with SIGKILL does not leave its nodes behind.
+async fn launcher_gone() {
+    let Some(pid) = std::env::var(LAUNCHER_PID_ENV).ok().and_then(|p| p.parse::<u32>().ok()) else {
+        return std::future::pending().await;
+    };
+    // A killed launcher stays a zombie until its parent reaps it: that counts as gone.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(String::from))
+            })
+            .is_some_and(|state| state != "Z" && state != "X")
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while alive() {
+        tick.tick().await;
     }
 }
 

@@ -123,6 +123,7 @@ impl LocalCluster {
             .args(&node.args)
             .args(extra)
             .env("PANAL_ADMIN_PASSWORD", &self.password)
+            .env(crate::start::LAUNCHER_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

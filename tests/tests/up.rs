@@ -14,7 +14,10 @@ const LINEARIZABLE: (&str, &str) = ("x-panal-consistency", "linearizable");
 
 /// A base port whose 3 nodes' ports (base + 10·i + 0..3) are all free on 127.0.0.1.
 fn free_base_port() -> u16 {
-    let start = 20_000 + (std::process::id() % 1000) as u16 * 10;
+    // Distinct per test process and per call, so parallel tests never pick the same range.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = 20_000 + (std::process::id() % 1000) as u16 * 10 + call * 1_000;
     (0..200)
         .map(|k| start.wrapping_add(k * 37) % 30_000 + 20_000)
         .find(|&base| {
@@ -147,4 +150,17 @@ async fn up_demo_serves_demo_data_on_every_node_and_restarts_with_it() {
         .unwrap();
     assert_eq!(dispossessed["items"][0]["stock"], 11, "bob's paid order still holds one copy");
     stop(child, base);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_stop_when_their_launcher_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let (up, _) = up(dir.path(), base);
+    // SIGKILL: no chance for `panal up` to stop its nodes itself.
+    assert!(Command::new("kill").args(["-KILL", &up.0.id().to_string()]).status().unwrap().success());
+    panal_tests::poll("every node to stop after its launcher died", || async {
+        (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + 10 * i)).is_ok())
+    })
+    .await;
 }
