@@ -43,6 +43,9 @@ struct Api {
     http: reqwest::Client,
     urls: Vec<String>,
     next: std::cell::Cell<usize>,
+    /// The highest `X-Panal-Index` answered so far, sent with every request: each call
+    /// goes to another node, and must see the writes before it (session consistency).
+    index: std::cell::Cell<u64>,
 }
 
 impl Api {
@@ -51,7 +54,7 @@ impl Api {
         let i = self.next.get();
         self.next.set(i + 1);
         let url = format!("{}{path}", self.urls[i % self.urls.len()]);
-        let mut req = self.http.request(method, &url);
+        let mut req = self.http.request(method, &url).header("x-panal-index", self.index.get().to_string());
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -62,6 +65,8 @@ impl Api {
         };
         let resp = req.send().await.map_err(|e| Error::Fatal(format!("demo data: {url}: {e}")))?;
         let status = resp.status();
+        let index = resp.headers().get("x-panal-index").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        self.index.set(self.index.get().max(index.unwrap_or(0)));
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             return Err(Error::Fatal(format!("demo data: {url} answered {status}: {value}")));
@@ -92,7 +97,7 @@ enum Body<'a> {
 pub async fn load(urls: &[String]) -> Result<Loaded> {
     let http =
         reqwest::Client::builder().timeout(Duration::from_secs(60)).build().map_err(|e| Error::Fatal(e.to_string()))?;
-    let api = Api { http, urls: urls.to_vec(), next: Default::default() };
+    let api = Api { http, urls: urls.to_vec(), next: Default::default(), index: Default::default() };
     use reqwest::Method;
     if let Ok(carol) = api.login(USERS[2].0, USERS[2].1).await {
         let books = api.call(Method::GET, "/api/v1/books?limit=100", None, Body::None).await?;
