@@ -23,6 +23,9 @@ use tokio::process::Command;
 use crate::error::{Error, Result};
 use crate::up::LocalCluster;
 
+mod report;
+use report::{num, Report, Table};
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Replicated writes/s and latency vs etcd, and leader failover time.
@@ -33,6 +36,28 @@ pub enum BenchCommand {
     /// Browse, purchase and ingest mixes through a 3-node cluster, every node serving, vs a
     /// single-process FastAPI + SQLite service doing the same work.
     Services(ServicesBench),
+    /// Every benchmark above, one after the other, written to docs/benchmarks.md with the
+    /// machine it ran on (scripts/bench-all.sh installs the baselines first).
+    All(AllBench),
+}
+
+#[derive(Debug, Args)]
+pub struct AllBench {
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Python with fastapi and uvicorn installed, for the FastAPI baselines.
+    #[arg(long)]
+    pub baseline_python: Option<PathBuf>,
+    /// Benchmarks to skip, comma-separated (raft, http, services, metrics).
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Where to write the Markdown.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub out: PathBuf,
+    /// Where to write every figure as JSON.
+    #[arg(long, default_value = "docs/benchmarks.json")]
+    pub json: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -111,17 +136,86 @@ pub struct RaftBench {
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Raft(args) => raft(args).await,
-        BenchCommand::Http(args) => http(args).await,
-        BenchCommand::Services(args) => {
-            // Ctrl-C or SIGTERM drops the run, and with it every child process (kill on drop).
-            tokio::select! {
-                r = services(args) => r,
-                _ = crate::start::shutdown_signal() => Err(Error::Fatal("interrupted; cluster and baseline stopped".into())),
-            }
-        }
+    // Ctrl-C or SIGTERM drops the run, and with it every child process (kill on drop).
+    tokio::select! {
+        r = run_one(cmd) => r,
+        _ = crate::start::shutdown_signal() => Err(Error::Fatal("interrupted; clusters and baselines stopped".into())),
     }
+}
+
+async fn run_one(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Raft(args) => {
+            let json = args.json.clone();
+            raft(args).await?.emit(json.as_deref())
+        }
+        BenchCommand::Http(args) => {
+            let json = args.json.clone();
+            http(args).await?.emit(json.as_deref())
+        }
+        BenchCommand::Services(args) => {
+            let json = args.json.clone();
+            let (report, baseline_error) = services(args).await?;
+            report.emit(json.as_deref())?;
+            baseline_error.map_or(Ok(()), Err)
+        }
+        BenchCommand::All(args) => all(args).await,
+    }
+}
+
+/// A benchmark's arguments with their command-line defaults, plus `extra` flags.
+fn bench_args(name: &str, extra: &[String]) -> Result<BenchCommand> {
+    use clap::Parser;
+    let argv = ["panal", "bench", name].into_iter().map(String::from).chain(extra.iter().cloned());
+    match crate::cli::Cli::try_parse_from(argv).map_err(|e| Error::Fatal(e.to_string()))?.command {
+        crate::cli::Command::Bench(cmd) => Ok(cmd),
+        _ => Err(Error::Fatal(format!("bench {name}: not a benchmark"))),
+    }
+}
+
+/// `bench all`: every benchmark in turn, then one Markdown file and one JSON file.
+async fn all(args: AllBench) -> Result<()> {
+    let seconds = args.seconds.to_string();
+    let python: Vec<String> = match &args.baseline_python {
+        Some(p) => vec!["--baseline-python".into(), p.display().to_string()],
+        None => Vec::new(),
+    };
+    let mut reports = Vec::new();
+    for name in ["raft", "http", "services"] {
+        if args.skip.iter().any(|s| s == name) {
+            continue;
+        }
+        eprintln!("== bench {name}");
+        let mut extra = vec!["--seconds".to_string(), seconds.clone()];
+        if name != "raft" {
+            extra.extend(python.iter().cloned());
+        }
+        let report = match bench_args(name, &extra)? {
+            BenchCommand::Raft(a) => raft(a).await?,
+            BenchCommand::Http(a) => http(a).await?,
+            BenchCommand::Services(a) => services(a).await?.0,
+            BenchCommand::All(_) => unreachable!("not requested"),
+        };
+        println!("\n{}", report.markdown());
+        reports.push(report);
+    }
+    let date = panal_actors::time::rfc3339(panal_actors::time::wall_ms());
+    let machine = report::machine();
+    let mut md = format!(
+        "# Benchmarks\n\nWritten by `panal bench all --seconds {}` (`scripts/bench-all.sh` installs the baselines — \
+         etcd from Debian, FastAPI and uvicorn from PyPI — and runs it) on {date}.\n\nMachine: {machine}. \
+         Everything, load generator included, runs on this one machine, so absolute numbers depend on it and vary \
+         between runs: compare the rows of one run, side by side.\n",
+        args.seconds
+    );
+    for r in &reports {
+        md.push('\n');
+        md.push_str(&r.markdown());
+    }
+    std::fs::write(&args.out, md).map_err(|e| Error::Fatal(format!("cannot write {}: {e}", args.out.display())))?;
+    report::write_json(&args.json, &serde_json::json!({ "date": date, "machine": machine, "reports": reports }))?;
+    eprintln!("wrote {} and {}", args.out.display(), args.json.display());
+    Ok(())
 }
 
 /// Latencies and counts of one load run.
@@ -191,7 +285,7 @@ where
     }
 }
 
-async fn raft(args: RaftBench) -> Result<()> {
+async fn raft(args: RaftBench) -> Result<Report> {
     let writers: Vec<usize> = args
         .writers
         .split(',')
@@ -255,35 +349,53 @@ async fn raft(args: RaftBench) -> Result<()> {
     let failovers = measure_failover(&mut cluster, &http, &token, args.failovers).await?;
     cluster.stop().await;
 
-    println!("\n| system | writers | writes/s | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    let mut table = Table::new(&["<system", "writers", "writes/s", "p50 ms", "p99 ms", "errors"]);
     for r in &results {
-        println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} |",
-            r.system, r.writers, r.per_second, r.p50_ms, r.p99_ms, r.errors
-        );
+        table.row(vec![
+            r.system.clone(),
+            r.writers.to_string(),
+            num(Some(r.per_second), 0),
+            num(Some(r.p50_ms), 2),
+            num(Some(r.p99_ms), 2),
+            r.errors.to_string(),
+        ]);
     }
+    let mut notes = Vec::new();
     for &w in &writers {
         let p = results.iter().find(|r| r.system == "panal" && r.writers == w);
         let e = results.iter().find(|r| r.system == "etcd" && r.writers == w);
         if let (Some(p), Some(e)) = (p, e) {
-            println!("panal/etcd throughput at {w} writers: {:.2}x", p.per_second / e.per_second.max(1e-9));
+            notes.push(format!("panal/etcd throughput at {w} writers: {:.2}x", p.per_second / e.per_second.max(1e-9)));
         }
+    }
+    if !results.iter().any(|r| r.system == "etcd") {
+        notes.push("etcd not measured (not installed, or --no-etcd); scripts/bench-raft.sh installs it".into());
     }
     let mut sorted = failovers.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
-    println!(
-        "\nleader kill -9 → first acknowledged write (ms): {:?}; median {:.0} ms",
+    notes.push(format!(
+        "leader SIGKILL → first acknowledged write (ms): {:?}; median {} ms",
         failovers.iter().map(|f| f.round()).collect::<Vec<_>>(),
-        median
-    );
-    if let Some(path) = args.json {
-        let json = serde_json::json!({ "writes": results, "failover_ms": failovers, "failover_median_ms": median });
-        std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default())
-            .map_err(|e| Error::Fatal(e.to_string()))?;
-    }
-    Ok(())
+        num(Some(median), 0)
+    ));
+    Ok(Report {
+        title: "Replicated writes and leader failover".into(),
+        command: format!(
+            "scripts/bench-raft.sh --seconds {} --writers {} --failovers {}",
+            args.seconds, args.writers, args.failovers
+        ),
+        method: format!(
+            "Acknowledged writes (`PUT /api/v1/cluster/kv/{{key}}`, admin JWT, fsync on) sent to {} of a local \
+             3-manager cluster, and the same load against a 3-member etcd on loopback through its v3 JSON gateway, \
+             by the same load generator; then the leader is killed {} times.",
+            if args.target == "leader" { "the leader" } else { "every node (followers forward to the leader)" },
+            args.failovers
+        ),
+        tables: vec![table],
+        notes,
+        data: serde_json::json!({ "writes": results, "failover_ms": failovers, "failover_median_ms": median }),
+    })
 }
 
 /// Resident memory of a process, from /proc.
@@ -303,7 +415,7 @@ async fn http_load(system: &str, url: String, connections: usize, duration: Dura
     .await
 }
 
-async fn http(args: HttpBench) -> Result<()> {
+async fn http(args: HttpBench) -> Result<Report> {
     let duration = Duration::from_secs(args.seconds);
     let mut results: Vec<(LoadResult, Option<u64>)> = Vec::new();
     for policy in ["local", "round-robin", "p2c"] {
@@ -355,23 +467,40 @@ async fn http(args: HttpBench) -> Result<()> {
         let _ = child.kill().await;
     }
     let baseline = results.iter().find(|(r, _)| r.system == "fastapi+sqlite").map(|(r, _)| r.per_second);
-    println!("\n| system | connections | req/s | p50 ms | p99 ms | errors | max RSS MB | × FastAPI |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut table =
+        Table::new(&["<system", "connections", "req/s", "p50 ms", "p99 ms", "errors", "max RSS MB", "× FastAPI"]);
     for (r, rss) in &results {
-        let ratio = baseline.map(|b| format!("{:.1}", r.per_second / b.max(1e-9))).unwrap_or_else(|| "-".into());
-        let rss = rss.map(|b| format!("{:.1}", b as f64 / 1_048_576.0)).unwrap_or_else(|| "-".into());
-        println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
-            r.system, r.writers, r.per_second, r.p50_ms, r.p99_ms, r.errors, rss, ratio
-        );
+        table.row(vec![
+            r.system.clone(),
+            r.writers.to_string(),
+            num(Some(r.per_second), 0),
+            num(Some(r.p50_ms), 2),
+            num(Some(r.p99_ms), 2),
+            r.errors.to_string(),
+            num(rss.map(|b| b as f64 / 1_048_576.0), 1),
+            num(baseline.map(|b| r.per_second / b.max(1e-9)), 1),
+        ]);
     }
-    if let Some(path) = args.json {
-        let rows: Vec<_> =
-            results.iter().map(|(r, rss)| serde_json::json!({ "result": r, "max_rss_bytes": rss })).collect();
-        std::fs::write(&path, serde_json::to_vec_pretty(&rows).unwrap_or_default())
-            .map_err(|e| Error::Fatal(e.to_string()))?;
-    }
-    Ok(())
+    let notes = if baseline.is_none() {
+        vec!["FastAPI baseline skipped: no --baseline-python (scripts/bench-http.sh makes one)".to_string()]
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<_> =
+        results.iter().map(|(r, rss)| serde_json::json!({ "result": r, "max_rss_bytes": rss })).collect();
+    Ok(Report {
+        title: "HTTP through the gateway, per balancing policy".into(),
+        command: format!("scripts/bench-http.sh --seconds {} --connections {}", args.seconds, args.connections),
+        method: format!(
+            "`GET /api/v1/auth/ping` with {} connections through one node of a local 3-node cluster, once per \
+             balancing policy (a fresh cluster each), beside a single-process FastAPI + SQLite service answering \
+             the same route; max RSS is the largest node's resident memory under that load.",
+            args.connections
+        ),
+        tables: vec![table],
+        notes,
+        data: serde_json::json!({ "results": rows }),
+    })
 }
 
 /// Polls `url` until answers came from `nodes` distinct nodes (the mesh is connected).
@@ -590,7 +719,9 @@ struct Seed {
     devices: Vec<i64>,
 }
 
-async fn services(args: ServicesBench) -> Result<()> {
+/// The report, and the baseline's failure if it failed (panal's figures are still
+/// reported; the command fails after printing them).
+async fn services(args: ServicesBench) -> Result<(Report, Option<Error>)> {
     if !(1..=10_000).contains(&args.batch) {
         return Err(Error::Fatal("--batch must be 1 to 10000".into()));
     }
@@ -623,42 +754,50 @@ async fn services(args: ServicesBench) -> Result<()> {
         Some(b) if r.result.system == "panal" => Some(r.result.per_second / b.result.per_second.max(1e-9)),
         _ => None,
     };
-    println!(
-        "\n{} connections, {} s per mix; panal: 3-node cluster, requests round-robin over every node",
-        args.connections, args.seconds
-    );
-    println!("\n| mix | system | req/s | items/s | p50 ms | p99 ms | errors | panal/baseline |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut table =
+        Table::new(&["<mix", "<system", "req/s", "items/s", "p50 ms", "p99 ms", "errors", "panal/baseline"]);
     for r in &results {
-        let ratio = ratio_of(r).map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into());
-        println!(
-            "| {} | {} | {:.0} | {:.0} {} | {:.2} | {:.2} | {} | {} |",
-            r.mix.name(),
-            r.result.system,
-            r.result.per_second,
-            r.items_per_second,
-            r.item,
-            r.result.p50_ms,
-            r.result.p99_ms,
-            r.result.errors,
-            ratio
-        );
-    }
-    if let Some(note) = &baseline_note {
-        println!("\n{note}");
+        table.row(vec![
+            r.mix.name().to_string(),
+            r.result.system.clone(),
+            num(Some(r.result.per_second), 0),
+            format!("{:.0} {}", r.items_per_second, r.item),
+            num(Some(r.result.p50_ms), 2),
+            num(Some(r.result.p99_ms), 2),
+            r.result.errors.to_string(),
+            ratio_of(r).map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
+        ]);
     }
     let total = started.elapsed().as_secs_f64();
-    println!("\nwhole run (start, seed, measure, stop): {total:.0} s");
-    if let Some(path) = &args.json {
-        let rows: Vec<_> = results
-            .iter()
-            .map(|r| {
-                let mut row = serde_json::to_value(r).unwrap_or_default();
-                row["ratio_to_baseline"] = serde_json::json!(ratio_of(r));
-                row
-            })
-            .collect();
-        let json = serde_json::json!({
+    let mut notes: Vec<String> = baseline_note.iter().cloned().collect();
+    notes.push(format!("whole run (start, seed, measure, stop): {total:.0} s"));
+    let rows: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let mut row = serde_json::to_value(r).unwrap_or_default();
+            row["ratio_to_baseline"] = serde_json::json!(ratio_of(r));
+            row
+        })
+        .collect();
+    let mixes: Vec<&str> = args.mixes.iter().map(|m| m.name()).collect();
+    let report = Report {
+        title: "Service mixes: BookStore and GRID".into(),
+        command: format!(
+            "scripts/bench-services.sh --seconds {} --connections {} --mixes {}",
+            args.seconds,
+            args.connections,
+            mixes.join(",")
+        ),
+        method: format!(
+            "{} connections, {} s per mix. browse: catalog search and book pages; purchase: an order and its \
+             payment on {HOT_BOOKS} hot books; ingest: {} meter readings per request. panal: a local 3-node \
+             cluster, requests round-robin over every node; baseline: one FastAPI + SQLite process with the same \
+             routes (scripts/baseline/fastapi_services.py).",
+            args.connections, args.seconds, args.batch
+        ),
+        tables: vec![table],
+        notes,
+        data: serde_json::json!({
             "connections": args.connections,
             "seconds": args.seconds,
             "books": args.books,
@@ -666,11 +805,9 @@ async fn services(args: ServicesBench) -> Result<()> {
             "results": rows,
             "baseline_note": baseline_note,
             "total_seconds": total,
-        });
-        std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap_or_default())
-            .map_err(|e| Error::Fatal(format!("{}: {e}", path.display())))?;
-    }
-    baseline_error.map_or(Ok(()), Err)
+        }),
+    };
+    Ok((report, baseline_error))
 }
 
 /// The client every mix and every seeding request uses.
