@@ -31,6 +31,9 @@ pub enum Command {
     Status(AdminArgs),
     /// Live per-node CPU, memory, load and process counts of the whole cluster.
     Top(TopArgs),
+    /// Rehearse a failure (leader kill, pause, partition, restarts, panics) under a recorded
+    /// workload and check that nothing acknowledged was lost or applied twice.
+    Drill(crate::drill::DrillArgs),
     /// Run a benchmark and print a table.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),

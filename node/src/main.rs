@@ -6,6 +6,7 @@ mod admin;
 mod api;
 mod bench;
 mod cli;
+mod drill;
 mod error;
 mod gateway;
 mod identity;
@@ -48,6 +49,7 @@ fn main() -> std::process::ExitCode {
                 top::run(args.admin, std::time::Duration::from_secs(args.every.max(1)), args.once).await
             }
             cli::Command::Bench(cmd) => bench::run(cmd).await,
+            cli::Command::Drill(args) => drill::run(args).await,
         }
     });
     match result {
