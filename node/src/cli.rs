@@ -37,6 +37,9 @@ pub enum Command {
     /// Start a new cluster (this node its first manager) from a backup: `panal restore FILE
     /// --data-dir DIR --init [start flags]`. Other nodes then join it as usual.
     Restore(Box<RestoreArgs>),
+    /// Rehearse a failure (leader kill, pause, partition, restarts, panics) under a recorded
+    /// workload and check that nothing acknowledged was lost or applied twice.
+    Drill(crate::drill::DrillArgs),
     /// Run a benchmark and print a table.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),

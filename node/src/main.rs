@@ -8,6 +8,7 @@ mod bench;
 mod bootstrap;
 mod cli;
 mod demo;
+mod drill;
 mod error;
 mod gateway;
 mod identity;
@@ -52,6 +53,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Backup(args) => admin::backup(args).await,
             cli::Command::Restore(args) => start::restore(args.file, args.start).await,
             cli::Command::Bench(cmd) => bench::run(cmd).await,
+            cli::Command::Drill(args) => drill::run(args).await,
         }
     });
     match result {

@@ -52,18 +52,78 @@ impl Actor for Probe {
     }
 }
 
+/// What a node server is started from; kept so the server can be started again after a
+/// partition drill shut it down.
+struct ServerSpec {
+    listen: SocketAddr,
+    cookie: String,
+    name: String,
+    host: String,
+}
+
+impl ServerSpec {
+    async fn spawn(&self) -> Result<ActorRef<NodeServerMessage>> {
+        let server =
+            NodeServer::new(self.listen.port(), self.cookie.clone(), self.name.clone(), self.host.clone(), None, None)
+                .with_listen_addr(self.listen.ip());
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| Error::Fatal(format!("cannot start the actor mesh on {}: {e}", self.listen)))?;
+        Ok(server)
+    }
+}
+
 /// Starts the node server and the task that keeps the mesh connected.
 pub async fn start(listen: SocketAddr, cluster_secret: &str, replica: Replica) -> Result<()> {
     let name = replica.node().name.clone();
     let host = replica.node().mesh_addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
-    let server = NodeServer::new(listen.port(), cookie(cluster_secret), name.clone(), host, None, None)
-        .with_listen_addr(listen.ip());
-    let (server, _) = Actor::spawn(None, server, ())
-        .await
-        .map_err(|e| Error::Fatal(format!("cannot start the actor mesh on {listen}: {e}")))?;
+    let spec = ServerSpec { listen, cookie: cookie(cluster_secret), name: name.clone(), host };
+    let server = spec.spawn().await?;
     Actor::spawn(None, Probe, name.clone()).await.map_err(|e| Error::Fatal(format!("mesh probe: {e}")))?;
-    tokio::spawn(keep_connected(server, replica, name));
+    tokio::spawn(keep_connected(spec, server, replica, name));
     Ok(())
+}
+
+/// Closes every mesh session and the listener (a partition drill): the server first, so it
+/// does not respawn its listener, then its children. A session stops cleanly (its node's
+/// actors leave the process groups); the listener waits in `accept`, so it is killed.
+async fn shut_down(server: ActorRef<NodeServerMessage>) {
+    let children = server.get_children();
+    let _ = server.stop_and_wait(Some("isolated".into()), Some(Duration::from_secs(2))).await;
+    futures::future::join_all(children.into_iter().map(|child| async move {
+        if child.stop_and_wait(Some("isolated".into()), Some(Duration::from_millis(500))).await.is_err() {
+            let _ = child.kill_and_wait(Some(Duration::from_secs(1))).await;
+        }
+    }))
+    .await;
+}
+
+/// While the replica's isolation switch is on, keeps the node server down; starts it again
+/// once the isolation ended. Returns the server to use, if one is running.
+async fn follow_isolation(
+    spec: &ServerSpec,
+    server: Option<ActorRef<NodeServerMessage>>,
+    replica: &Replica,
+) -> Option<ActorRef<NodeServerMessage>> {
+    let isolated = replica.peer_client().isolation().is_isolated();
+    match server {
+        Some(server) if isolated => {
+            tracing::warn!("isolated (chaos drill): closing every mesh session");
+            shut_down(server).await;
+            None
+        }
+        None if !isolated => match spec.spawn().await {
+            Ok(server) => {
+                tracing::info!("isolation over: mesh server listening again");
+                Some(server)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot restart the mesh server yet");
+                None
+            }
+        },
+        other => other,
+    }
 }
 
 /// The node name in a ractor_cluster peer name `name@host`.
@@ -71,14 +131,24 @@ fn node_name_of(peer: &str) -> &str {
     peer.split_once('@').map(|(n, _)| n).unwrap_or(peer)
 }
 
-async fn keep_connected(server: ActorRef<NodeServerMessage>, replica: Replica, me: String) {
+async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, replica: Replica, me: String) {
     // Missed probes per mesh session (ractor_cluster's node id of the session).
     let mut misses: HashMap<u64, u32> = HashMap::new();
     let mut last_attempt: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running = Some(server);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            // An isolation starting cuts the mesh at once, not at the next tick.
+            _ = replica.peer_client().isolation().changed() => {}
+        }
+        running = follow_isolation(&spec, running, &replica).await;
+        let Some(server) = running.clone() else {
+            misses.clear();
+            continue;
+        };
         let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 1000) else { continue };
         let connected: Vec<String> =
             sessions.values().filter_map(|s| s.peer_name.as_ref().map(|p| node_name_of(&p.name).to_string())).collect();

@@ -50,7 +50,13 @@ pub fn router(replica: Replica) -> Router {
     let open = Router::new().route("/join", post(admit)).with_state(replica.clone());
     let authenticated =
         replica.authenticated(Router::new().route("/join/activate", post(activate)).with_state(replica.clone()));
-    replica.peer_router().merge(open).merge(authenticated)
+    let isolation = replica.peer_client().isolation().clone();
+    replica
+        .peer_router()
+        .merge(open)
+        .merge(authenticated)
+        // Outermost: an isolated node (chaos drill) refuses all peer traffic, joins included.
+        .layer(axum::middleware::from_fn_with_state(isolation, panal_raft::refuse_while_isolated))
 }
 
 async fn admit(State(replica): State<Replica>, body: axum::body::Bytes) -> Response {

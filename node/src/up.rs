@@ -184,14 +184,19 @@ impl LocalCluster {
 
     /// Sends SIGTERM to every node and waits for them to exit.
     pub async fn stop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                if let Some(pid) = child.id() {
-                    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-                }
-                if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-                    let _ = child.kill().await;
-                }
+        for i in 0..self.nodes.len() {
+            self.terminate(i).await;
+        }
+    }
+
+    /// Sends SIGTERM to node `i` and waits for it to exit (SIGKILL after 10 s).
+    pub async fn terminate(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            }
+            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                let _ = child.kill().await;
             }
         }
     }

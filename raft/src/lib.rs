@@ -13,6 +13,7 @@ mod app;
 mod batching;
 mod db;
 mod error;
+mod isolation;
 mod log_store;
 mod network;
 mod peer_api;
@@ -22,6 +23,7 @@ mod types;
 
 pub use app::{Application, ApplyContext};
 pub use error::{Error, Result};
+pub use isolation::{refuse_while_isolated, Isolation, ISOLATED_HEADER};
 pub use log_store::LogStore;
 pub use network::{peer_key, CallError, PeerClient, PEER_KEY_HEADER};
 pub use peer_api::{constant_time_eq, require_peer_key};

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::isolation::{Isolation, ISOLATED_HEADER};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// Header carrying the peer key on every peer request.
@@ -51,6 +52,8 @@ enum Codec {
 pub struct PeerClient {
     http: reqwest::Client,
     key: String,
+    /// While on, every call fails at once as unreachable (partition drills).
+    isolation: Isolation,
 }
 
 impl PeerClient {
@@ -61,7 +64,12 @@ impl PeerClient {
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client with static settings builds");
-        Self { http, key: peer_key }
+        Self { http, key: peer_key, isolation: Isolation::default() }
+    }
+
+    /// The switch that cuts this node's peer traffic (both directions) during a drill.
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
     }
 
     /// POSTs `req` as MessagePack to `http://{addr}{path}` and decodes the reply.
@@ -119,6 +127,9 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<bytes::Bytes, CallError> {
+        if self.isolation.is_isolated() {
+            return Err(CallError::Unreachable("this node is isolated (chaos drill)".into()));
+        }
         let resp = self
             .http
             .post(format!("http://{addr}{path}"))
@@ -137,6 +148,9 @@ impl PeerClient {
             })?;
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             return Err(CallError::Unauthorized);
+        }
+        if resp.headers().contains_key(ISOLATED_HEADER) {
+            return Err(CallError::Unreachable(format!("{addr} is isolated (chaos drill)")));
         }
         if !resp.status().is_success() {
             let status = resp.status();

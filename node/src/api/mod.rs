@@ -114,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/backup", get(cluster::backup))
         .route("/api/v1/admin/chaos/panic", post(services::chaos_panic))
         .route("/api/v1/admin/chaos/delay", post(services::chaos_delay))
+        .route("/api/v1/admin/chaos/crash", post(services::chaos_crash))
+        .route("/api/v1/admin/chaos/isolate", post(services::chaos_isolate))
         .route("/api/v1/{service}/ping", get(services::ping))
         .route("/metrics", get(prometheus))
         .fallback(not_found)

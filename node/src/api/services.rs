@@ -171,3 +171,46 @@ pub async fn chaos_delay(
     Ok(Json(serde_json::json!({ "node": &*s.node_name, "service": service.name(), "delay_ms": req.ms }))
         .into_response())
 }
+
+/// How long a crashing node waits before exiting, so that its 202 reaches the caller.
+const CRASH_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `POST /api/v1/admin/chaos/crash`: answers 202, then the process exits at once, without
+/// shutting anything down (like SIGKILL: no graceful stop, no flush beyond what is already
+/// durable). For clusters whose nodes are restarted by systemd or Swarm.
+pub async fn chaos_crash(State(s): State<AppState>, Admin(who): Admin) -> Result<Response> {
+    chaos_enabled(&s)?;
+    tracing::warn!(by = %who.username, "chaos: crashing this node");
+    tokio::spawn(async {
+        tokio::time::sleep(CRASH_AFTER).await;
+        // A non-zero status, so that a supervisor with restart-on-failure restarts it.
+        std::process::exit(137);
+    });
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "node": &*s.node_name, "crashing": true }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolateRequest {
+    seconds: u64,
+}
+
+/// Longest isolation one request may ask for.
+const MAX_ISOLATE_SECONDS: u64 = 300;
+
+/// `POST /api/v1/admin/chaos/isolate {"seconds": N}`: for N seconds this node drops all
+/// peer traffic (Raft, forwarding, joins; both directions) and closes its actor mesh, then
+/// heals by itself. A partition without root: the majority elects a leader and goes on.
+pub async fn chaos_isolate(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    JsonBody(req): JsonBody<IsolateRequest>,
+) -> Result<Response> {
+    chaos_enabled(&s)?;
+    if !(1..=MAX_ISOLATE_SECONDS).contains(&req.seconds) {
+        return Err(Error::BadRequest("invalid_body", format!("seconds must be 1 to {MAX_ISOLATE_SECONDS}")));
+    }
+    tracing::warn!(by = %who.username, seconds = req.seconds, "chaos: isolating this node from its peers");
+    s.replica.peer_client().isolation().isolate_for(std::time::Duration::from_secs(req.seconds));
+    Ok(Json(serde_json::json!({ "node": &*s.node_name, "isolated_for_seconds": req.seconds })).into_response())
+}

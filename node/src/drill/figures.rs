@@ -1,0 +1,194 @@
+//! The drill's figures, pure functions of the history: failover time per fault (fault →
+//! first acknowledged write sent after it), the longest window without an acknowledged
+//! write, errors and retries by kind, throughput per second.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::history::{History, Ms, Outcome};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KindCounts {
+    pub ok: u64,
+    pub failed: u64,
+    pub indeterminate: u64,
+    /// Attempts beyond the first.
+    pub retries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failover {
+    pub kind: String,
+    pub nodes: Vec<String>,
+    pub hit_leader: bool,
+    pub at_ms: Ms,
+    /// Fault → first acknowledged write whose request was sent after the fault began.
+    pub first_write_ms: Option<Ms>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Second {
+    pub second: usize,
+    pub ok: u64,
+    pub writes_ok: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Figures {
+    pub duration_s: f64,
+    pub ops: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub indeterminate: u64,
+    /// Acknowledged operations per second over the whole workload.
+    pub ops_per_second: f64,
+    pub by_kind: BTreeMap<String, KindCounts>,
+    /// Failed attempts by error kind (JSON error code, `timeout`, `connection…`).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub retries: u64,
+    pub failovers: Vec<Failover>,
+    /// Median failover time over the faults that hit the leader.
+    pub leader_failover_median_ms: Option<Ms>,
+    pub leader_failover_max_ms: Option<Ms>,
+    /// Longest window without an acknowledged write: (from, to) in ms.
+    pub longest_write_gap_ms: Ms,
+    pub longest_write_gap_at: (Ms, Ms),
+    pub per_second: Vec<Second>,
+}
+
+fn median(mut xs: Vec<Ms>) -> Option<Ms> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    Some(xs[xs.len() / 2])
+}
+
+pub fn figures(h: &History) -> Figures {
+    let mut f = Figures { duration_s: h.end / 1000.0, ..Default::default() };
+    let seconds = (h.end / 1000.0).ceil().max(1.0) as usize;
+    f.per_second = (0..seconds).map(|second| Second { second, ..Default::default() }).collect();
+    let bucket = |t: Ms| ((t / 1000.0).max(0.0) as usize).min(seconds - 1);
+    let mut write_acks: Vec<(Ms, Ms)> = Vec::new();
+    for op in &h.ops {
+        f.ops += 1;
+        let counts = f.by_kind.entry(op.kind.name().to_string()).or_default();
+        let retries = op.attempts.len().saturating_sub(1) as u64;
+        counts.retries += retries;
+        f.retries += retries;
+        match op.outcome {
+            Outcome::Ok => {
+                counts.ok += 1;
+                f.ok += 1;
+            }
+            Outcome::Failed(_) => {
+                counts.failed += 1;
+                f.failed += 1;
+            }
+            Outcome::Indeterminate(_) => {
+                counts.indeterminate += 1;
+                f.indeterminate += 1;
+            }
+        }
+        for a in &op.attempts {
+            if let Some(kind) = &a.error {
+                *f.errors_by_kind.entry(kind.clone()).or_default() += 1;
+                f.per_second[bucket(a.end)].errors += 1;
+            }
+        }
+        if let Some(a) = op.acknowledged() {
+            f.per_second[bucket(a.end)].ok += 1;
+            if op.kind.is_write() {
+                f.per_second[bucket(a.end)].writes_ok += 1;
+                write_acks.push((a.start, a.end));
+            }
+        }
+    }
+    f.ops_per_second = if h.end > 0.0 { f.ok as f64 / (h.end / 1000.0) } else { 0.0 };
+    write_acks.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut last = 0.0;
+    for &(_, end) in write_acks.iter().chain(std::iter::once(&(h.end, h.end))) {
+        if end - last > f.longest_write_gap_ms {
+            f.longest_write_gap_ms = end - last;
+            f.longest_write_gap_at = (last, end);
+        }
+        last = last.max(end);
+    }
+    for fault in &h.faults {
+        let first = write_acks
+            .iter()
+            .filter(|(start, _)| *start >= fault.start)
+            .map(|(_, end)| end - fault.start)
+            .min_by(|a, b| a.total_cmp(b));
+        f.failovers.push(Failover {
+            kind: fault.kind.clone(),
+            nodes: fault.nodes.clone(),
+            hit_leader: fault.hit_leader,
+            at_ms: fault.start,
+            first_write_ms: first,
+        });
+    }
+    let leader: Vec<Ms> = f.failovers.iter().filter(|x| x.hit_leader).filter_map(|x| x.first_write_ms).collect();
+    f.leader_failover_max_ms = leader.iter().copied().max_by(|a, b| a.total_cmp(b));
+    f.leader_failover_median_ms = median(leader);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drill::history::{Attempt, FaultEvent, Op, OpKind};
+
+    fn write(start: Ms, end: Ms, outcome: Outcome, errors: &[&str]) -> Op {
+        let mut attempts: Vec<Attempt> = errors
+            .iter()
+            .map(|e| Attempt { node: 0, start, end: start + 1.0, status: 503, error: Some(e.to_string()) })
+            .collect();
+        let status = if outcome == Outcome::Ok { 201 } else { 503 };
+        attempts.push(Attempt { node: 1, start, end, status, error: (outcome != Outcome::Ok).then(|| "x".into()) });
+        Op {
+            client: 0,
+            kind: OpKind::Readings { key: "k".into(), device_id: 1, timestamps: vec![1] },
+            attempts,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn failover_gap_errors_and_throughput_come_from_the_history() {
+        let h = History {
+            ops: vec![
+                write(100.0, 200.0, Outcome::Ok, &[]),
+                // In flight when the fault began: does not count as the first write after it.
+                write(950.0, 2500.0, Outcome::Ok, &["no_leader"]),
+                write(1500.0, 1800.0, Outcome::Ok, &["timeout", "no_leader"]),
+                write(3000.0, 3100.0, Outcome::Indeterminate("timeout".into()), &[]),
+            ],
+            faults: vec![FaultEvent {
+                kind: "leader-kill".into(),
+                nodes: vec!["node1".into()],
+                start: 1000.0,
+                healed: Some(3000.0),
+                hit_leader: true,
+            }],
+            end: 4000.0,
+            ..Default::default()
+        };
+        let f = figures(&h);
+        assert_eq!(f.failovers[0].first_write_ms, Some(800.0));
+        assert_eq!(f.leader_failover_median_ms, Some(800.0));
+        // Acks at 200, 1800, 2500; the workload ended at 4000.
+        assert_eq!(f.longest_write_gap_ms, 1600.0);
+        assert_eq!(f.longest_write_gap_at, (200.0, 1800.0));
+        assert_eq!(f.errors_by_kind["no_leader"], 2);
+        assert_eq!(f.errors_by_kind["timeout"], 1);
+        assert_eq!(f.retries, 3);
+        assert_eq!((f.ok, f.indeterminate), (3, 1));
+        assert_eq!(f.per_second.len(), 4);
+        assert_eq!(f.per_second[1].ok, 1);
+        assert_eq!(f.per_second[2].ok, 1);
+        assert_eq!(f.ops_per_second, 0.75);
+    }
+}

@@ -1,0 +1,358 @@
+//! The cluster a drill breaks: a local cluster of child processes (faults are real signals:
+//! SIGKILL, SIGSTOP/SIGCONT, SIGTERM and restarts; partitions through the isolate hook), or
+//! remote nodes started with `--chaos` (faults through the admin chaos API: crash, isolate,
+//! panic; crashed nodes must be restarted by their supervisor).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::workload::{error_kind, send};
+use crate::error::{Error, Result};
+use crate::up::LocalCluster;
+
+/// How long a restarted or resumed node may take to be ready again.
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+pub enum Nodes {
+    Local(LocalCluster),
+    Remote,
+}
+
+/// The cluster under test, with what the drill did to each node.
+pub struct Target {
+    pub nodes: Nodes,
+    pub urls: Vec<String>,
+    pub names: Vec<String>,
+    pub http: reqwest::Client,
+    pub token: String,
+    /// Nodes the drill stopped (killed, crashed, terminated) and not yet restarted.
+    pub down: Vec<bool>,
+    /// Nodes the drill froze with SIGSTOP.
+    pub paused: Vec<bool>,
+    /// When the isolation the drill set on a node ends.
+    pub isolated_until: Vec<Option<Instant>>,
+}
+
+async fn login(http: &reqwest::Client, urls: &[String], password: &str) -> Result<String> {
+    let body = json!({ "username": "admin", "password": password });
+    let mut last = String::new();
+    for url in urls {
+        match send(http.post(format!("{url}/api/v1/auth/login")).json(&body)).await {
+            Ok(a) if a.status == 200 => {
+                return a.body["access_token"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::Fatal("login answered without a token".into()));
+            }
+            Ok(a) if a.status == 401 => {
+                return Err(Error::Fatal("the admin password was refused (--password / PANAL_PASSWORD)".into()))
+            }
+            Ok(a) => last = format!("{url}: {} {}", a.status, a.body),
+            Err(e) => last = format!("{url}: {e}"),
+        }
+    }
+    Err(Error::Fatal(format!("no node accepted the admin login; last answer: {last}")))
+}
+
+impl Target {
+    /// Takes over a local cluster.
+    pub async fn local(cluster: LocalCluster) -> Result<Self> {
+        let urls: Vec<String> = cluster.nodes.iter().map(|n| n.api_url.clone()).collect();
+        let names = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        let http = client()?;
+        let token = login(&http, &urls, &cluster.password).await?;
+        Ok(Self::new(Nodes::Local(cluster), urls, names, http, token))
+    }
+
+    /// Remote nodes, by API URL; each must answer and have the chaos hooks on.
+    pub async fn remote(urls: Vec<String>, password: &str) -> Result<Self> {
+        let http = client()?;
+        let token = login(&http, &urls, password).await?;
+        let mut names = Vec::new();
+        for url in &urls {
+            let a = send(http.get(format!("{url}/health")))
+                .await
+                .map_err(|e| Error::Fatal(format!("{url} does not answer: {e}")))?;
+            names.push(
+                a.body["node"].as_str().ok_or_else(|| Error::Fatal(format!("{url}/health names no node")))?.to_string(),
+            );
+            // A 404 here means the node was started without --chaos; a 400 means the hook is on.
+            let probe = send(
+                http.post(format!("{url}/api/v1/admin/chaos/isolate"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "seconds": 0 })),
+            )
+            .await
+            .map_err(|e| Error::Fatal(format!("{url}: {e}")))?;
+            if probe.status == 404 {
+                return Err(Error::Fatal(format!("{url} has no chaos hooks: start its node with --chaos")));
+            }
+        }
+        Ok(Self::new(Nodes::Remote, urls, names, http, token))
+    }
+
+    fn new(nodes: Nodes, urls: Vec<String>, names: Vec<String>, http: reqwest::Client, token: String) -> Self {
+        let n = urls.len();
+        Self {
+            nodes,
+            urls,
+            names,
+            http,
+            token,
+            down: vec![false; n],
+            paused: vec![false; n],
+            isolated_until: vec![None; n],
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.nodes, Nodes::Local(_))
+    }
+
+    /// Nodes neither down nor frozen.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.urls.len()).filter(|&i| !self.down[i] && !self.paused[i]).collect()
+    }
+
+    /// The leader as the running nodes see it.
+    pub async fn leader(&self) -> Option<usize> {
+        for i in self.running() {
+            let req = self.http.get(format!("{}/api/v1/cluster/status", self.urls[i])).bearer_auth(&self.token);
+            if let Ok(a) = send(req.timeout(Duration::from_secs(2))).await {
+                if let Some(name) = a.body["leader"]["name"].as_str() {
+                    if let Some(l) = self.names.iter().position(|n| n == name) {
+                        return Some(l);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until a leader is known (faults aimed at the leader need one).
+    pub async fn wait_leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(l) = self.leader().await {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Fatal("no leader within 60 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Managers and workers: node ids of the members with role `worker`.
+    pub async fn workers(&self) -> Vec<usize> {
+        let Some(&i) = self.running().first() else { return Vec::new() };
+        let req = self.http.get(format!("{}/api/v1/cluster/nodes", self.urls[i])).bearer_auth(&self.token);
+        let Ok(a) = send(req).await else { return Vec::new() };
+        a.body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["role"] == "worker")
+            .filter_map(|r| self.names.iter().position(|n| Some(n.as_str()) == r["name"].as_str()))
+            .collect()
+    }
+
+    fn pid(&self, i: usize) -> Result<u32> {
+        match &self.nodes {
+            Nodes::Local(c) => {
+                c.nodes[i].pid().ok_or_else(|| Error::Fatal(format!("{} is not running", self.names[i])))
+            }
+            Nodes::Remote => Err(Error::Fatal("signals need a local cluster".into())),
+        }
+    }
+
+    fn signal(&self, i: usize, signal: &str) -> Result<()> {
+        let pid = self.pid(i)?;
+        let ok =
+            std::process::Command::new("kill").args([signal, &pid.to_string()]).status().is_ok_and(|s| s.success());
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Fatal(format!("kill {signal} {pid} ({}) failed", self.names[i])))
+        }
+    }
+
+    /// Stops node `i` at once: SIGKILL locally, the crash hook remotely.
+    pub async fn kill(&mut self, i: usize) -> Result<()> {
+        match &mut self.nodes {
+            Nodes::Local(c) => c.kill(i).await,
+            Nodes::Remote => self.crash(i).await?,
+        }
+        self.down[i] = true;
+        Ok(())
+    }
+
+    /// Stops node `i` gracefully (SIGTERM) locally; remotely, the crash hook (its supervisor
+    /// restarts it either way).
+    pub async fn terminate(&mut self, i: usize) -> Result<()> {
+        match &mut self.nodes {
+            Nodes::Local(c) => c.terminate(i).await,
+            Nodes::Remote => self.crash(i).await?,
+        }
+        self.down[i] = true;
+        Ok(())
+    }
+
+    /// The crash hook, then waits until the node stopped answering (it exits a moment after
+    /// its answer), so that waiting for it to be ready again waits for the restarted process.
+    async fn crash(&self, i: usize) -> Result<()> {
+        self.chaos(i, "crash", json!({})).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while send(self.http.get(format!("{}/health", self.urls[i])).timeout(Duration::from_millis(300))).await.is_ok()
+        {
+            if Instant::now() > deadline {
+                return Err(Error::Fatal(format!("{} still answers 10 s after its crash", self.names[i])));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until node `i` follows the same leader as another running node (a healed
+    /// partition: an isolated leader only steps down once it hears from the majority).
+    pub async fn wait_rejoined(&self, i: usize) -> Result<()> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        let leader_of = |j: usize| async move {
+            let req = self.http.get(format!("{}/api/v1/cluster/status", self.urls[j])).bearer_auth(&self.token);
+            let a = send(req.timeout(Duration::from_secs(2))).await.ok()?;
+            a.body["leader"]["name"].as_str().map(str::to_string)
+        };
+        loop {
+            let other = self.running().into_iter().find(|&j| j != i);
+            let (mine, theirs) = match other {
+                Some(j) => (leader_of(i).await, leader_of(j).await),
+                None => return Ok(()),
+            };
+            if mine.is_some() && mine == theirs {
+                return self.wait_ready(i).await;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Fatal(format!(
+                    "{} follows {mine:?}, the others {theirs:?}, {READY_DEADLINE:?} after its isolation",
+                    self.names[i]
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts a stopped node again locally (remotely: waits for its supervisor to), and
+    /// waits until it is ready.
+    pub async fn restart(&mut self, i: usize) -> Result<()> {
+        if let Nodes::Local(c) = &mut self.nodes {
+            c.restart(i)?;
+        }
+        self.down[i] = false;
+        self.wait_ready(i).await
+    }
+
+    /// Freezes node `i` (SIGSTOP): its sockets stay open, nothing answers.
+    pub fn pause(&mut self, i: usize) -> Result<()> {
+        self.signal(i, "-STOP")?;
+        self.paused[i] = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, i: usize) -> Result<()> {
+        self.signal(i, "-CONT")?;
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    /// Cuts node `i` off from its peers for `seconds` (it heals by itself).
+    pub async fn isolate(&mut self, i: usize, seconds: u64) -> Result<()> {
+        self.chaos(i, "isolate", json!({ "seconds": seconds })).await?;
+        self.isolated_until[i] = Some(Instant::now() + Duration::from_secs(seconds));
+        Ok(())
+    }
+
+    /// Makes one worker of `service` on node `i` panic.
+    pub async fn panic_worker(&self, i: usize, service: &str) -> Result<()> {
+        self.chaos(i, "panic", json!({ "service": service })).await
+    }
+
+    async fn chaos(&self, i: usize, hook: &str, body: serde_json::Value) -> Result<()> {
+        let req = self
+            .http
+            .post(format!("{}/api/v1/admin/chaos/{hook}", self.urls[i]))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .timeout(Duration::from_secs(10));
+        let result = send(req).await;
+        match &result {
+            Ok(a) if (200..300).contains(&a.status) => Ok(()),
+            _ => Err(Error::Fatal(format!("chaos {hook} on {}: {}", self.names[i], error_kind(&result)))),
+        }
+    }
+
+    /// Waits until node `i` answers `/ready` with 200.
+    pub async fn wait_ready(&self, i: usize) -> Result<()> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if self.is_ready(i).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Fatal(format!("{} not ready within {READY_DEADLINE:?}", self.names[i])));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn is_ready(&self, i: usize) -> bool {
+        let req = self.http.get(format!("{}/ready", self.urls[i])).timeout(Duration::from_secs(1));
+        send(req).await.is_ok_and(|a| a.status == 200)
+    }
+
+    /// Undoes everything: resumes frozen nodes, restarts stopped ones, waits out
+    /// isolations. Returns the nodes that are not ready within the deadline.
+    pub async fn heal(&mut self) -> Vec<usize> {
+        for i in 0..self.urls.len() {
+            if self.paused[i] {
+                if let Err(e) = self.resume(i) {
+                    eprintln!("drill: heal: {e}");
+                }
+            }
+            if self.down[i] {
+                if let Nodes::Local(c) = &mut self.nodes {
+                    if let Err(e) = c.restart(i) {
+                        eprintln!("drill: heal: {e}");
+                    }
+                }
+                self.down[i] = false;
+            }
+        }
+        if let Some(last) = self.isolated_until.iter().flatten().max() {
+            tokio::time::sleep_until((*last).into()).await;
+        }
+        self.isolated_until.iter_mut().for_each(|u| *u = None);
+        let mut unready = Vec::new();
+        for i in 0..self.urls.len() {
+            if self.wait_ready(i).await.is_err() {
+                unready.push(i);
+            }
+        }
+        unready
+    }
+
+    /// Stops a local cluster's nodes (a remote cluster is left running).
+    pub async fn shut_down(&mut self) {
+        if let Nodes::Local(c) = &mut self.nodes {
+            c.stop().await;
+        }
+    }
+}
+
+fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|e| Error::Fatal(e.to_string()))
+}
