@@ -72,6 +72,35 @@ fn a_random_drill_of_30_seconds_passes() {
     assert!(f["figures"]["failovers"].as_array().unwrap().len() >= 2, "too few faults: {f}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_drill_partitions_through_the_chaos_hooks_and_passes() {
+    let c = Cluster::start(3, 0, &["--chaos"]).await;
+    c.wait_mesh(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.api()).collect();
+    let report = dir.path().display().to_string();
+    let mut args = vec!["drill", "partition-leader", "--duration", "15s", "--rate", "100", "--report", &report];
+    args.push("--cluster");
+    args.extend(urls.iter().map(String::as_str));
+    let out = tokio::task::spawn_blocking({
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let password = c.password.clone();
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            panal_tests::run_panal(&args, &[("PANAL_PASSWORD", &password), ("PANAL_LOG", "warn")])
+        }
+    })
+    .await
+    .unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let figures: Value = serde_json::from_slice(&std::fs::read(dir.path().join("figures.json")).unwrap()).unwrap();
+    assert_passed("partition-leader", out.status.success(), &text, &figures, dir.path());
+    assert!(figures["figures"]["failovers"].as_array().unwrap().iter().all(|f| f["hit_leader"] == true), "{figures}");
+    // Remote drills leave the cluster running.
+    assert_eq!(c.running().len(), 3);
+    c.converged_checksum().await;
+}
+
 #[test]
 fn bad_drill_arguments_are_refused_with_a_message() {
     let out = panal_tests::run_panal(&["drill", "leader-kill", "--duration", "soon"], &[]);
@@ -82,6 +111,12 @@ fn bad_drill_arguments_are_refused_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 3"), "{out:?}");
     let out = panal_tests::run_panal(&["drill", "no-such-scenario"], &[]);
     assert!(!out.status.success());
+    let out =
+        panal_tests::run_panal(&["drill", "random", "--cluster", "http://127.0.0.1:1", "http://127.0.0.1:2"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("every node (at least 3)"), "{out:?}");
+    let urls = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"];
+    let out = panal_tests::run_panal(&["drill", "random", "--cluster", urls[0], urls[1], urls[2]], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the admin password"), "{out:?}");
 }
 
 async fn chaos(c: &Cluster, i: usize, hook: &str, body: Value) -> (u16, Value) {

@@ -22,8 +22,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACK_HOME_EVERY: u64 = 20;
 /// How long one operation keeps retrying before its outcome is recorded as it stands.
 const OP_DEADLINE: Duration = Duration::from_secs(20);
-/// Books seeded; half sell out during the drill, half keep stock.
+/// Books seeded: one with little stock (sells out within seconds, so the out-of-stock edge
+/// is exercised all along), one sized to sell out mid-drill, two that never run out.
 const BOOKS: usize = 4;
+const TINY_STOCK: i64 = 50;
 /// Distinct buyer accounts (shared by the clients; registering hashes a password).
 const MAX_BUYERS: usize = 4;
 /// Readings per ingestion request.
@@ -134,8 +136,7 @@ async fn account(http: &reqwest::Client, urls: &[String], username: &str) -> Res
 
 /// Creates the drill's accounts, books and devices. `run` makes names unique per drill, so
 /// that drills can run one after another against the same cluster. `expected_units` is how
-/// many units the workload may try to buy; half the books get a fraction of it, so they sell
-/// out mid-drill and the out-of-stock edge is exercised.
+/// many units the workload may try to buy at its target rate.
 pub async fn seed(
     http: &reqwest::Client,
     urls: &[String],
@@ -152,7 +153,11 @@ pub async fn seed(
     let scarce = (expected_units / (BOOKS as i64 * 3)).clamp(20, 100_000);
     let mut books = Vec::new();
     for b in 0..BOOKS {
-        let stock = if b % 2 == 0 { scarce } else { panal_actors::catalog::MAX_STOCK };
+        let stock = match b {
+            0 => TINY_STOCK,
+            2 => scarce,
+            _ => panal_actors::catalog::MAX_STOCK,
+        };
         let body = json!({
             "title": format!("Drill {run} book {b}"), "author": "Drill", "price_cents": 1000 + b as i64,
             "currency": "EUR", "stock": stock,
