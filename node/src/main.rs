@@ -9,6 +9,7 @@ mod bootstrap;
 mod cli;
 mod error;
 mod gateway;
+mod health;
 mod identity;
 mod mesh;
 mod peer;
@@ -49,6 +50,7 @@ fn main() -> std::process::ExitCode {
                 top::run(args.admin, std::time::Duration::from_secs(args.every.max(1)), args.once).await
             }
             cli::Command::Bench(cmd) => bench::run(cmd).await,
+            cli::Command::Health(args) => health::run(args).await,
         }
     });
     match result {
