@@ -43,6 +43,9 @@ pub enum Command {
     /// Run a benchmark and print a table.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Probe a node's URL (default: the local /ready); exit 0 iff it answers 200. For
+    /// container health checks.
+    Health(crate::health::HealthArgs),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -11,6 +11,7 @@ mod demo;
 mod drill;
 mod error;
 mod gateway;
+mod health;
 mod identity;
 mod mesh;
 mod peer;
@@ -54,6 +55,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Restore(args) => start::restore(args.file, args.start).await,
             cli::Command::Bench(cmd) => bench::run(cmd).await,
             cli::Command::Drill(args) => drill::run(args).await,
+            cli::Command::Health(args) => health::run(args).await,
         }
     });
     match result {

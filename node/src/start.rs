@@ -338,11 +338,15 @@ async fn init(
         manager_secret: identity::random_hex(16),
         worker_secret: identity::random_hex(16),
     });
-    let password = match std::env::var("PANAL_ADMIN_PASSWORD") {
-        Ok(p) if p.len() >= 8 => p,
-        Ok(_) => return Err(Error::Fatal("PANAL_ADMIN_PASSWORD must be at least 8 characters".into())),
-        Err(_) => identity::random_hex(12),
-    };
+    let password =
+        match admin_password_from_env()? {
+            Some(p) if p.len() >= 8 => p,
+            Some(_) => return Err(Error::Fatal(
+                "the admin password (PANAL_ADMIN_PASSWORD or PANAL_ADMIN_PASSWORD_FILE) must be at least 8 characters"
+                    .into(),
+            )),
+            None => identity::random_hex(12),
+        };
     let identity = NodeIdentity {
         node_id: 1,
         name: node.name.clone(),
@@ -376,11 +380,28 @@ async fn init(
     Ok((identity, replica, config, password))
 }
 
+/// The first admin password: PANAL_ADMIN_PASSWORD, else the first line of the file named by
+/// PANAL_ADMIN_PASSWORD_FILE (e.g. a Docker secret), else none (a random one is printed).
+fn admin_password_from_env() -> Result<Option<String>> {
+    if let Ok(p) = std::env::var("PANAL_ADMIN_PASSWORD") {
+        return Ok(Some(p));
+    }
+    match std::env::var_os("PANAL_ADMIN_PASSWORD_FILE") {
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|text| Some(text.lines().next().unwrap_or_default().trim().to_string()))
+            .map_err(|e| {
+                Error::Fatal(format!("cannot read PANAL_ADMIN_PASSWORD_FILE {}: {e}", path.to_string_lossy()))
+            }),
+        None => Ok(None),
+    }
+}
+
 fn print_init_banner(config: &ClusterConfig, password: &str, node: &NodeInfo) {
-    let from_env = std::env::var("PANAL_ADMIN_PASSWORD").is_ok();
+    let from_env =
+        std::env::var_os("PANAL_ADMIN_PASSWORD").is_some() || std::env::var_os("PANAL_ADMIN_PASSWORD_FILE").is_some();
     println!("Cluster {} initialised; this node ({}) is its first manager.", config.cluster_id, node.name);
     if from_env {
-        println!("Admin user: admin (password from PANAL_ADMIN_PASSWORD)");
+        println!("Admin user: admin (password from PANAL_ADMIN_PASSWORD or PANAL_ADMIN_PASSWORD_FILE)");
     } else {
         println!("Admin user: admin   password: {password}   (shown once)");
     }
