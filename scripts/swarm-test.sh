@@ -74,6 +74,7 @@ cleanup() {
 			docker service logs --tail 15 "${STACK}_$s" 2>&1 | tail -n 15 >&2
 		done
 	fi
+	[[ -n ${upd:-} ]] && kill "$upd" 2>/dev/null
 	log "cleanup: removing stack $STACK, its secrets, volumes and images"
 	docker stack rm "$STACK" >/dev/null 2>&1
 	for _ in $(seq 120); do
@@ -102,6 +103,7 @@ cleanup() {
 	if [[ ${KEEP_IMAGE:-0} != 1 ]]; then
 		for image in "${IMAGES_BUILT[@]}"; do docker image rm "$image" >/dev/null 2>&1; done
 	fi
+	rm -f "/tmp/$RUN-update.err"
 	# What is left of this run (should be nothing).
 	local left
 	left=$(
@@ -324,6 +326,7 @@ for s in "${SERVICES[@]}"; do
 		sleep 1
 	done
 	wait "$upd" || fail "docker service update $s failed: $(cat "/tmp/$RUN-update.err")"
+	upd=""
 	rm -f "/tmp/$RUN-update.err"
 	[[ $(docker service inspect -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_$s") == "$IMAGE2" ]] ||
 		fail "$s does not run $IMAGE2"
