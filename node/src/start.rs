@@ -98,6 +98,7 @@ pub async fn run(args: StartArgs) -> Result<()> {
         .map_err(|e| Error::Fatal(format!("metrics buckets: {e}")))?
         .install_recorder()
         .map_err(|e| Error::Fatal(format!("cannot install the metrics recorder: {e}")))?;
+    crate::api::describe_metrics();
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
