@@ -61,6 +61,23 @@ pub struct Gateway {
     suspects: Mutex<HashMap<ActorId, Instant>>,
 }
 
+/// HELP text of the series the gateway publishes.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "panal_gateway_in_flight",
+        "Calls from this node's gateway to a service's instances not answered yet."
+    );
+    describe_counter!(
+        "panal_balance_decisions_total",
+        "Calls the gateway completed, by service and by the node whose instance served them."
+    );
+    describe_counter!(
+        "panal_gateway_retries_total",
+        "Idempotent calls the gateway retried on another instance after losing the first."
+    );
+}
+
 /// How long an instance that died under a call is avoided.
 const SUSPECT_FOR: Duration = Duration::from_secs(5);
 

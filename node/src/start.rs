@@ -140,6 +140,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         .map_err(|e| Error::Fatal(format!("metrics buckets: {e}")))?
         .install_recorder()
         .map_err(|e| Error::Fatal(format!("cannot install the metrics recorder: {e}")))?;
+    crate::api::describe_metrics();
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -55,6 +55,32 @@ impl MetricsHub {
     }
 }
 
+/// HELP text of the gauges [`record`] sets and of the collector's failure counter.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "panal_node_cpu_busy_ratio",
+        "Share of the node's CPU time not idle since the previous sample (0 to 1)."
+    );
+    describe_gauge!("panal_node_cpus", "CPUs of the node.");
+    describe_gauge!("panal_node_memory_total_bytes", "Memory of the node (MemTotal).");
+    describe_gauge!("panal_node_memory_used_bytes", "Memory of the node in use (MemTotal - MemAvailable).");
+    describe_gauge!("panal_node_memory_available_bytes", "Memory of the node available for new work (MemAvailable).");
+    describe_gauge!("panal_node_load1", "Load average of the node over 1 minute.");
+    describe_gauge!("panal_node_load5", "Load average of the node over 5 minutes.");
+    describe_gauge!("panal_node_load15", "Load average of the node over 15 minutes.");
+    describe_gauge!("panal_process_resident_memory_bytes", "Resident memory of this panal process.");
+    describe_gauge!("panal_process_cpu_seconds", "CPU time (user + system) this panal process used since it started.");
+    describe_gauge!("panal_process_open_fds", "Open file descriptors of this panal process.");
+    describe_gauge!(
+        "panal_node_processes",
+        "Processes on the node, from /proc/panal_procs (source=module) or a scan of /proc (source=scan)."
+    );
+    describe_gauge!("panal_node_threads", "Threads of every process on the node.");
+    describe_gauge!("panal_node_processes_by_state", "Processes on the node by scheduler state.");
+    describe_counter!("panal_metrics_sample_failures_total", "Samples of the node's statistics that failed.");
+}
+
 /// Publishes a sample as gauges (names in base units; labels bounded).
 fn record(s: &NodeSample) {
     use metrics::gauge;

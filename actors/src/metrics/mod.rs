@@ -8,3 +8,10 @@ pub mod ops;
 pub mod procs;
 pub mod ring;
 pub mod system;
+
+/// HELP text of every Prometheus series this crate publishes. Call once the recorder is
+/// installed: descriptions given before are lost.
+pub fn describe() {
+    collector::describe();
+    crate::services::describe_metrics();
+}

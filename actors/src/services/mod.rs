@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 pub use call::{ById, Call, Id, Output, READ_TIMEOUT, WRITE_TIMEOUT};
-pub use supervisor::{start_services, RestartPolicy, ServiceSupervisor, SupervisorMsg};
+pub use supervisor::{describe_metrics, start_services, RestartPolicy, ServiceSupervisor, SupervisorMsg};
 pub use worker::{ServiceWorker, WorkerMsg};
 
 use crate::auth::Identity;

@@ -13,6 +13,17 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::worker::WorkerArgs;
+
+/// HELP text of the series the supervisors publish.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!("panal_actor_pool_size", "Workers of a service running on this node.");
+    describe_counter!("panal_actor_restarts_total", "Restarts of a service's workers (and of the metrics collector).");
+    describe_counter!(
+        "panal_service_failures_total",
+        "Times a service was marked failed on this node (past its restart-intensity limit)."
+    );
+}
 use super::{Service, ServiceContext, ServiceHealth, ServiceWorker};
 
 /// When and how often a service's workers are restarted.

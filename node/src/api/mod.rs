@@ -145,6 +145,36 @@ async fn per_request(State(node): State<HeaderValue>, req: Request, next: Next) 
     resp
 }
 
+/// HELP text of every series this binary publishes (the `# HELP` lines of `/metrics`).
+/// Call once the recorder is installed: descriptions given before are lost.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "panal_http_requests_total",
+        "HTTP requests answered on the API port, by route pattern and status."
+    );
+    describe_histogram!(
+        "panal_http_request_duration_seconds",
+        "Time to answer an HTTP request on the API port, by route pattern."
+    );
+    describe_gauge!("panal_raft_term", "Current Raft term of this node.");
+    describe_gauge!("panal_raft_leader_id", "Node id of the Raft leader this node knows (0: none).");
+    describe_gauge!("panal_raft_is_leader", "1 if this node is the Raft leader, else 0.");
+    describe_gauge!("panal_raft_last_log_index", "Index of the last entry in this node's Raft log.");
+    describe_gauge!(
+        "panal_raft_commit_index",
+        "Highest Raft log index stored on a quorum (on followers: their applied index)."
+    );
+    describe_gauge!("panal_raft_applied_index", "Highest Raft log index applied to this node's state.");
+    describe_gauge!(
+        "panal_raft_replication_lag_entries",
+        "Log entries a follower is behind the leader (published by the leader)."
+    );
+    describe_gauge!("panal_node_info", "1 for this node's name, current role and version; 0 for its other roles.");
+    crate::gateway::describe_metrics();
+    panal_actors::metrics::describe();
+}
+
 /// Counts requests by route pattern (not path: label values stay bounded) and status.
 async fn record_metrics(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
@@ -265,6 +295,85 @@ async fn ready(State(s): State<AppState>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+    /// Remembers the names given a description.
+    #[derive(Default)]
+    struct Described(Mutex<BTreeSet<String>>);
+
+    impl Described {
+        fn add(&self, key: KeyName) {
+            self.0.lock().unwrap().insert(key.as_str().to_string());
+        }
+    }
+
+    impl Recorder for Described {
+        fn describe_counter(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.add(key);
+        }
+        fn describe_gauge(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.add(key);
+        }
+        fn describe_histogram(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.add(key);
+        }
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// Names passed to `counter!`, `gauge!` and `histogram!` in the workspace's sources.
+    fn published_names() -> BTreeSet<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut dirs = vec![root.join("node/src"), root.join("actors/src"), root.join("raft/src")];
+        let mut names = BTreeSet::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for mac in ["counter!(", "gauge!(", "histogram!("] {
+                    for (at, _) in text.match_indices(mac) {
+                        let rest = text[at + mac.len()..].trim_start();
+                        let name = rest.strip_prefix('"').and_then(|r| r.split('"').next()).unwrap_or_default();
+                        if name.starts_with("panal_") {
+                            names.insert(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_published_series_has_help_text() {
+        let described = Described::default();
+        metrics::with_local_recorder(&described, super::describe_metrics);
+        let described = described.0.into_inner().unwrap();
+        let published = published_names();
+        assert!(published.len() >= 30, "the source scan found too few metrics: {published:?}");
+        let missing: Vec<_> = published.difference(&described).collect();
+        assert!(missing.is_empty(), "no describe_*! for {missing:?}");
+        let stale: Vec<_> = described.difference(&published).collect();
+        assert!(stale.is_empty(), "described but never published: {stale:?}");
+    }
+
     #[test]
     fn the_commit_index_is_the_highest_index_a_quorum_stored() {
         assert_eq!(super::quorum_index(vec![10, 7, 3]), 7);
