@@ -9,6 +9,12 @@
 //! orders, ingesting meter readings) through a local 3-node cluster, requests spread over
 //! every node, beside a single-process FastAPI + SQLite service doing the same work
 //! (`scripts/baseline/fastapi_services.py`; `scripts/bench-services.sh` runs both).
+//!
+//! `bench metrics` times one sample of the node's statistics: the `/proc` scan, the kernel
+//! module's `/proc/panal_procs` and a full sample, with thousands of idle processes
+//! (`metrics.rs`; `scripts/kmod-test.sh --bench` runs it in a guest with the module loaded).
+
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +39,9 @@ pub enum BenchCommand {
     /// Browse, purchase and ingest mixes through a 3-node cluster, every node serving, vs a
     /// single-process FastAPI + SQLite service doing the same work.
     Services(ServicesBench),
+    /// Cost of one metrics sample (/proc scan, kernel module, full sample) with 100 to
+    /// 5,000 idle processes.
+    Metrics(metrics::MetricsBench),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +123,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Raft(args) => raft(args).await,
         BenchCommand::Http(args) => http(args).await,
+        BenchCommand::Metrics(args) => metrics::run(args).await,
         BenchCommand::Services(args) => {
             // Ctrl-C or SIGTERM drops the run, and with it every child process (kill on drop).
             tokio::select! {
