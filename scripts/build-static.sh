@@ -9,6 +9,13 @@
 # Needs: rustup (adds the musl target when missing) and musl-gcc for the C
 # parts (bundled SQLite, aws-lc): Debian's musl-tools is installed with
 # apt-get when missing and this runs as root.
+#
+# aws-lc (aws-lc-sys, under jsonwebtoken and the mesh's TLS) needs no extra
+# CC/CFLAGS or cmake here: the cc crate picks musl-tools' x86_64-linux-musl-gcc,
+# and since that compiler has no kernel headers, aws-lc's <linux/random.h>
+# probe fails (a "fatal error" line in its build output, expected) and it
+# takes its getentropy(3) path, which musl provides. Checked with aws-lc-sys
+# 0.47 on Debian 12.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,8 +29,9 @@ die() {
 }
 
 if ! command -v musl-gcc >/dev/null; then
-	[[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null ||
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
 		die "musl-gcc missing: install Debian's musl-tools (needs root and apt-get)"
+	fi
 	log "installing musl-tools"
 	export DEBIAN_FRONTEND=noninteractive
 	{ apt-get update -q && apt-get install -y -q --no-install-recommends musl-tools; } >&2 ||

@@ -13,8 +13,15 @@
 #      with a tiny block size);
 #   3. compare the module against a scan of /proc/[pid]/stat (see
 #      "Comparing with the /proc scan" below);
-#   4. rmmod, check /proc/panal_procs is gone, dump dmesg, power off.
+#   4. with --bench only: run `panal bench metrics` (a static musl build from
+#      scripts/build-static.sh) with the module loaded;
+#   5. rmmod, check /proc/panal_procs is gone, dump dmesg, power off.
 # The host then parses the serial log and asserts everything (python3 json).
+#
+# Usage: kmod-test.sh [--bench]
+#   --bench  also time one metrics sample in the guest (scan, module, full
+#            sample with 100, 1,000 and 5,000 idle processes) and print the
+#            table; the guest then gets 2 GiB and a longer boot timeout.
 #
 # Comparing with the /proc scan: the scan and the module read must see the
 # same set of processes, including the one doing the reading. So a single
@@ -27,26 +34,50 @@
 # scan equals either read, and up to $PANAL_KMOD_TRIES attempts are made.
 #
 # Environment knobs:
-#   PANAL_KMOD_BOOT_TIMEOUT  seconds to wait for the guest to finish (300)
+#   PANAL_KMOD_BOOT_TIMEOUT  seconds to wait for the guest to finish (300;
+#                            3600 with --bench)
 #   PANAL_KMOD_TRIES         comparison attempts inside the guest (20)
 #   PANAL_KMOD_KVER          kernel version to test (default: the one
 #                            linux-image-amd64 depends on)
 #   PANAL_KMOD_FIXTURES_DIR  if set, write the captured JSON there
 #   PANAL_KMOD_KEEP=1        keep the temporary directory (for debugging)
+#   PANAL_KMOD_BENCH_ARGS    extra `panal bench metrics` flags with --bench,
+#                            e.g. "--iterations 50 --processes 100,1000"
+#   PANAL_KMOD_BENCH_JSON    with --bench, write the benchmark's JSON there
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODULE_SRC=$REPO_ROOT/kernel-module
-BOOT_TIMEOUT=${PANAL_KMOD_BOOT_TIMEOUT:-300}
 TRIES=${PANAL_KMOD_TRIES:-20}
 KEEP=${PANAL_KMOD_KEEP:-0}
 FIXTURES_DIR=${PANAL_KMOD_FIXTURES_DIR:-}
+BENCH_ARGS=${PANAL_KMOD_BENCH_ARGS:-}
+BENCH_JSON=${PANAL_KMOD_BENCH_JSON:-}
 
 log() { printf 'kmod-test: %s\n' "$*" >&2; }
 die() {
 	printf 'kmod-test: FAIL: %s\n' "$*" >&2
 	exit 1
 }
+
+BENCH=0
+for arg in "$@"; do
+	case $arg in
+	--bench) BENCH=1 ;;
+	*) die "unknown argument '$arg' (usage: kmod-test.sh [--bench])" ;;
+	esac
+done
+# Pasted into the guest's /init: plain words only.
+[[ $BENCH_ARGS =~ ^[A-Za-z0-9,.=\ -]*$ ]] || die "PANAL_KMOD_BENCH_ARGS may hold only letters, digits and , . = - and spaces"
+if ((BENCH)); then
+	# 5,000 extra processes and the static binary in the initramfs need more than
+	# the 512 MiB the module test uses, and TCG runs the benchmark slowly.
+	GUEST_MEM=2048M
+	BOOT_TIMEOUT=${PANAL_KMOD_BOOT_TIMEOUT:-3600}
+else
+	GUEST_MEM=512M
+	BOOT_TIMEOUT=${PANAL_KMOD_BOOT_TIMEOUT:-300}
+fi
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (apt-get, mknod)"
 [[ -f $MODULE_SRC/panal_procs.c ]] || die "missing $MODULE_SRC/panal_procs.c"
@@ -287,6 +318,12 @@ if ldd /bin/busybox >/dev/null 2>&1; then
 fi
 cp /bin/busybox "$ROOT/bin/busybox"
 cp "$KO" "$ROOT/panal_procs.ko"
+if ((BENCH)); then
+	log "building a static panal for the guest (scripts/build-static.sh)"
+	"$REPO_ROOT/scripts/build-static.sh" >"$WORK/static.out" 2>"$WORK/static.log" ||
+		{ tail -n 40 "$WORK/static.log" >&2; die "static build failed"; }
+	cp "$(tail -n 1 "$WORK/static.out")" "$ROOT/bin/panal"
+fi
 gcc -static -O2 -pthread -Wall -Werror -o "$ROOT/bin/panal-fixture" \
 	"$WORK/fixture.c" >"$WORK/fixture.log" 2>&1 ||
 	{ cat "$WORK/fixture.log" >&2; die "fixture build failed"; }
@@ -297,6 +334,8 @@ mknod -m 600 "$ROOT/dev/console" c 5 1 2>/dev/null || true
 cat >"$ROOT/init" <<EOF
 #!/bin/busybox sh
 TRIES=$TRIES
+BENCH=$BENCH
+BENCH_ARGS='$BENCH_ARGS'
 EOF
 cat >>"$ROOT/init" <<'EOF'
 /bin/busybox --install -s /bin
@@ -380,6 +419,21 @@ say "DDREAD $(dd if=/proc/panal_procs bs=3 2>/dev/null)"
 	say "NOMATCH"
 )
 
+if [ "$BENCH" = 1 ]; then
+	# threads-max defaults to a share of guest memory; 5,000 idle processes must fit.
+	echo 100000 >/proc/sys/kernel/threads-max
+	ulimit -u unlimited
+	say "BENCH_BEGIN processes=$(ls -d /proc/[0-9]* | wc -l) mem_kb=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
+	# Word splitting of BENCH_ARGS is intended (plain words, checked on the host).
+	# shellcheck disable=SC2086
+	panal bench metrics --json /tmp/bench.json $BENCH_ARGS 2>/tmp/bench.err
+	rc=$?
+	say "BENCH rc=$rc"
+	[ $rc -eq 0 ] || cat /tmp/bench.err
+	say "BENCH_JSON $(tr -d '\n' </tmp/bench.json 2>/dev/null)"
+	say "BENCH_END"
+fi
+
 rmmod panal_procs
 say "RMMOD rc=$?"
 if [ -e /proc/panal_procs ]; then say "GONE no"; else say "GONE yes"; fi
@@ -401,7 +455,7 @@ SERIAL=$WORK/serial.log
 log "booting $KVER under qemu (TCG), timeout ${BOOT_TIMEOUT}s"
 start=$SECONDS
 qemu-system-x86_64 \
-	-accel tcg -m 512M -smp 2 \
+	-accel tcg -m "$GUEST_MEM" -smp 2 \
 	-nodefaults -display none -monitor none -nic none \
 	-serial "file:$SERIAL" -no-reboot \
 	-kernel "$VMLINUZ" -initrd "$WORK/initramfs.cpio" \
@@ -428,13 +482,14 @@ QEMU_PID=
 log "guest finished in $((SECONDS - start))s"
 
 # --- 7. verify ----------------------------------------------------------------
-python3 - "$SERIAL" "$KVER" "$FIXTURES_DIR" <<'EOF'
+python3 - "$SERIAL" "$KVER" "$FIXTURES_DIR" "$BENCH" "$BENCH_JSON" <<'EOF'
 import json
 import os
 import re
 import sys
 
 serial, kver, fixtures_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+bench, bench_json = sys.argv[4] == "1", sys.argv[5]
 with open(serial, encoding="utf-8", errors="replace") as f:
     text = f.read().replace("\r", "")
 lines = text.split("\n")
@@ -550,6 +605,33 @@ for bad in ("Oops", "BUG:", "WARNING:", "Call Trace"):
             fail("kernel log contains %r: %s" % (bad, l.strip()))
             break
 
+bench_text = []
+if bench:
+    # The benchmark's figures are reported, not judged: it must run to the end,
+    # with the module loaded for every row.
+    if one("BENCH") != "rc=0":
+        fail("panal bench metrics failed in the guest")
+    try:
+        results = json.loads(one("BENCH_JSON"))
+        rows = results["rows"]
+    except (ValueError, KeyError, TypeError) as e:
+        fail("panal bench metrics wrote no valid JSON: %s" % e)
+        rows = []
+    if not rows:
+        fail("panal bench metrics reported no rows")
+    for r in rows:
+        if r.get("module") is None or r.get("full_sample_source") != "module":
+            fail("bench row without the module: %r" % r)
+    begin = next((i for i, l in enumerate(lines) if l.startswith("PANAL:BENCH_BEGIN")), None)
+    end = next((i for i, l in enumerate(lines) if l.startswith("PANAL:BENCH rc=")), None)
+    if begin is None or end is None:
+        fail("no benchmark output")
+    else:
+        bench_text = [lines[begin][len("PANAL:"):]] + [l for l in lines[begin + 1:end] if l.strip()]
+    if not errors and bench_json:
+        with open(bench_json, "w") as f:
+            json.dump(results, f, indent=2)
+
 if errors:
     for e in errors:
         print("kmod-test: FAIL: " + e, file=sys.stderr)
@@ -567,5 +649,9 @@ print("kmod-test: kernel %s: module loaded, %d reads valid JSON, mode 0444"
 print("kmod-test: module == /proc scan on attempt %d: %s"
       % (attempt, " ".join("%s=%d" % (k, d[k]) for k in COUNTS)))
 print("kmod-test: rmmod ok, /proc/panal_procs gone, kernel log clean")
+if bench_text:
+    print("kmod-test: panal bench metrics in the guest (kernel %s, TCG):" % kver)
+    for l in bench_text:
+        print(l)
 EOF
 echo "kmod-test: PASS"

@@ -9,6 +9,12 @@
 //! orders, ingesting meter readings) through a local 3-node cluster, requests spread over
 //! every node, beside a single-process FastAPI + SQLite service doing the same work
 //! (`scripts/baseline/fastapi_services.py`; `scripts/bench-services.sh` runs both).
+//!
+//! `bench metrics` times one sample of the node's statistics: the `/proc` scan, the kernel
+//! module's `/proc/panal_procs` and a full sample, with thousands of idle processes
+//! (`metrics.rs`; `scripts/kmod-test.sh --bench` runs it in a guest with the module loaded).
+
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +45,9 @@ pub enum BenchCommand {
     /// Every benchmark above, one after the other, written to docs/benchmarks.md with the
     /// machine it ran on (scripts/bench-all.sh installs the baselines first).
     All(AllBench),
+    /// Cost of one metrics sample (/proc scan, kernel module, full sample) with 100 to
+    /// 5,000 idle processes.
+    Metrics(metrics::MetricsBench),
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +169,10 @@ async fn run_one(cmd: BenchCommand) -> Result<()> {
             baseline_error.map_or(Ok(()), Err)
         }
         BenchCommand::All(args) => all(args).await,
+        BenchCommand::Metrics(args) => {
+            let json = args.json.clone();
+            metrics::run(args).await?.emit(json.as_deref())
+        }
     }
 }
 
@@ -181,19 +194,22 @@ async fn all(args: AllBench) -> Result<()> {
         None => Vec::new(),
     };
     let mut reports = Vec::new();
-    for name in ["raft", "http", "services"] {
+    for name in ["raft", "http", "services", "metrics"] {
         if args.skip.iter().any(|s| s == name) {
             continue;
         }
         eprintln!("== bench {name}");
         let mut extra = vec!["--seconds".to_string(), seconds.clone()];
-        if name != "raft" {
+        if name == "metrics" {
+            extra.clear();
+        } else if name != "raft" {
             extra.extend(python.iter().cloned());
         }
         let report = match bench_args(name, &extra)? {
             BenchCommand::Raft(a) => raft(a).await?,
             BenchCommand::Http(a) => http(a).await?,
             BenchCommand::Services(a) => services(a).await?.0,
+            BenchCommand::Metrics(a) => metrics::run(a).await?,
             BenchCommand::All(_) => unreachable!("not requested"),
         };
         println!("\n{}", report.markdown());
