@@ -1,25 +1,8 @@
-//! The `panal` binary: command-line interface, node start-up and wiring, the public HTTP
-//! API, the peer port's join protocol, admin commands, the local-cluster launcher and
-//! benchmarks.
-
-mod admin;
-mod api;
-mod bench;
-mod bootstrap;
-mod cli;
-mod demo;
-mod drill;
-mod error;
-mod gateway;
-mod health;
-mod identity;
-mod mesh;
-mod peer;
-mod start;
-mod top;
-mod up;
+//! The `panal` binary: parses the command line and runs the chosen command.
 
 use clap::Parser;
+use panal::server::start;
+use panal::tooling::{admin, bench, cli, drill, health, top, up};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -188,12 +188,27 @@ impl FromRequestParts<AppState> for CallMeta {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let read = ReadOptions::from_request_parts(parts, state).await?;
-        let key = super::cluster::idempotency_key(&parts.headers).map_err(IntoResponse::into_response)?;
+        let key = idempotency_key(&parts.headers).map_err(IntoResponse::into_response)?;
         let wants_html = parts
             .headers
             .get(axum::http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"));
         Ok(CallMeta { read, idempotency_key: key.unwrap_or_else(panal_raft::auto_idempotency_key), wants_html })
+    }
+}
+
+/// The client's `Idempotency-Key`, scoped so keys of different routes never collide.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> crate::error::Result<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k =
+                v.to_str().map_err(|_| Error::BadRequest("invalid_header", "Idempotency-Key must be text".into()))?;
+            if k.is_empty() || k.len() > 128 {
+                return Err(Error::BadRequest("invalid_header", "Idempotency-Key must be 1 to 128 characters".into()));
+            }
+            Ok(Some(format!("client:{k}")))
+        }
     }
 }

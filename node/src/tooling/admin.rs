@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::{AdminArgs, NodeCommand, TokenCommand};
 use crate::error::{Error, Result};
+use crate::tooling::cli::{AdminArgs, NodeCommand, TokenCommand};
 
 /// An HTTP client logged in as an admin.
 pub struct AdminClient {
@@ -54,7 +54,7 @@ impl AdminClient {
 
 /// `panal backup`: downloads the state and writes it next to FILE, then renames it, so a
 /// failed backup never leaves a truncated file under the final name.
-pub async fn backup(args: crate::cli::BackupArgs) -> Result<()> {
+pub async fn backup(args: crate::tooling::cli::BackupArgs) -> Result<()> {
     let client = AdminClient::login(&args.admin).await?;
     let resp = client
         .http

@@ -110,7 +110,7 @@ pub struct HelloState {
 
 impl HelloState {
     pub fn new(name: String) -> Self {
-        Self { name, nonce: crate::identity::random_hex(8), cluster_id: Default::default() }
+        Self { name, nonce: crate::server::identity::random_hex(8), cluster_id: Default::default() }
     }
 
     /// Called once this node belongs to a cluster (created, joined, or restarted).

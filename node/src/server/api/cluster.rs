@@ -167,7 +167,7 @@ pub async fn tokens(State(s): State<AppState>, _: Admin) -> Result<Json<serde_js
 
 pub async fn rotate_token(State(s): State<AppState>, _: Admin, Path(role): Path<String>) -> Result<Response> {
     let role: JoinRole = role.parse().map_err(|e| Error::BadRequest("invalid_role", e))?;
-    let secret = crate::identity::random_hex(16);
+    let secret = crate::server::identity::random_hex(16);
     let (_, index) = propose(&s, Command::Cluster(ClusterCommand::RotateJoinSecret { role, secret }), None).await?;
     let cfg = cluster_config(&s).await?;
     Ok(with_index(index, Json(serde_json::json!({ "role": role, "token": cfg.token(role).to_string() }))))
@@ -211,7 +211,7 @@ pub async fn kv_put(
     body: String,
 ) -> Result<Response> {
     panal_actors::kv::validate(&key, &body)?;
-    let idem = idempotency_key(&headers)?;
+    let idem = super::extract::idempotency_key(&headers)?;
     let (reply, index) = propose(&s, Command::Kv(KvCommand::Put { key, value: body }), idem).await?;
     Ok(with_index(index, Json(reply_json(reply))))
 }
@@ -259,21 +259,6 @@ pub async fn backup(State(s): State<AppState>, _: Admin) -> Result<Response> {
 pub async fn snapshot(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
     let index = s.replica.snapshot_now().await?;
     Ok(Json(serde_json::json!({ "snapshot_index": index, "status": s.replica.status() })))
-}
-
-/// The client's `Idempotency-Key`, scoped so keys of different routes never collide.
-pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => {
-            let k =
-                v.to_str().map_err(|_| Error::BadRequest("invalid_header", "Idempotency-Key must be text".into()))?;
-            if k.is_empty() || k.len() > 128 {
-                return Err(Error::BadRequest("invalid_header", "Idempotency-Key must be 1 to 128 characters".into()));
-            }
-            Ok(Some(format!("client:{k}")))
-        }
-    }
 }
 
 fn reply_json(reply: Reply) -> serde_json::Value {

@@ -17,8 +17,8 @@ use panal_actors::{Command, Replica, Reply};
 use panal_raft::NodeInfo;
 use serde::{Deserialize, Serialize};
 
-use crate::api::WRITE_TIMEOUT;
 use crate::error::{error_response, Error};
+use crate::server::api::WRITE_TIMEOUT;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JoinRequest {

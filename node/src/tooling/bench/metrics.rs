@@ -107,7 +107,7 @@ pub async fn run(args: MetricsBench) -> Result<Report> {
     });
     let joined = tokio::select! {
         r = &mut task => r,
-        _ = crate::start::shutdown_signal() => {
+        _ = crate::server::start::shutdown_signal() => {
             stop.store(true, Ordering::Relaxed);
             task.await
         }

@@ -113,7 +113,8 @@ pub async fn run(args: DrillArgs) -> Result<()> {
             dir.display()
         );
         let extra = ["--chaos", "--balance", "local"].map(String::from);
-        let cluster = crate::up::LocalCluster::up(&dir, args.nodes, args.workers, args.base_port, &extra).await?;
+        let cluster =
+            crate::tooling::up::LocalCluster::up(&dir, args.nodes, args.workers, args.base_port, &extra).await?;
         Target::local(cluster).await?
     } else {
         let password = args.password.clone().ok_or_else(|| {
@@ -124,7 +125,7 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     };
     let outcome = tokio::select! {
         r = drill(&args, seed, &mut target) => r,
-        _ = crate::start::shutdown_signal() => Err(Error::Fatal("interrupted".into())),
+        _ = crate::server::start::shutdown_signal() => Err(Error::Fatal("interrupted".into())),
     };
     target.shut_down().await;
     match &outcome {
@@ -142,7 +143,7 @@ pub async fn run(args: DrillArgs) -> Result<()> {
 /// check passed.
 async fn drill(args: &DrillArgs, seed: u64, target: &mut Target) -> Result<bool> {
     let clients = args.clients as usize;
-    let run = crate::identity::random_hex(4);
+    let run = crate::server::identity::random_hex(4);
     let expected_units = (args.rate as f64 * 0.4 * 2.0 * args.duration.as_secs_f64()) as i64;
     let seeded = workload::seed(&target.http, &target.urls, &run, clients, expected_units).await?;
     let t0 = Instant::now();

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
-use crate::up::LocalCluster;
+use crate::tooling::up::LocalCluster;
 
 mod report;
 mod services;
@@ -119,7 +119,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     // Ctrl-C or SIGTERM drops the run, and with it every child process (kill on drop).
     tokio::select! {
         r = run_one(cmd) => r,
-        _ = crate::start::shutdown_signal() => Err(Error::Fatal("interrupted; clusters and baselines stopped".into())),
+        _ = crate::server::start::shutdown_signal() => Err(Error::Fatal("interrupted; clusters and baselines stopped".into())),
     }
 }
 
@@ -151,8 +151,8 @@ async fn run_one(cmd: BenchCommand) -> Result<()> {
 fn bench_args(name: &str, extra: &[String]) -> Result<BenchCommand> {
     use clap::Parser;
     let argv = ["panal", "bench", name].into_iter().map(String::from).chain(extra.iter().cloned());
-    match crate::cli::Cli::try_parse_from(argv).map_err(|e| Error::Fatal(e.to_string()))?.command {
-        crate::cli::Command::Bench(cmd) => Ok(cmd),
+    match crate::tooling::cli::Cli::try_parse_from(argv).map_err(|e| Error::Fatal(e.to_string()))?.command {
+        crate::tooling::cli::Command::Bench(cmd) => Ok(cmd),
         _ => Err(Error::Fatal(format!("bench {name}: not a benchmark"))),
     }
 }

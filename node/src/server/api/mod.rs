@@ -45,7 +45,7 @@ pub struct AppState {
     /// JWT signing keys by key id, loaded from the replica on first use. Keys never
     /// change once created, so entries never go stale.
     pub jwt_keys: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
-    pub gateway: Arc<crate::gateway::Gateway>,
+    pub gateway: Arc<crate::server::gateway::Gateway>,
     pub services: Arc<panal_actors::services::ServiceContext>,
     /// Whether the chaos hooks answer (`--chaos`).
     pub chaos: bool,
@@ -135,7 +135,7 @@ async fn per_request(State(node): State<HeaderValue>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         .map(String::from)
-        .unwrap_or_else(|| crate::identity::random_hex(8));
+        .unwrap_or_else(|| crate::server::identity::random_hex(8));
     let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
     // A response served by another node's worker already names that node.
     resp.headers_mut().entry("x-panal-node").or_insert(node);
@@ -171,7 +171,7 @@ pub fn describe_metrics() {
         "Log entries a follower is behind the leader (published by the leader)."
     );
     describe_gauge!("panal_node_info", "1 for this node's name, current role and version; 0 for its other roles.");
-    crate::gateway::describe_metrics();
+    crate::server::gateway::describe_metrics();
     panal_actors::metrics::describe();
 }
 

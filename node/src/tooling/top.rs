@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::admin::AdminClient;
-use crate::cli::AdminArgs;
 use crate::error::Result;
+use crate::tooling::admin::AdminClient;
+use crate::tooling::cli::AdminArgs;
 
 /// Renders one screen from the `/api/v1/metrics/nodes` answer. Pure, so it is tested.
 pub fn render(nodes: &Value) -> String {

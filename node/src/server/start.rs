@@ -12,12 +12,12 @@ use panal_actors::{Command, PanalApp, Replica};
 use panal_raft::{NodeInfo, ReplicaConfig};
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
-use crate::bootstrap;
-use crate::cli::StartArgs;
 use crate::error::{Error, Result};
-use crate::identity::{self, NodeIdentity, PendingJoin};
-use crate::peer::{self, ActivateRequest, JoinAdmission, JoinRequest};
+use crate::server::api::{self, AppState};
+use crate::server::bootstrap;
+use crate::server::config::StartArgs;
+use crate::server::identity::{self, NodeIdentity, PendingJoin};
+use crate::server::peer::{self, ActivateRequest, JoinAdmission, JoinRequest};
 
 pub async fn run(args: StartArgs) -> Result<()> {
     run_seeded(args, None).await
@@ -140,7 +140,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         .map_err(|e| Error::Fatal(format!("metrics buckets: {e}")))?
         .install_recorder()
         .map_err(|e| Error::Fatal(format!("cannot install the metrics recorder: {e}")))?;
-    crate::api::describe_metrics();
+    crate::server::api::describe_metrics();
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -162,7 +162,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     )
     .await
     .map_err(|e| Error::Fatal(format!("cannot start the metrics collector: {e}")))?;
-    crate::mesh::start(mesh_listen, &identity.cluster_secret, replica.clone()).await?;
+    crate::server::mesh::start(mesh_listen, &identity.cluster_secret, replica.clone()).await?;
 
     let caught_up = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -170,7 +170,10 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         node_name: name.clone().into(),
         caught_up: caught_up.clone(),
         jwt_keys: Default::default(),
-        gateway: Arc::new(crate::gateway::Gateway::new(args.balance, Duration::from_millis(args.call_timeout_ms))),
+        gateway: Arc::new(crate::server::gateway::Gateway::new(
+            args.balance,
+            Duration::from_millis(args.call_timeout_ms),
+        )),
         services,
         chaos: args.chaos,
         metrics,

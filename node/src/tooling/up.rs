@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-use crate::cli::{AdminArgs, UpArgs};
 use crate::error::{Error, Result};
+use crate::tooling::cli::{AdminArgs, UpArgs};
 
 /// Ports of node `i` (0-based): api = base + 10·i, peer = +1, mesh = +2.
 pub fn ports(base: u16, i: u16) -> (u16, u16, u16) {
@@ -52,7 +52,7 @@ impl LocalCluster {
         let password = match std::fs::read_to_string(&password_file) {
             Ok(p) if existing => p.trim().to_string(),
             _ => {
-                let p = crate::identity::random_hex(12);
+                let p = crate::server::identity::random_hex(12);
                 std::fs::write(&password_file, &p).map_err(|e| Error::Fatal(e.to_string()))?;
                 p
             }
@@ -94,7 +94,7 @@ impl LocalCluster {
             cluster.spawn(0, &["--init".into()])?;
             cluster.wait_ready(0, Duration::from_secs(60)).await?;
             let admin = cluster.admin_args(0);
-            let client = crate::admin::AdminClient::login(&admin).await?;
+            let client = crate::tooling::admin::AdminClient::login(&admin).await?;
             let tokens = client.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
             let first_peer = cluster.nodes[0].peer_addr.clone();
             for i in 1..cluster.nodes.len() {
@@ -123,7 +123,7 @@ impl LocalCluster {
             .args(&node.args)
             .args(extra)
             .env("PANAL_ADMIN_PASSWORD", &self.password)
-            .env(crate::start::LAUNCHER_PID_ENV, std::process::id().to_string())
+            .env(crate::server::start::LAUNCHER_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -209,7 +209,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         println!("  {:<8} {}   (log: {}/{}.log)", n.name, n.api_url, args.dir.display(), n.name);
     }
     println!("Admin user: admin   password: {}", cluster.password);
-    let client = crate::admin::AdminClient::login(&cluster.admin_args(0)).await?;
+    let client = crate::tooling::admin::AdminClient::login(&cluster.admin_args(0)).await?;
     let tokens = client.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
     println!("Manager token: {}", tokens["manager"].as_str().unwrap_or_default());
     println!("Worker token:  {}", tokens["worker"].as_str().unwrap_or_default());
@@ -220,18 +220,18 @@ pub async fn run(args: UpArgs) -> Result<()> {
     };
     if args.demo {
         let urls: Vec<String> = cluster.nodes.iter().map(|n| n.api_url.clone()).collect();
-        let loaded = crate::demo::load(&urls).await?;
+        let loaded = crate::tooling::demo::load(&urls).await?;
         if loaded.fresh {
             println!("Demo data loaded: {} books, {} meter readings, a battery CSV.", loaded.books, loaded.readings);
         } else {
             println!("Demo data already present ({} books).", loaded.books);
         }
-        for (user, password, what) in crate::demo::USERS {
+        for (user, password, what) in crate::tooling::demo::USERS {
             println!("  user {user:<6} password {password:<16} {what}");
         }
         println!("Try:");
         println!("  curl -s '{other}/api/v1/books?q=le+guin'");
-        println!("  TOKEN=$({})", login("carol", crate::demo::USERS[2].1));
+        println!("  TOKEN=$({})", login("carol", crate::tooling::demo::USERS[2].1));
         println!(
             "  curl -s '{other}/api/v1/devices/{}/readings?bucket=day' -H \"authorization: Bearer $TOKEN\"",
             loaded.meter_id
@@ -260,7 +260,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     // SIGTERM too: a signal ends this process without running destructors, so the nodes
     // must be stopped here or they would outlive it.
-    let stop = crate::start::shutdown_signal();
+    let stop = crate::server::start::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

@@ -139,7 +139,7 @@ pub fn figures(h: &History) -> Figures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drill::history::{Attempt, FaultEvent, Op, OpKind};
+    use crate::tooling::drill::history::{Attempt, FaultEvent, Op, OpKind};
 
     fn write(start: Ms, end: Ms, outcome: Outcome, errors: &[&str]) -> Op {
         let mut attempts: Vec<Attempt> = errors

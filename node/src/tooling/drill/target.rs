@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::workload::{error_kind, send};
 use crate::error::{Error, Result};
-use crate::up::LocalCluster;
+use crate::tooling::up::LocalCluster;
 
 /// How long a restarted or resumed node may take to be ready again.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);

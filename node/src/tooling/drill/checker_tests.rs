@@ -1,7 +1,7 @@
 //! Hand-made histories: one that passes, and one per kind of violation that must fail.
 
 use super::*;
-use crate::drill::history::{Attempt, Outcome, SeededBook};
+use crate::tooling::drill::history::{Attempt, Outcome, SeededBook};
 
 const BOOK: i64 = 7;
 const DEVICE: i64 = 3;
@@ -75,7 +75,7 @@ fn good_history() -> History {
             readings("r1", &[1000, 2000], 10.0, 12.0, Outcome::Ok),
             readings("r2", &[3000], 12.0, 14.0, Outcome::Indeterminate("timeout".into())),
         ],
-        faults: vec![crate::drill::history::FaultEvent {
+        faults: vec![crate::tooling::drill::history::FaultEvent {
             kind: "leader-kill".into(),
             nodes: vec!["node1".into()],
             start: 26.0,

@@ -1,0 +1,11 @@
+//! Panal: one binary per machine that runs a replicated application cluster.
+//!
+//! - [`server`]: the node (`panal start`): Raft replica, services, gateway, HTTP API,
+//!   peer port and actor mesh. It never imports the tooling.
+//! - [`tooling`]: the operator's side (CLI, local-cluster launcher, demo data, drills,
+//!   benchmarks, `top`), which talks to nodes over HTTP.
+//! - [`error`]: the crate's one error enum and its HTTP mapping.
+
+pub mod error;
+pub mod server;
+pub mod tooling;

@@ -1,0 +1,20 @@
+//! The node itself: what `panal start` runs. Nothing here imports the operator tooling.
+//!
+//! - `config`: every `panal start` flag.
+//! - `start`: start-up and wiring (Raft replica, services, mesh, gateway, API and peer
+//!   listeners), `--init`/`--join`, restore, shutdown.
+//! - `bootstrap`: the orchestrated bootstrap (`--bootstrap-expect`).
+//! - `identity`: the node's identity file and join tokens.
+//! - `api`: the public HTTP API (routes, extractors, OpenAPI).
+//! - `gateway`: picks a service instance anywhere in the cluster and calls it.
+//! - `mesh`: the actor mesh between nodes.
+//! - `peer`: the peer port (Raft RPC, forwarded writes, joins).
+
+pub mod api;
+pub mod bootstrap;
+pub mod config;
+pub mod gateway;
+pub mod identity;
+pub mod mesh;
+pub mod peer;
+pub mod start;

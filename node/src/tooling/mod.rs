@@ -1,0 +1,20 @@
+//! Operator tooling: the command line and everything that talks to a cluster from the
+//! outside, over its HTTP API. Depends on the server only to start a node in-process.
+//!
+//! - `cli`: the command-line grammar.
+//! - `admin`: `node`, `token`, `status`, `backup` commands.
+//! - `up`: the local-cluster launcher (`panal up`), shared by drills, benchmarks and tests.
+//! - `demo`: the demo data `panal up --demo` loads.
+//! - `top`: the live cluster view in a terminal.
+//! - `drill`: failure rehearsals under a recorded workload.
+//! - `bench`: benchmarks writing docs/benchmarks.md.
+//! - `health`: the container health probe.
+
+pub mod admin;
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod drill;
+pub mod health;
+pub mod top;
+pub mod up;
