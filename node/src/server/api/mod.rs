@@ -6,6 +6,7 @@ mod auth;
 mod catalog;
 mod cluster;
 mod cluster_view;
+pub mod cors;
 mod energy;
 mod extract;
 pub mod openapi;
