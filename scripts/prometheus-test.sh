@@ -304,7 +304,7 @@ EOF
 TARGETS=$(printf '127.0.0.1:%s,' "${PORTS[@]}")
 TARGETS=${TARGETS%,}
 DASHBOARD=$REPO_ROOT/scripts/grafana-dashboard.json
-check() { python3 "$WORK/check.py" "$PROM" "$1" "$TARGETS" "$DASHBOARD" 2>"$WORK/check.log"; }
+check() { python3 "$WORK/check.py" "$PROM" "$1" "$TARGETS" "$DASHBOARD" >/dev/null 2>"$WORK/check.log"; }
 wait_for "3 healthy targets in $PROM/api/v1/targets" check targets
 log "prometheus: 3 targets up"
 wait_for "one panal_node_info and one panal_node_processes series per node" check series
