@@ -97,6 +97,30 @@ async fn without_cors_no_cors_headers_and_the_domain_rules_hold_end_to_end() {
     let summary = c.send(0, Call::new("GET", "/api/v1/energy/summary").token(&user).after(w.index)).await;
     assert!(summary.text.contains("\"consumption_kwh\":0.6,"), "{}", summary.text);
 
+    // Daily forecasts fit whole days only: three weeks of a clean 33.6 kWh/day read up to
+    // this hour (today is partial, and so is the first day) predict 33.6 for every day.
+    let now_hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600;
+    let hourly: Vec<Value> =
+        (1..=21 * 24).map(|k| json!({"ts": rfc3339_hour(now_hour - k), "consumption_kwh": 1.4})).collect();
+    let d = c
+        .send(0, Call::new("POST", "/api/v1/devices").token(&user).json(json!({"name": "flat", "kind": "meter"})))
+        .await;
+    let flat = d.body["id"].as_i64().unwrap();
+    let w =
+        c.send(0, Call::new("POST", format!("/api/v1/devices/{flat}/readings")).token(&user).json(json!(hourly))).await;
+    assert_eq!(w.status, 201, "{}", w.text);
+    let f = c
+        .send(
+            0,
+            Call::new("GET", format!("/api/v1/devices/{flat}/forecast?horizon=7d&interval=day"))
+                .token(&user)
+                .after(w.index),
+        )
+        .await;
+    assert_eq!(f.status, 200, "{}", f.text);
+    let values: Vec<f64> = f.body["points"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert_eq!(values, [33.6; 7], "{}", f.text);
+
     // The bookstore: one tax rule, 404 for orders the caller may not see, no-op PATCHes.
     let (_, seller, _) = c.user(0, "sam").await;
     let (_, buyer, _) = c.user(0, "bea").await;
@@ -138,4 +162,10 @@ async fn without_cors_no_cors_headers_and_the_domain_rules_hold_end_to_end() {
         ),
         (Some(4132), Some(868), Some(5000))
     );
+}
+
+/// RFC 3339 of the start of an hour counted from the epoch.
+fn rfc3339_hour(hour: u64) -> String {
+    let at = chrono::DateTime::from_timestamp(hour as i64 * 3600, 0).expect("a time in range");
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
