@@ -141,6 +141,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         .install_recorder()
         .map_err(|e| Error::Fatal(format!("cannot install the metrics recorder: {e}")))?;
     crate::server::api::describe_metrics();
+    panal_actors::metrics::register_zero_series();
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -183,7 +184,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
             .map_err(|e| Error::Fatal(e.to_string()))?,
     };
     let shutdown = shutdown_signal();
-    let api_server = serve(api_listener, api::router(state), stop_rx.clone());
+    let api_server = serve(api_listener, api::cors::wrap(api::router(state), &args.cors_origins), stop_rx.clone());
 
     if let Some(pending) = identity.pending_join.clone() {
         let replica = replica.clone();
