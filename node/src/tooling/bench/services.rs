@@ -203,11 +203,11 @@ async fn panal_services(args: &ServicesBench) -> Result<Vec<MixResult>> {
     // PANAL_BENCH_KEEP=1 keeps the cluster's data dirs and logs for inspection.
     let dir_path = if std::env::var_os("PANAL_BENCH_KEEP").is_some() { dir.keep() } else { dir.path().to_path_buf() };
     eprintln!("starting a 3-node panal cluster in {} (ports from {})", dir_path.display(), args.base_port);
-    let mut cluster = LocalCluster::up(&dir_path, 3, 0, args.base_port, &[]).await?;
+    let mut cluster = LocalCluster::up(LaunchConfig::base_port(&dir_path, args.base_port)?, 3, 0).await?;
     let outcome = async {
         let urls: Vec<String> = cluster.nodes.iter().map(|n| n.api_url.clone()).collect();
         // Every node sees the others' service instances before the clock starts.
-        wait_for_mesh(&format!("{}/api/v1/auth/ping", urls[0]), urls.len()).await?;
+        wait_for_mesh(&cluster.client()?, urls.len()).await?;
         run_mixes("panal", &urls, args).await
     }
     .await;
