@@ -894,7 +894,7 @@ mod tests {
     #[test]
     fn queries_skip_unset_fields_and_encode_values() {
         let q = BookQuery { q: Some("le guin&co".into()), author: None, limit: Some(5), cursor: None };
-        assert_eq!(with_query("/api/v1/books", &q).unwrap(), "/api/v1/books?q=le%20guin%26co&limit=5");
+        assert_eq!(with_query("/api/v1/books", &q).unwrap(), "/api/v1/books?limit=5&q=le%20guin%26co");
         assert_eq!(with_query("/api/v1/books", &BookQuery::default()).unwrap(), "/api/v1/books");
     }
 
