@@ -128,8 +128,8 @@ async fn up_demo_serves_demo_data_on_every_node_and_restarts_with_it() {
     for (i, url) in urls.iter().enumerate() {
         assert_eq!(api.pinned(i).list_books(&all).await.unwrap().items.len(), 10, "books on {url}");
     }
-    let carol = api.pinned(2);
-    carol.login("carol", "carol-demo-pass").await.expect("carol logs in");
+    let carol = api.new_session();
+    carol.pinned(2).login("carol", "carol-demo-pass").await.expect("carol logs in");
     let devices = carol.pinned(1).list_devices(&Default::default()).await.unwrap();
     let meter = devices.items.iter().find(|d| d.kind == DeviceKind::Meter).unwrap().id;
     let day_ahead = ForecastQuery { horizon: Some("24h".into()), interval: None };

@@ -55,7 +55,7 @@ impl Rotation {
     fn on(&self, client: &Client) -> Client {
         let k = self.next.get();
         self.next.set(k + 1);
-        client.pinned(k)
+        client.pinned(k % client.nodes().len())
     }
 }
 
