@@ -137,7 +137,7 @@ async fn idempotency_keys_and_read_levels() {
     };
     let first = put(0, "once", "a", "key-1").await.unwrap();
     let again = put(2, "once", "a", "key-1").await.unwrap();
-    assert!(first > 0);
+    assert!(first.index > 0);
     assert_eq!(first, again, "a retried write returns the original response");
     let reused = put(1, "once", "b", "key-1").await.unwrap_err();
     assert_eq!((reused.status(), reused.code()), (Some(422), Some("idempotency_key_reused")));

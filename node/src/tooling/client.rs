@@ -664,13 +664,14 @@ impl Client {
         Ok(r.token)
     }
 
-    /// `PUT /api/v1/cluster/kv/{key}`: returns the write's log index (with an
-    /// idempotency key, a retry returns the first write's index).
-    pub async fn kv_put(&self, key: &str, value: &str, idempotency_key: Option<&str>) -> Result<u64, ClientError> {
+    /// `PUT /api/v1/cluster/kv/{key}`: the stored entry, whose `index` is the write's log
+    /// index (with an idempotency key, a retry answers the first write's entry).
+    pub async fn kv_put(&self, key: &str, value: &str, idempotency_key: Option<&str>) -> Result<KvEntry, ClientError> {
+        let path = format!("/api/v1/cluster/kv/{key}");
         let body = Body::Text { content_type: "text/plain", text: value.to_string() };
         let headers: Vec<(&str, &str)> = idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
-        let answer = self.send(Method::PUT, &format!("/api/v1/cluster/kv/{key}"), &body, &headers).await?;
-        Ok(answer.index.unwrap_or(0))
+        let answer = self.send(Method::PUT, &path, &body, &headers).await?;
+        decode(&Method::PUT, &path, &answer)
     }
 
     pub async fn kv_get(&self, key: &str) -> Result<KvEntry, ClientError> {
