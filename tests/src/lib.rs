@@ -1,13 +1,20 @@
-//! The end-to-end test harness: starts an N-node cluster of the real `panal` binary, each
-//! node a separate process on its own loopback address (127.x.y.z, default ports), and
-//! tears it down when dropped. Tests kill, restart and add nodes through it.
+//! The end-to-end test harness: starts an N-node cluster of the real `panal` binary through
+//! the tooling's launcher, each node a separate process on its own loopback address
+//! (127.x.y.z, default ports), and tears it down when dropped. Tests kill, restart and add
+//! nodes through it, and talk to them with the typed client (`Cluster::client`,
+//! `Cluster::admin`, `Cluster::user_client`); `Cluster::send` is the one raw request
+//! builder, for malformed input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use panal::tooling::client::{Body, Client, ClientError, Consistency};
+use panal::tooling::launcher::{Addressing, LaunchConfig, LocalCluster};
+use panal_actors::auth::User;
+use reqwest::Method;
 use serde_json::Value;
 
 /// How long the harness waits for anything (readiness, convergence) before failing.
@@ -56,12 +63,12 @@ pub fn fresh_subnet() -> (u8, u8) {
     (a, (n % 250) as u8 + 1)
 }
 
+/// Where a node of a test cluster lives (its process is the launcher's).
 pub struct Node {
     pub name: String,
     pub ip: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
-    child: Option<Child>,
 }
 
 impl Node {
@@ -71,72 +78,80 @@ impl Node {
     pub fn peer(&self) -> String {
         format!("{}:7701", self.ip)
     }
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
 }
 
-/// A running cluster. Dropping it kills every node.
+/// A running cluster, started by the tooling's one launcher with one loopback IP per node.
+/// Dropping it kills every node (and prints the end of their logs if the test failed).
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub password: String,
+    /// A raw HTTP client, for requests the typed client refuses to send (malformed input).
     pub http: reqwest::Client,
-    dir: tempfile::TempDir,
-    subnet: (u8, u8),
-    extra: Vec<String>,
-    token: OnceLock<String>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        if std::thread::panicking() {
-            for n in &self.nodes {
-                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!(
-                    "--- last lines of {} ---\n{}",
-                    n.name,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-    }
+    /// The processes; declared before `dir` so they die before their directory goes.
+    pub launcher: LocalCluster,
+    /// The typed client all others derive from (one connection pool).
+    base: Client,
+    /// The admin's session, logged in on first use.
+    admin: tokio::sync::OnceCell<Client>,
+    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// Starts `managers` managers (the first with `--init`, the others joining) and
     /// `workers` workers, with `extra` flags on every node, and waits until all are ready.
     pub async fn start(managers: usize, workers: usize, extra: &[&str]) -> Cluster {
-        Self::start_from(&["start", "--init"], managers, workers, extra).await
+        Self::start_from(&["start"], managers, workers, extra).await
     }
 
     /// Like [`Cluster::start`], with the first node created by `panal restore BACKUP
     /// --init` (the others join it as usual).
     pub async fn restore(backup: &Path, managers: usize, workers: usize, extra: &[&str]) -> Cluster {
         let backup = backup.display().to_string();
-        Self::start_from(&["restore", &backup, "--init"], managers, workers, extra).await
+        Self::start_from(&["restore", &backup], managers, workers, extra).await
     }
 
-    /// `first` is the command line creating the first node, before the common flags.
-    async fn start_from(first: &[&str], managers: usize, workers: usize, extra: &[&str]) -> Cluster {
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            password: "test-admin-password".into(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
-            dir: tempfile::tempdir().unwrap(),
-            subnet: fresh_subnet(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            token: OnceLock::new(),
+    fn new(dir: tempfile::TempDir, extra: Vec<String>) -> Cluster {
+        let (a, b) = fresh_subnet();
+        let config = LaunchConfig {
+            dir: dir.path().to_path_buf(),
+            addressing: Addressing::LoopbackPerNode(a, b),
+            name_prefix: "n".into(),
+            exe: panal_bin().to_path_buf(),
+            password: Some("test-admin-password".into()),
+            node_args: extra,
+            env: vec![("PANAL_LOG".into(), "info,openraft=warn".into())],
+            ready_timeout: DEADLINE,
         };
-        let first_node = cluster.new_node();
-        cluster.spawn_cmd(first_node, first, &[]);
-        cluster.wait_ready(first_node).await;
+        let launcher = LocalCluster::new(config).expect("prepare the cluster directory");
+        let first_api = Addressing::LoopbackPerNode(a, b).addresses(0).0;
+        Cluster {
+            base: Client::with_timeout(&[first_api], Duration::from_secs(20)).expect("an address"),
+            nodes: Vec::new(),
+            password: launcher.password.clone(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            launcher,
+            admin: tokio::sync::OnceCell::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Mirrors the launcher's node slots in `nodes`.
+    fn sync_nodes(&mut self) {
+        for n in &self.launcher.nodes[self.nodes.len()..] {
+            self.nodes.push(Node {
+                name: n.name.clone(),
+                ip: n.api_addr.rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or_default(),
+                data_dir: n.data_dir.clone(),
+                log: n.log.clone(),
+            });
+        }
+    }
+
+    /// `first` is the command creating the first node (`--init` is added).
+    async fn start_from(first: &[&str], managers: usize, workers: usize, extra: &[&str]) -> Cluster {
+        let mut cluster = Self::new(tempfile::tempdir().unwrap(), extra.iter().map(|s| s.to_string()).collect());
+        cluster.launcher.init(first).await.unwrap_or_else(|e| panic!("{e}"));
+        cluster.sync_nodes();
         for _ in 1..managers {
             cluster.add_node("manager").await;
         }
@@ -154,18 +169,11 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("cluster-token");
         std::fs::write(&token_file, "test-cluster-token-0123456789\n").unwrap();
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            password: "test-admin-password".into(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
-            dir,
-            subnet: fresh_subnet(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            token: OnceLock::new(),
-        };
-        let indices: Vec<usize> = (0..total).map(|_| cluster.new_node()).collect();
+        let mut cluster = Self::new(dir, extra.iter().map(|s| s.to_string()).collect());
+        let indices: Vec<usize> = (0..total).map(|_| cluster.launcher.add_slot().unwrap()).collect();
+        cluster.sync_nodes();
         let peers: Vec<String> = cluster.nodes.iter().map(|n| n.ip.clone()).collect();
-        cluster.extra.extend([
+        cluster.launcher.config.node_args.extend([
             "--bootstrap-expect".into(),
             expect.to_string(),
             "--peers".into(),
@@ -174,7 +182,7 @@ impl Cluster {
             token_file.display().to_string(),
         ]);
         for &i in &indices {
-            cluster.spawn(i, &[]);
+            cluster.launcher.spawn(i, &["start"], &[]).unwrap();
         }
         for &i in &indices {
             cluster.wait_ready(i).await;
@@ -182,111 +190,46 @@ impl Cluster {
         cluster
     }
 
-    fn new_node(&mut self) -> usize {
-        let i = self.nodes.len();
-        let name = format!("n{}", i + 1);
-        let data_dir = self.dir.path().join(&name);
-        self.nodes.push(Node {
-            log: self.dir.path().join(format!("{name}.log")),
-            ip: format!("127.{}.{}.{}", self.subnet.0, self.subnet.1, i + 1),
-            name,
-            data_dir,
-            child: None,
-        });
-        i
-    }
-
-    fn spawn(&mut self, i: usize, extra: &[&str]) {
-        self.spawn_cmd(i, &["start"], extra)
-    }
-
-    /// Starts node `i` as `panal CMD… <common flags> EXTRA…`.
-    fn spawn_cmd(&mut self, i: usize, cmd: &[&str], extra: &[&str]) {
-        let n = &self.nodes[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
-        let child = Command::new(panal_bin())
-            .args(cmd)
-            .args(["--data-dir", &n.data_dir.display().to_string(), "--name", &n.name])
-            .args(["--api-addr", &format!("{}:7700", n.ip), "--peer-addr", &format!("{}:7701", n.ip)])
-            .args(["--mesh-addr", &format!("{}:7702", n.ip)])
-            .args(&self.extra)
-            .args(extra)
-            .env("PANAL_ADMIN_PASSWORD", &self.password)
-            .env("PANAL_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn panal");
-        self.nodes[i].child = Some(child);
-    }
-
     /// Joins a new node with the `role` token (through node 0's peer port) and waits
-    /// until it is ready. Returns its index.
+    /// until it is ready (a manager: until it is a voter). Returns its index.
     pub async fn add_node(&mut self, role: &str) -> usize {
-        let tokens = self.admin_get(0, "/api/v1/cluster/tokens").await;
-        let token = tokens[role].as_str().expect("token").to_string();
-        let via = self.nodes[0].peer();
-        let i = self.new_node();
-        self.spawn(i, &["--join", &via, "--token", &token]);
-        self.wait_ready(i).await;
-        // A manager is ready once it is a voter.
-        if role == "manager" {
-            let id = self.node_id(i).await;
-            poll(&format!("{} to become a manager", self.nodes[i].name), || async {
-                let rows = self.admin_get(0, "/api/v1/cluster/nodes").await;
-                rows.as_array().unwrap().iter().any(|r| r["id"] == id && r["role"] == "manager")
-            })
-            .await;
-        }
+        let i = self.launcher.join(role).await.unwrap_or_else(|e| panic!("add a {role}: {e}"));
+        self.sync_nodes();
         i
     }
 
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        self.launcher.kill(i);
     }
 
     /// Freezes node `i` (SIGSTOP): its sockets stay open but nothing answers.
     pub fn pause(&self, i: usize) {
-        self.signal(i, "-STOP");
+        self.launcher.pause(i).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Thaws a node frozen by [`Cluster::pause`] (SIGCONT).
     pub fn resume(&self, i: usize) {
-        self.signal(i, "-CONT");
-    }
-
-    fn signal(&self, i: usize, sig: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("node is running").id();
-        let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success()).unwrap_or(false);
-        assert!(ok, "kill {sig} {pid}");
+        self.launcher.resume(i).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// SIGTERMs node `i` and waits for it to exit.
     pub fn stop(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            c.wait().unwrap();
-        }
+        self.launcher.terminate_blocking(i);
     }
 
     /// Restarts a stopped node from its data dir and waits until it is ready.
     pub async fn restart(&mut self, i: usize) {
-        assert!(self.nodes[i].child.is_none(), "node {i} is running");
-        self.spawn(i, &[]);
+        self.launcher.restart(i).unwrap_or_else(|e| panic!("{e}"));
         self.wait_ready(i).await;
     }
 
     /// Restarts every stopped node at once (a lone node cannot become ready without a
     /// quorum) and waits until all are ready.
     pub async fn restart_all(&mut self) {
-        let stopped: Vec<usize> = (0..self.nodes.len()).filter(|i| !self.nodes[*i].is_running()).collect();
+        let stopped: Vec<usize> = (0..self.nodes.len()).filter(|i| !self.launcher.nodes[*i].is_running()).collect();
         for &i in &stopped {
-            self.spawn(i, &[]);
+            self.launcher.restart(i).unwrap_or_else(|e| panic!("{e}"));
         }
         for &i in &stopped {
             self.wait_ready(i).await;
@@ -294,92 +237,68 @@ impl Cluster {
     }
 
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_running()).collect()
+        self.launcher.running()
     }
 
     pub async fn wait_ready(&mut self, i: usize) {
-        let url = format!("{}/ready", self.nodes[i].api());
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(c) = self.nodes[i].child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    let log = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
-                    panic!("{} exited with {status}:\n{log}", self.nodes[i].name);
-                }
-            }
-            if let Ok(r) = self.http.get(&url).timeout(Duration::from_secs(1)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "{} not ready within {DEADLINE:?}", self.nodes[i].name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.launcher.wait_ready(i).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::api).collect()
+    }
+
+    /// A typed client of every node with a fresh session, not logged in (see
+    /// `panal::tooling::client`); `.pinned(i)` sends to node `i` only.
+    pub fn client(&self) -> Client {
+        self.base.new_session().with_nodes(&self.urls()).expect("node addresses")
+    }
+
+    /// The admin's typed client of every node (logged in once; it fails over to running
+    /// nodes). `.pinned(i)` sends to node `i` only.
+    pub async fn admin(&self) -> Client {
+        let admin = self
+            .admin
+            .get_or_init(|| async {
+                let client = self.client();
+                client.login("admin", &self.password).await.unwrap_or_else(|e| panic!("admin login: {e}"));
+                client
+            })
+            .await;
+        admin.with_nodes(&self.urls()).expect("node addresses")
     }
 
     /// An admin bearer token (tokens verify on any node: the key is replicated).
     pub async fn token(&self) -> String {
-        if let Some(t) = self.token.get() {
-            return t.clone();
-        }
-        for i in self.running() {
-            let resp = self
-                .http
-                .post(format!("{}/api/v1/auth/login", self.nodes[i].api()))
-                .json(&serde_json::json!({"username": "admin", "password": self.password}))
-                .send()
-                .await;
-            if let Ok(r) = resp {
-                if r.status().is_success() {
-                    let body: Value = r.json().await.unwrap();
-                    let t = body["access_token"].as_str().unwrap().to_string();
-                    return self.token.get_or_init(|| t).clone();
-                }
-            }
-        }
-        panic!("no node accepted the admin login");
+        self.admin().await.token().expect("logged in")
     }
 
     pub async fn admin_get(&self, i: usize, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.nodes[i].api()))
-            .bearer_auth(self.token().await)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "GET {path} on {}: {}", self.nodes[i].name, r.status());
-        r.json().await.unwrap()
+        self.admin().await.pinned(i).get(path).await.unwrap_or_else(|e| panic!("on {}: {e}", self.nodes[i].name))
     }
 
     pub async fn node_id(&self, i: usize) -> u64 {
-        self.admin_get(i, "/api/v1/cluster/status").await["node"]["id"].as_u64().unwrap()
+        let status = self.admin().await.pinned(i).cluster_status().await;
+        status.unwrap_or_else(|e| panic!("status of {}: {e}", self.nodes[i].name)).node.id
     }
 
     /// The role (`manager` / `worker`) of member `id`, or None when it is not a member.
     pub async fn role(&self, id: u64) -> Option<String> {
-        let rows = self.admin_get(self.running()[0], "/api/v1/cluster/nodes").await;
-        rows.as_array()?.iter().find(|r| r["id"] == id).map(|r| r["role"].as_str().unwrap_or_default().to_string())
+        let rows = self.admin().await.pinned(self.running()[0]).cluster_nodes().await.unwrap_or_else(|e| panic!("{e}"));
+        rows.into_iter().find(|r| r.id == id).map(|r| r.role)
     }
 
     /// Index (in `nodes`) of the current leader, as reported by a running node.
     pub async fn leader(&self) -> usize {
+        let admin = &self.admin().await;
         poll_some("a leader", || async {
             for i in self.running() {
-                let r = self
-                    .http
-                    .get(format!("{}/api/v1/cluster/status", self.nodes[i].api()))
-                    .bearer_auth(self.token().await)
-                    .send()
-                    .await;
-                let Ok(v) = (match r {
-                    Ok(r) => r.json::<Value>().await,
-                    Err(e) => Err(e),
-                }) else {
-                    continue;
-                };
-                if let Some(name) = v["leader"]["name"].as_str() {
-                    if let Some(l) = self.nodes.iter().position(|n| n.name == name && n.is_running()) {
+                let Ok(status) = admin.pinned(i).cluster_status().await else { continue };
+                if let Some(leader) = status.leader {
+                    let running = self.running();
+                    if let Some(l) =
+                        self.nodes.iter().position(|n| n.name == leader.name).filter(|l| running.contains(l))
+                    {
                         return Some(l);
                     }
                 }
@@ -391,31 +310,22 @@ impl Cluster {
 
     /// `PUT /api/v1/cluster/kv/{key}` on node `i`; returns (status, X-Panal-Index).
     pub async fn put(&self, i: usize, key: &str, value: &str) -> (u16, u64) {
-        let r = self
-            .http
-            .put(format!("{}/api/v1/cluster/kv/{key}", self.nodes[i].api()))
-            .bearer_auth(self.token().await)
-            .body(value.to_string())
-            .send()
-            .await
-            .unwrap();
-        let index =
-            r.headers().get("x-panal-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-        (r.status().as_u16(), index)
+        let body = Body::Text { content_type: "text/plain", text: value.to_string() };
+        let result =
+            self.admin().await.pinned(i).send(Method::PUT, &format!("/api/v1/cluster/kv/{key}"), &body, &[]).await;
+        match result {
+            Ok(answer) => (answer.status, answer.index.unwrap_or(0)),
+            Err(ClientError::Api { status, .. }) => (status, 0),
+            Err(e) => panic!("PUT {key} on {}: {e}", self.nodes[i].name),
+        }
     }
 
     /// `GET /api/v1/{service}/ping` on node `i`: (status, node that served it), or the
-    /// error body in place of the node when it failed.
+    /// error body in place of the node when it failed (status 0: no answer).
     pub async fn ping(&self, i: usize, service: &str) -> (u16, String) {
-        match self.http.get(format!("{}/api/v1/{service}/ping", self.nodes[i].api())).send().await {
-            Ok(r) => {
-                let node =
-                    r.headers().get("x-panal-node").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                match r.status().as_u16() {
-                    200 => (200, node),
-                    status => (status, r.text().await.unwrap_or_default()),
-                }
-            }
+        match self.client().pinned(i).ping(service).await {
+            Ok(node) => (200, node),
+            Err(ClientError::Api { status, error, .. }) => (status, serde_json::json!({ "error": error }).to_string()),
             Err(e) => (0, e.to_string()),
         }
     }
@@ -436,31 +346,30 @@ impl Cluster {
 
     /// `GET /metrics` on node `i`.
     pub async fn metrics(&self, i: usize) -> String {
-        self.http.get(format!("{}/metrics", self.nodes[i].api())).send().await.unwrap().text().await.unwrap()
+        self.client().pinned(i).prometheus().await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Reads a key on node `i` at `consistency`, after `min_index` for `session`.
     pub async fn get(&self, i: usize, key: &str, consistency: &str, min_index: u64) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}/api/v1/cluster/kv/{key}", self.nodes[i].api()))
-            .bearer_auth(self.token().await)
-            .header("x-panal-consistency", consistency)
-            .header("x-panal-index", min_index.to_string())
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        let index = min_index.to_string();
+        let headers = [("x-panal-consistency", consistency), ("x-panal-index", index.as_str())];
+        let path = format!("/api/v1/cluster/kv/{key}");
+        match self.admin().await.pinned(i).send(Method::GET, &path, &Body::None, &headers).await {
+            Ok(answer) => (answer.status, serde_json::from_slice(&answer.body).unwrap_or(Value::Null)),
+            Err(ClientError::Api { status, error, .. }) => (status, serde_json::json!({ "error": error })),
+            Err(e) => panic!("GET {key} on {}: {e}", self.nodes[i].name),
+        }
     }
 
     /// Waits until every running node reports the same applied index and the same
     /// checksum of the application tables; returns it.
     pub async fn converged_checksum(&self) -> (u64, String) {
+        let admin = &self.admin().await;
         poll_some("all nodes to converge to one checksum", || async {
             let mut seen = Vec::new();
             for i in self.running() {
-                let v = self.admin_get(i, "/api/v1/cluster/checksum").await;
-                seen.push((v["applied_index"].as_u64().unwrap(), v["checksum"].as_str().unwrap().to_string()));
+                let sum = admin.pinned(i).checksum().await.unwrap_or_else(|e| panic!("{e}"));
+                seen.push((sum.applied_index, sum.checksum));
             }
             seen.windows(2).all(|w| w[0] == w[1]).then(|| seen[0].clone())
         })
@@ -547,21 +456,19 @@ impl Cluster {
 
     /// Registers `username` through node `i` and logs in; returns (user id, token, index).
     pub async fn user(&self, i: usize, username: &str) -> (i64, String, u64) {
-        let password = format!("{username}-password");
-        let r = self
-            .send(
-                i,
-                Call::new("POST", "/api/v1/auth/register")
-                    .json(serde_json::json!({"username": username, "password": password})),
-            )
-            .await;
-        assert_eq!(r.status, 201, "register {username}: {}", r.text);
-        let login = Call::new("POST", "/api/v1/auth/login")
-            .json(serde_json::json!({"username": username, "password": password}))
-            .after(r.index);
-        let t = self.send(i, login).await;
-        assert_eq!(t.status, 200, "login {username}: {}", t.text);
-        (r.body["id"].as_i64().unwrap(), t.body["access_token"].as_str().unwrap().to_string(), r.index)
+        let (user, client) = self.user_client(i, username).await;
+        (user.id, client.token().expect("logged in"), client.last_index())
+    }
+
+    /// Registers `username` (password `<username>-password`) through node `i` and returns
+    /// the user and a typed client logged in as them (pinned to node `i`).
+    pub async fn user_client(&self, i: usize, username: &str) -> (User, Client) {
+        let client = self.client().pinned(i);
+        let user = client
+            .register_and_login(username, &format!("{username}-password"))
+            .await
+            .unwrap_or_else(|e| panic!("register {username}: {e}"));
+        (user, client)
     }
 }
 

@@ -12,7 +12,7 @@ async fn a_backup_restores_into_a_new_cluster_whose_joiners_get_the_data() {
         assert_eq!(s, 200);
         last = last.max(index);
     }
-    let old_tokens = old.admin_get(0, "/api/v1/cluster/tokens").await;
+    let old_tokens = old.admin().await.join_tokens().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("panal.backup");
@@ -33,8 +33,8 @@ async fn a_backup_restores_into_a_new_cluster_whose_joiners_get_the_data() {
             assert_eq!((s, v["value"].as_str()), (200, Some(format!("value-{k}").as_str())), "key-{k} on node {i}");
         }
     }
-    let new_tokens = new.admin_get(0, "/api/v1/cluster/tokens").await;
-    assert_ne!(new_tokens["manager"], old_tokens["manager"], "a restored cluster is a new cluster");
+    let new_tokens = new.admin().await.join_tokens().await.unwrap();
+    assert_ne!(new_tokens.manager, old_tokens.manager, "a restored cluster is a new cluster");
     let (s, _) = new.put(2, "after-restore", "v").await;
     assert_eq!(s, 200);
     new.converged_checksum().await;

@@ -2,6 +2,9 @@
 //! concurrent purchases that must never oversell, tokens, and who may see what.
 
 use futures::StreamExt;
+use panal_actors::catalog::ops::{NewOrder, ShipRequest};
+use panal_actors::catalog::payment::CardPayment;
+use panal_actors::catalog::OrderStatus;
 use panal_tests::{poll_some, Call, Cluster};
 use serde_json::{json, Value};
 
@@ -11,7 +14,7 @@ fn book(title: &str, stock: i64) -> Value {
     json!({"title": title, "author": "Ursula K. Le Guin", "description": "A classic", "price_cents": 1250, "currency": "EUR", "stock": stock})
 }
 
-fn card(number: &str) -> Value {
+fn card_json(number: &str) -> Value {
     json!({"card_number": number, "expiry": "12/39", "cvc": "123"})
 }
 
@@ -39,66 +42,53 @@ async fn the_full_purchase_journey_spans_nodes_and_logout_is_cluster_wide() {
     assert!(r.body["error"]["request_id"].as_str().is_some_and(|id| !id.is_empty()));
 
     // Buy on node A, with an idempotency key: a retry returns the same order.
-    let order = Call::new("POST", "/api/v1/orders")
-        .token(&buyer)
-        .json(json!({"book_id": book_id, "quantity": 2}))
-        .after(listing.index)
-        .header("idempotency-key", "bob-order-1");
-    let placed = c.send(0, order.clone()).await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    assert_eq!(placed.body["status"], "pending_payment");
-    let again = c.send(2, order).await;
-    assert_eq!(again.status, 201, "{}", again.text);
-    assert_eq!(again.body["id"], placed.body["id"], "a retried purchase is the same purchase");
-    let order_id = placed.body["id"].as_i64().unwrap();
-    let own = c
-        .send(1, Call::new("POST", "/api/v1/orders").token(&seller).json(json!({"book_id": book_id, "quantity": 1})))
-        .await;
-    assert_eq!((own.status, own.body["error"]["code"].as_str()), (422, Some("own_listing")), "{}", own.text);
+    let bob = c.client().with_nodes(&[c.nodes[0].api()]).unwrap();
+    bob.set_token(Some(buyer.clone()));
+    bob.observe_index(listing.index);
+    let at = |client: &panal_tests::Client, i: usize| client.with_nodes(&[c.nodes[i].api()]).unwrap();
+    let two = NewOrder { book_id, quantity: 2 };
+    let placed = bob.place_order(&two, Some("bob-order-1")).await.unwrap();
+    assert_eq!(placed.status, OrderStatus::PendingPayment);
+    let again = at(&bob, 2).place_order(&two, Some("bob-order-1")).await.unwrap();
+    assert_eq!(again.id, placed.id, "a retried purchase is the same purchase");
+    let order_id = placed.id;
+    let sally = at(&bob, 1).new_session();
+    sally.set_token(Some(seller.clone()));
+    let own = sally.place_order(&NewOrder { book_id, quantity: 1 }, None).await.unwrap_err();
+    assert_eq!((own.status(), own.code()), (Some(422), Some("own_listing")), "{own}");
 
     // Pay on node B: the declining test cards decline deterministically, then a good card pays.
-    let pay = |number: &str| {
-        Call::new("POST", format!("/api/v1/orders/{order_id}/pay")).token(&buyer).json(card(number)).after(placed.index)
-    };
-    let declined = c.send(1, pay("4000 0000 0000 0002")).await;
-    assert_eq!(
-        (declined.status, declined.body["error"]["code"].as_str()),
-        (402, Some("card_declined")),
-        "{}",
-        declined.text
-    );
-    let poor = c.send(1, pay("4000000000009995")).await;
-    assert_eq!((poor.status, poor.body["error"]["code"].as_str()), (402, Some("insufficient_funds")));
-    let typo = c.send(1, pay("4242 4242 4242 4241")).await;
-    assert_eq!(typo.status, 400, "a card failing the Luhn check: {}", typo.text);
-    let paid = c.send(1, pay(GOOD_CARD)).await;
+    let card = |number: &str| CardPayment { card_number: number.into(), expiry: "12/39".into(), cvc: "123".into() };
+    let bob_b = at(&bob, 1);
+    let declined = bob_b.pay_order(order_id, &card("4000 0000 0000 0002")).await.unwrap_err();
+    assert_eq!((declined.status(), declined.code()), (Some(402), Some("card_declined")), "{declined}");
+    let poor = bob_b.pay_order(order_id, &card("4000000000009995")).await.unwrap_err();
+    assert_eq!((poor.status(), poor.code()), (Some(402), Some("insufficient_funds")));
+    let typo = bob_b.pay_order(order_id, &card("4242 4242 4242 4241")).await.unwrap_err();
+    assert_eq!(typo.status(), Some(400), "a card failing the Luhn check: {typo}");
+    // The raw answer, to check that no card number comes back.
+    let paid = c
+        .send(
+            1,
+            Call::new("POST", format!("/api/v1/orders/{order_id}/pay"))
+                .token(&buyer)
+                .json(card_json(GOOD_CARD))
+                .after(bob.last_index()),
+        )
+        .await;
     assert_eq!(paid.status, 200, "{}", paid.text);
     assert_eq!(paid.body["status"], "paid");
     assert_eq!(paid.body["card"]["last4"], "4242");
     assert!(!paid.text.contains("4242424242424242") && !paid.text.contains(GOOD_CARD));
 
     // Ship on node C (the seller), then the clock moves the parcel along.
-    let by_buyer = c
-        .send(
-            2,
-            Call::new("POST", format!("/api/v1/orders/{order_id}/ship"))
-                .token(&buyer)
-                .json(json!({"address": "x"}))
-                .after(paid.index),
-        )
-        .await;
-    assert_eq!(by_buyer.status, 403, "{}", by_buyer.text);
-    let shipped = c
-        .send(
-            2,
-            Call::new("POST", format!("/api/v1/orders/{order_id}/ship"))
-                .token(&seller)
-                .json(json!({"address": "1 Anarres Way, Abbenay"}))
-                .after(paid.index),
-        )
-        .await;
-    assert_eq!(shipped.status, 200, "{}", shipped.text);
-    assert_eq!(shipped.body["shipment"]["carrier"], "Panal Post");
+    bob.observe_index(paid.index);
+    sally.observe_index(paid.index);
+    let address = |a: &str| ShipRequest { address: a.into() };
+    let by_buyer = at(&bob, 2).ship_order(order_id, &address("x")).await.unwrap_err();
+    assert_eq!(by_buyer.status(), Some(403), "{by_buyer}");
+    let shipped = at(&sally, 2).ship_order(order_id, &address("1 Anarres Way, Abbenay")).await.unwrap();
+    assert_eq!(shipped.shipment.unwrap().carrier, "Panal Post");
     let admin = c.token().await;
     let advance = c
         .send(0, Call::new("POST", "/api/v1/admin/clock/advance").token(&admin).json(json!({"seconds": 49 * 3600})))
@@ -268,7 +258,7 @@ async fn users_cannot_read_or_change_each_others_things() {
         Call::new("POST", format!("/api/v1/devices/{device_id}/readings"))
             .json(json!({"ts": "2026-11-01T00:00:00Z", "consumption_kwh": 1.0})),
         Call::new("GET", format!("/api/v1/orders/{order_id}")),
-        Call::new("POST", format!("/api/v1/orders/{order_id}/pay")).json(card(GOOD_CARD)),
+        Call::new("POST", format!("/api/v1/orders/{order_id}/pay")).json(card_json(GOOD_CARD)),
         Call::new("GET", format!("/api/v1/orders/{order_id}/invoice")),
     ];
     for call in attempts {

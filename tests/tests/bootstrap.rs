@@ -10,17 +10,18 @@ async fn simultaneous_start_forms_one_cluster_extra_nodes_are_workers_and_a_rest
     // One cluster: every node reports the same cluster id and, once the joins completed,
     // the same four members, three of them managers.
     let mut cluster_ids = std::collections::BTreeSet::new();
+    let admin = c.admin().await.clone();
     for i in 0..4 {
+        let node = admin.pinned(i);
         poll(&format!("{} to see 4 members, 3 of them managers", c.nodes[i].name), || async {
-            let rows = c.admin_get(i, "/api/v1/cluster/nodes").await;
-            let rows = rows.as_array().unwrap().clone();
-            let managers = rows.iter().filter(|r| r["role"] == "manager").count();
+            let rows = node.cluster_nodes().await.unwrap();
+            let managers = rows.iter().filter(|r| r.role == "manager").count();
             assert!(managers <= 3, "more managers than expected: {rows:?}");
             rows.len() == 4 && managers == 3
         })
         .await;
-        let tokens = c.admin_get(i, "/api/v1/cluster/tokens").await;
-        cluster_ids.insert(tokens["manager"].as_str().unwrap().split('-').nth(2).unwrap().to_string());
+        let tokens = node.join_tokens().await.unwrap();
+        cluster_ids.insert(tokens.manager.split('-').nth(2).unwrap().to_string());
     }
     assert_eq!(cluster_ids.len(), 1, "one cluster id: {cluster_ids:?}");
     let leader = c.leader().await;
@@ -46,10 +47,8 @@ async fn simultaneous_start_forms_one_cluster_extra_nodes_are_workers_and_a_rest
         let (s, v) = c.get(victim, key, "session", last).await;
         assert_eq!((s, v["value"].as_str()), (200, Some("v")), "{key} on the restarted node");
     }
-    poll("four members after the restart", || async {
-        c.admin_get(victim, "/api/v1/cluster/nodes").await.as_array().unwrap().len() == 4
-    })
-    .await;
+    poll("four members after the restart", || async { admin.pinned(victim).cluster_nodes().await.unwrap().len() == 4 })
+        .await;
     c.converged_checksum().await;
 }
 

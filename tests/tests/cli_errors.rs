@@ -1,7 +1,7 @@
 //! Bad input at start-up and on the peer port: a clear error, a non-zero exit, and
 //! nothing written.
 
-use panal_tests::{fresh_subnet, run_panal, Cluster};
+use panal_tests::{fresh_subnet, run_panal, ClientError, Cluster};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
@@ -55,10 +55,8 @@ async fn start_refuses_bad_input_and_writes_nothing() {
     assert!(stderr(&o).contains("the token is for cluster deadbeef"), "{}", stderr(&o));
     assert!(!data.join("node.json").exists(), "a refused join writes no identity");
 
-    let tokens = c.admin_get(0, "/api/v1/cluster/tokens").await;
-    let wrong_secret =
-        tokens["manager"].as_str().unwrap().replace("-manager", "").rsplit_once('-').unwrap().0.to_string()
-            + "-00ff-manager";
+    let tokens = c.admin().await.join_tokens().await.unwrap();
+    let wrong_secret = tokens.manager.replace("-manager", "").rsplit_once('-').unwrap().0.to_string() + "-00ff-manager";
     let o = start(&["--join", &c.nodes[0].peer(), "--token", &wrong_secret]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("secret is wrong"), "{}", stderr(&o));
@@ -139,6 +137,14 @@ async fn api_errors_use_the_one_json_shape() {
     };
     check(login("{bad").await.unwrap(), 400, "malformed_json").await;
     check(login(r#"{"username":"admin","password":"wrong"}"#).await.unwrap(), 401, "invalid_credentials").await;
+    // The typed client decodes the same shape into its error.
+    match c.client().login("admin", "wrong").await {
+        Err(ClientError::Api { status: 401, error, .. }) => {
+            assert_eq!(error.code, "invalid_credentials");
+            assert!(error.request_id.is_some_and(|id| !id.is_empty()));
+        }
+        other => panic!("a wrong password is a 401 API error: {other:?}"),
+    }
     let big = "x".repeat(3 * 1024 * 1024);
     let r =
         c.http.put(format!("{api}/api/v1/cluster/kv/big")).bearer_auth(c.token().await).body(big).send().await.unwrap();

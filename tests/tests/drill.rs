@@ -127,8 +127,7 @@ async fn chaos(c: &Cluster, i: usize, hook: &str, body: Value) -> (u16, Value) {
 
 /// The leader as node `i` sees it, by name.
 async fn leader_seen_by(c: &Cluster, i: usize) -> Option<String> {
-    let r = c.send(i, Call::new("GET", "/api/v1/cluster/status").token(&c.token().await)).await;
-    r.body["leader"]["name"].as_str().map(str::to_string)
+    c.admin().await.pinned(i).cluster_status().await.ok()?.leader.map(|l| l.name)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,8 +188,9 @@ async fn the_crash_hook_ends_the_process_and_the_node_restarts_with_its_data() {
     let (status, body) = chaos(&c, 2, "crash", json!({})).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["crashing"], true);
+    let crashed = c.client().pinned(2);
     poll("the crashed node to stop answering", || async {
-        c.http.get(format!("{}/health", c.nodes[2].api())).timeout(Duration::from_millis(500)).send().await.is_err()
+        tokio::time::timeout(Duration::from_millis(500), crashed.health()).await.map_or(true, |r| r.is_err())
     })
     .await;
     // Reap the exited process, then start it again from its data directory.

@@ -40,21 +40,12 @@ async fn round_robin_spreads_requests_evenly_over_all_nodes() {
 async fn a_chaos_panic_during_a_request_stream_fails_no_request_and_is_counted() {
     let c = Cluster::start(3, 0, &["--chaos", "--pool-size", "2"]).await;
     c.wait_mesh(0).await;
-    let token = c.token().await;
+    let admin = c.admin().await.pinned(0);
     let panics = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for node in ["n1", "n2", "n3", "n2"] {
-            let r = c
-                .http
-                .post(format!("{}/api/v1/admin/chaos/panic", c.nodes[0].api()))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({ "service": "auth", "node": node }))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap();
-            assert_eq!(status, 200, "{text}");
+            let panic = serde_json::json!({ "service": "auth", "node": node });
+            admin.chaos("panic", &panic).await.unwrap_or_else(|e| panic!("{e}"));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
@@ -98,15 +89,8 @@ async fn local_policy_serves_on_the_receiving_node_and_chaos_is_off_by_default()
     let (by_node, failures) = stream(&c, 1, 200, 8).await;
     assert!(failures.is_empty());
     assert_eq!(by_node.keys().collect::<Vec<_>>(), vec!["n2"], "{by_node:?}");
-    let r = c
-        .http
-        .post(format!("{}/api/v1/admin/chaos/panic", c.nodes[0].api()))
-        .bearer_auth(c.token().await)
-        .json(&serde_json::json!({ "service": "auth" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
+    let off = c.admin().await.pinned(0).chaos("panic", &serde_json::json!({ "service": "auth" })).await;
+    assert_eq!(off.unwrap_err().status(), Some(404));
     let (status, _) = c.ping(0, "nosuchservice").await;
     assert_eq!(status, 404);
 }

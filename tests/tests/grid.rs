@@ -1,6 +1,8 @@
 //! The GRID services end to end on a 3-node cluster: a device, 30 days of hourly readings
 //! in batches, aggregates, battery CSV with and without errors, the chart, forecasts.
 
+use panal_actors::energy::ops::{ReadingInput, ReadingsInput, ReadingsQuery};
+use panal_actors::energy::{Bucket, DeviceKind, NewDevice};
 use panal_tests::{Call, Cluster};
 use serde_json::{json, Value};
 
@@ -25,33 +27,27 @@ fn ts(hour: usize) -> String {
 async fn the_grid_journey_from_readings_to_forecast() {
     let c = Cluster::start(3, 0, &[]).await;
     c.wait_mesh(0).await;
-    let (_, user, _) = c.user(0, "grace").await;
-    let d = c
-        .send(0, Call::new("POST", "/api/v1/devices").token(&user).json(json!({"name": "home meter", "kind": "meter"})))
-        .await;
-    assert_eq!(d.status, 201, "{}", d.text);
-    let id = d.body["id"].as_i64().unwrap();
+    let (_, grace) = c.user_client(0, "grace").await;
+    let user = grace.token().unwrap();
+    let on = |n: usize| grace.with_nodes(&[c.nodes[n].api()]).unwrap();
+    let meter = NewDevice { name: "home meter".into(), kind: DeviceKind::Meter };
+    let id = grace.create_device(&meter).await.unwrap().id;
 
     // 30 days of hourly readings in 3 batches, each through a different node.
     let hours = 30 * 24;
-    let mut index = 0;
     for (n, chunk) in (0..hours).collect::<Vec<_>>().chunks(hours / 3).enumerate() {
-        let readings: Vec<Value> = chunk
+        let readings: Vec<ReadingInput> = chunk
             .iter()
-            .map(|&h| json!({"ts": ts(h), "consumption_kwh": consumption(h), "generation_kwh": if h % 24 == 12 { 0.5 } else { 0.0 }}))
+            .map(|&h| ReadingInput {
+                ts: ts(h),
+                consumption_kwh: Some(consumption(h)),
+                generation_kwh: Some(if h % 24 == 12 { 0.5 } else { 0.0 }),
+            })
             .collect();
-        let r = c
-            .send(
-                n,
-                Call::new("POST", format!("/api/v1/devices/{id}/readings"))
-                    .token(&user)
-                    .json(json!({"readings": readings})),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        assert_eq!(r.body["stored"].as_u64(), Some(chunk.len() as u64));
-        index = index.max(r.index);
+        let stored = on(n).add_readings(id, &ReadingsInput::Batch { readings }).await.unwrap();
+        assert_eq!(stored.stored, chunk.len() as u64);
     }
+    let index = grace.last_index();
     // One more, alone, then a bad batch that names each bad reading and stores nothing.
     let one = c
         .send(
@@ -88,22 +84,16 @@ async fn the_grid_journey_from_readings_to_forecast() {
     assert!((got - day1).abs() <= 5e-4, "day 1: {got} vs {day1}");
     assert_eq!(items[0]["count"], 24);
     assert_eq!(items[0]["ts"], START.replace('Z', ".000Z"));
-    let page = c
-        .send(
-            0,
-            Call::new("GET", format!("/api/v1/devices/{id}/readings?bucket=hour&limit=500")).token(&user).after(index),
-        )
-        .await;
-    assert_eq!(page.body["items"].as_array().unwrap().len(), 500);
-    let cursor = page.body["next_cursor"].as_str().unwrap().to_string();
-    let rest = c
-        .send(
-            0,
-            Call::new("GET", format!("/api/v1/devices/{id}/readings?bucket=hour&limit=500&cursor={cursor}"))
-                .token(&user),
-        )
-        .await;
-    assert_eq!((rest.body["items"].as_array().unwrap().len(), &rest.body["next_cursor"]), (220, &Value::Null));
+    let hourly = |cursor: Option<String>| ReadingsQuery {
+        bucket: Some(Bucket::Hour),
+        limit: Some(500),
+        cursor,
+        ..Default::default()
+    };
+    let page = on(0).readings(id, &hourly(None)).await.unwrap();
+    assert_eq!(page.items.len(), 500);
+    let rest = on(0).readings(id, &hourly(page.next_cursor.clone())).await.unwrap();
+    assert_eq!((rest.items.len(), rest.next_cursor), (220, None));
     let month = c
         .send(1, Call::new("GET", format!("/api/v1/devices/{id}/readings?bucket=month")).token(&user).after(index))
         .await;

@@ -106,13 +106,13 @@ async fn every_node_is_observable_and_the_cluster_view_lists_all_of_them() {
     let victim_name = c.nodes[victim].name.clone();
     c.kill(victim);
     let asker = (victim + 1) % 3;
+    let via = c.admin().await.pinned(asker);
     let view = poll_some("the killed node to show as unreachable", || async {
-        let r = c.send(asker, Call::new("GET", "/api/v1/metrics/nodes").token(&admin)).await;
-        let nodes = r.body.as_array()?.clone();
-        let dead = nodes.iter().find(|n| n["name"] == victim_name.as_str())?;
-        (dead["reachable"] == false).then_some(nodes)
+        let nodes = via.node_metrics().await.ok()?;
+        let dead = nodes.iter().find(|n| n.name == victim_name)?;
+        (!dead.reachable).then_some(nodes)
     })
     .await;
     assert_eq!(view.len(), 3);
-    assert_eq!(view.iter().filter(|n| n["reachable"] == true).count(), 2);
+    assert_eq!(view.iter().filter(|n| n.reachable).count(), 2);
 }

@@ -1,6 +1,7 @@
 //! Replicated core, end to end: real `panal` processes on loopback addresses.
 
-use panal_tests::{poll, Cluster};
+use panal_tests::{poll, Body, ClientError, Cluster};
+use reqwest::Method;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_managers_form_and_a_follower_write_is_visible_everywhere() {
@@ -17,8 +18,8 @@ async fn three_managers_form_and_a_follower_write_is_visible_everywhere() {
         assert_eq!((s, v["value"].as_str()), (200, Some("hello")), "linearizable read on {}", c.nodes[i].name);
     }
     // Every response names the node that served it.
-    let r = c.http.get(format!("{}/health", c.nodes[2].api())).send().await.unwrap();
-    assert_eq!(r.headers()["x-panal-node"], "n3");
+    let r = c.client().pinned(2).send(Method::GET, "/health", &Body::None, &[]).await.unwrap();
+    assert_eq!(r.node.as_deref(), Some("n3"));
 
     let out = panal_tests::run_panal(&["node", "ls", "--node", &c.nodes[1].api(), "--password", &c.password], &[]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -129,42 +130,28 @@ async fn every_acknowledged_write_survives_killing_and_restarting_all_nodes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idempotency_keys_and_read_levels() {
     let c = Cluster::start(3, 0, &[]).await;
-    let token = c.token().await;
+    let admin = c.admin().await;
     let put = |node: usize, key: &'static str, body: &'static str, idem: &'static str| {
-        let req = c
-            .http
-            .put(format!("{}/api/v1/cluster/kv/{key}", c.nodes[node].api()))
-            .bearer_auth(&token)
-            .header("idempotency-key", idem)
-            .body(body);
-        async move {
-            let r = req.send().await.unwrap();
-            let status = r.status().as_u16();
-            let index = r.headers().get("x-panal-index").map(|v| v.to_str().unwrap().to_string());
-            (status, index, r.json::<serde_json::Value>().await.unwrap())
-        }
+        let node = admin.pinned(node);
+        async move { node.kv_put(key, body, Some(idem)).await }
     };
-    let first = put(0, "once", "a", "key-1").await;
-    let again = put(2, "once", "a", "key-1").await;
-    assert_eq!(first.0, 200);
-    assert_eq!(first.2, again.2, "a retried write returns the original response");
-    let reused = put(1, "once", "b", "key-1").await;
-    assert_eq!((reused.0, reused.2["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    let first = put(0, "once", "a", "key-1").await.unwrap();
+    let again = put(2, "once", "a", "key-1").await.unwrap();
+    assert!(first.index > 0);
+    assert_eq!(first, again, "a retried write returns the original response");
+    let reused = put(1, "once", "b", "key-1").await.unwrap_err();
+    assert_eq!((reused.status(), reused.code()), (Some(422), Some("idempotency_key_reused")));
     let (_, v) = c.get(1, "once", "linearizable", 0).await;
     assert_eq!(v["value"], "a");
 
     // A session read that the replica cannot reach in time: 503 replica_lagging.
-    let r = c
-        .http
-        .get(format!("{}/api/v1/cluster/kv/once", c.nodes[1].api()))
-        .bearer_auth(&token)
-        .header("x-panal-index", "999999999")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "replica_lagging");
+    // A session of its own: the shared admin session must not wait for that index.
+    let far_ahead = admin.new_session().pinned(1);
+    far_ahead.set_token(admin.token());
+    far_ahead.observe_index(999_999_999);
+    let lagging = far_ahead.kv_get("once").await.unwrap_err();
+    assert_eq!((lagging.status(), lagging.code()), (Some(503), Some("replica_lagging")));
+    assert!(matches!(lagging, ClientError::Api { retry_after: Some(_), .. }), "{lagging:?}");
     let (s, v) = c.get(1, "once", "bogus", 0).await;
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_header")));
 }
@@ -186,15 +173,7 @@ async fn without_quorum_writes_fail_with_no_leader_and_stale_reads_still_work() 
     assert_eq!((s, v["value"].as_str()), (200, Some("v")));
     let (s, _) = c.get(survivor, "k", "session", index).await;
     assert_eq!(s, 200);
-    let r = c
-        .http
-        .put(format!("{}/api/v1/cluster/kv/k2", c.nodes[survivor].api()))
-        .bearer_auth(c.token().await)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "no_leader");
+    let refused = c.admin().await.pinned(survivor).kv_put("k2", "x", None).await.unwrap_err();
+    assert_eq!((refused.status(), refused.code()), (Some(503), Some("no_leader")));
+    assert!(matches!(refused, ClientError::Api { retry_after: Some(_), .. }), "{refused:?}");
 }

@@ -25,7 +25,8 @@ use futures::StreamExt;
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
-use crate::tooling::up::LocalCluster;
+use crate::tooling::client::Client;
+use crate::tooling::launcher::{LaunchConfig, LocalCluster};
 
 mod report;
 mod services;
@@ -283,12 +284,13 @@ async fn raft(args: RaftBench) -> Result<Report> {
     // PANAL_BENCH_KEEP=1 keeps the cluster's data dirs and logs for inspection.
     let dir_path = if std::env::var_os("PANAL_BENCH_KEEP").is_some() { dir.keep() } else { dir.path().to_path_buf() };
     eprintln!("starting a 3-manager panal cluster in {}", dir_path.display());
-    let mut cluster = LocalCluster::up(&dir_path, 3, 0, args.base_port, &[]).await?;
-    let token = login_token(&cluster).await?;
+    let mut cluster = LocalCluster::up(LaunchConfig::base_port(&dir_path, args.base_port)?, 3, 0).await?;
+    let admin = cluster.admin_client().await?;
+    let token = admin.token().unwrap_or_default();
     let http =
         reqwest::Client::builder().pool_max_idle_per_host(512).build().map_err(|e| Error::Fatal(e.to_string()))?;
     let urls: Arc<Vec<String>> = Arc::new(if args.target == "leader" {
-        vec![cluster.nodes[leader_index(&cluster, &http, &token).await?].api_url.clone()]
+        vec![cluster.nodes[leader_index(&cluster, &admin).await?].api_url.clone()]
     } else {
         cluster.nodes.iter().map(|n| n.api_url.clone()).collect()
     });
@@ -333,7 +335,7 @@ async fn raft(args: RaftBench) -> Result<Report> {
         }
     }
 
-    let failovers = measure_failover(&mut cluster, &http, &token, args.failovers).await?;
+    let failovers = measure_failover(&mut cluster, &admin, &http, &token, args.failovers).await?;
     cluster.stop().await;
 
     let mut table = Table::new(&["<system", "writers", "writes/s", "p50 ms", "p99 ms", "errors"]);
@@ -407,10 +409,11 @@ async fn http(args: HttpBench) -> Result<Report> {
     let mut results: Vec<(LoadResult, Option<u64>)> = Vec::new();
     for policy in ["local", "round-robin", "p2c"] {
         let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
-        let extra = ["--balance".to_string(), policy.to_string()];
-        let mut cluster = LocalCluster::up(dir.path(), 3, 0, args.base_port, &extra).await?;
+        let mut config = LaunchConfig::base_port(dir.path(), args.base_port)?;
+        config.node_args = vec!["--balance".to_string(), policy.to_string()];
+        let mut cluster = LocalCluster::up(config, 3, 0).await?;
+        wait_for_mesh(&cluster.client()?, if policy == "local" { 1 } else { 3 }).await?;
         let url = format!("{}/api/v1/auth/ping", cluster.nodes[0].api_url);
-        wait_for_mesh(&url, if policy == "local" { 1 } else { 3 }).await?;
         let r = http_load(&format!("panal {policy}"), url, args.connections, duration).await;
         let rss = cluster.nodes.iter().filter_map(|n| n.pid().and_then(rss_bytes)).max();
         eprintln!(
@@ -442,8 +445,8 @@ async fn http(args: HttpBench) -> Result<Report> {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Fatal(format!("cannot start the FastAPI baseline: {e}")))?;
+        wait_for_mesh(&Client::new(&[format!("127.0.0.1:{port}")])?, 1).await?;
         let url = format!("http://127.0.0.1:{port}/api/v1/auth/ping");
-        wait_for_mesh(&url, 1).await?;
         let r = http_load("fastapi+sqlite", url, args.connections, duration).await;
         let rss = child.id().and_then(rss_bytes);
         eprintln!(
@@ -490,54 +493,28 @@ async fn http(args: HttpBench) -> Result<Report> {
     })
 }
 
-/// Polls `url` until answers came from `nodes` distinct nodes (the mesh is connected).
-async fn wait_for_mesh(url: &str, nodes: usize) -> Result<()> {
-    let http = reqwest::Client::new();
+/// Pings through the client's first node until workers on `nodes` distinct nodes answered
+/// (the mesh is connected).
+pub(crate) async fn wait_for_mesh(client: &Client, nodes: usize) -> Result<()> {
+    let first = client.pinned(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = std::collections::HashSet::new();
     while seen.len() < nodes {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().is_success() {
-                let node =
-                    r.headers().get("x-panal-node").and_then(|v| v.to_str().ok()).unwrap_or("baseline").to_string();
-                seen.insert(node);
-            }
+        if let Ok(node) = first.ping("auth").await {
+            seen.insert(node);
         }
         if Instant::now() > deadline {
-            return Err(Error::Fatal(format!("{url} reached only {} of {nodes} nodes", seen.len())));
+            return Err(Error::Fatal(format!("{} reached only {} of {nodes} nodes", first.current_node(), seen.len())));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
 
-async fn login_token(cluster: &LocalCluster) -> Result<String> {
-    let http = reqwest::Client::new();
-    let resp: serde_json::Value = http
-        .post(format!("{}/api/v1/auth/login", cluster.nodes[0].api_url))
-        .json(&serde_json::json!({ "username": "admin", "password": cluster.password }))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| Error::Fatal(format!("login: {e}")))?
-        .json()
-        .await
-        .map_err(|e| Error::Fatal(format!("login: {e}")))?;
-    Ok(resp["access_token"].as_str().unwrap_or_default().to_string())
-}
-
 /// Position in `cluster.nodes` of the current leader.
-async fn leader_index(cluster: &LocalCluster, http: &reqwest::Client, token: &str) -> Result<usize> {
-    let status: serde_json::Value = http
-        .get(format!("{}/api/v1/cluster/status", cluster.nodes[0].api_url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| Error::Fatal(e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| Error::Fatal(e.to_string()))?;
-    let name = status["leader"]["name"].as_str().unwrap_or_default();
+async fn leader_index(cluster: &LocalCluster, admin: &Client) -> Result<usize> {
+    let status = admin.cluster_status().await?;
+    let name = status.leader.map(|l| l.name).unwrap_or_default();
     cluster.nodes.iter().position(|n| n.name == name).ok_or_else(|| Error::Fatal("no leader".into()))
 }
 
@@ -545,18 +522,19 @@ async fn leader_index(cluster: &LocalCluster, http: &reqwest::Client, token: &st
 /// write acknowledged by a survivor.
 async fn measure_failover(
     cluster: &mut LocalCluster,
+    admin: &Client,
     http: &reqwest::Client,
     token: &str,
     trials: usize,
 ) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for trial in 0..trials {
-        let victim = leader_index(cluster, http, token).await?;
+        let victim = leader_index(cluster, admin).await?;
         let leader_name = cluster.nodes[victim].name.clone();
         let survivors: Vec<String> =
             cluster.nodes.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, n)| n.api_url.clone()).collect();
         let killed = Instant::now();
-        cluster.kill(victim).await;
+        cluster.kill(victim);
         let mut seq = 0u64;
         loop {
             let url = format!("{}/api/v1/cluster/kv/failover", survivors[(seq as usize) % survivors.len()]);
@@ -582,7 +560,7 @@ async fn measure_failover(
         eprintln!("failover trial {trial}: {ms:.0} ms (killed {leader_name})");
         out.push(ms);
         cluster.restart(victim)?;
-        cluster.wait_ready(victim, Duration::from_secs(60)).await?;
+        cluster.wait_ready(victim).await?;
     }
     Ok(out)
 }

@@ -80,13 +80,19 @@ pub struct TopArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct AdminArgs {
-    /// API URL of any node.
-    #[arg(long = "node", env = "PANAL_URL", default_value = "http://127.0.0.1:7700")]
-    pub url: String,
+    /// Address of any node (`host:port` or a URL); several, comma-separated, are tried in
+    /// turn. Default: the nodes of the `--up-dir` cluster, else 127.0.0.1:7700.
+    #[arg(long = "node", env = "PANAL_URL")]
+    pub url: Option<String>,
     #[arg(long, env = "PANAL_USER", default_value = "admin")]
     pub user: String,
+    /// Default: the password `panal up` stored in `--up-dir`.
     #[arg(long, env = "PANAL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// A `panal up` directory: its stored admin password and node list are used when
+    /// --password / --node are not given (and its other nodes are tried if one is down).
+    #[arg(long, env = "PANAL_UP_DIR", default_value = "./.panal")]
+    pub up_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

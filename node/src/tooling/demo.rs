@@ -2,11 +2,16 @@
 //! loading it also exercises forwarding): three users, a bookshop with stock and one paid
 //! order, a home meter with 30 days of hourly readings, and a battery with a 48-hour CSV.
 
-use std::time::Duration;
+use panal_actors::auth::ops::RegisterRequest;
+use panal_actors::catalog::ops::NewOrder;
+use panal_actors::catalog::payment::CardPayment;
+use panal_actors::catalog::{BookQuery, NewBook};
+use panal_actors::energy::ops::{ReadingInput, ReadingsInput};
+use panal_actors::energy::{DeviceKind, NewDevice};
+use panal_actors::page::PageParams;
 
-use serde_json::{json, Value};
-
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::tooling::client::Client;
 
 /// The demo accounts: (username, password, what they do).
 pub const USERS: [(&str, &str, &str); 3] = [
@@ -39,149 +44,99 @@ pub struct Loaded {
     pub fresh: bool,
 }
 
-struct Api {
-    http: reqwest::Client,
-    urls: Vec<String>,
+/// The users' sessions; call `k` goes to node `k mod n` (so loading also exercises
+/// forwarding), and every session starts from the index of the one before, so each call
+/// sees the writes before it wherever it lands.
+struct Rotation {
     next: std::cell::Cell<usize>,
-    /// The highest `X-Panal-Index` answered so far, sent with every request: each call
-    /// goes to another node, and must see the writes before it (session consistency).
-    index: std::cell::Cell<u64>,
 }
 
-impl Api {
-    /// Sends to the next node in turn; `body` is JSON, or (content type, text).
-    async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Body<'_>) -> Result<Value> {
-        let i = self.next.get();
-        self.next.set(i + 1);
-        let url = format!("{}{path}", self.urls[i % self.urls.len()]);
-        let mut req = self.http.request(method, &url).header("x-panal-index", self.index.get().to_string());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req = match body {
-            Body::None => req,
-            Body::Json(v) => req.json(&v),
-            Body::Text(content_type, text) => req.header("content-type", content_type).body(text.to_string()),
-        };
-        let resp = req.send().await.map_err(|e| Error::Fatal(format!("demo data: {url}: {e}")))?;
-        let status = resp.status();
-        let index = resp.headers().get("x-panal-index").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        self.index.set(self.index.get().max(index.unwrap_or(0)));
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(Error::Fatal(format!("demo data: {url} answered {status}: {value}")));
-        }
-        Ok(value)
-    }
-
-    async fn login(&self, username: &str, password: &str) -> Result<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Body::Json(json!({"username": username, "password": password})),
-            )
-            .await?;
-        v["access_token"].as_str().map(str::to_string).ok_or_else(|| Error::Fatal("login answer has no token".into()))
+impl Rotation {
+    fn on(&self, client: &Client) -> Client {
+        let k = self.next.get();
+        self.next.set(k + 1);
+        client.pinned(k % client.nodes().len())
     }
 }
 
-enum Body<'a> {
-    None,
-    Json(Value),
-    Text(&'static str, &'a str),
-}
-
-/// Loads the demo data unless it is there already (alice can log in).
-pub async fn load(urls: &[String]) -> Result<Loaded> {
-    let http =
-        reqwest::Client::builder().timeout(Duration::from_secs(60)).build().map_err(|e| Error::Fatal(e.to_string()))?;
-    let api = Api { http, urls: urls.to_vec(), next: Default::default(), index: Default::default() };
-    use reqwest::Method;
-    if let Ok(carol) = api.login(USERS[2].0, USERS[2].1).await {
-        let books = api.call(Method::GET, "/api/v1/books?limit=100", None, Body::None).await?;
-        let devices = api.call(Method::GET, "/api/v1/devices", Some(&carol), Body::None).await?;
-        let id_of = |kind: &str| {
-            devices["items"].as_array().into_iter().flatten().find(|d| d["kind"] == kind).and_then(|d| d["id"].as_i64())
-        };
+/// Loads the demo data through `api` (a client of every node) unless it is there already
+/// (carol can log in).
+pub async fn load(api: &Client) -> Result<Loaded> {
+    let turn = Rotation { next: Default::default() };
+    let carol = api.new_session();
+    if turn.on(&carol).login(USERS[2].0, USERS[2].1).await.is_ok() {
+        let books = turn.on(&carol).list_books(&BookQuery { limit: Some(100), ..Default::default() }).await?;
+        let devices = turn.on(&carol).list_devices(&PageParams::default()).await?;
+        let id_of = |kind: DeviceKind| devices.items.iter().find(|d| d.kind == kind).map(|d| d.id);
         return Ok(Loaded {
-            books: books["items"].as_array().map_or(0, Vec::len),
+            books: books.items.len(),
             readings: 0,
-            meter_id: id_of("meter").unwrap_or_default(),
-            battery_id: id_of("battery").unwrap_or_default(),
+            meter_id: id_of(DeviceKind::Meter).unwrap_or_default(),
+            battery_id: id_of(DeviceKind::Battery).unwrap_or_default(),
             fresh: false,
         });
     }
-    let mut tokens = Vec::new();
+    let mut sessions = Vec::new();
+    let mut last = api.clone();
     for (username, password, _) in USERS {
-        api.call(
-            Method::POST,
-            "/api/v1/auth/register",
-            None,
-            Body::Json(json!({"username": username, "password": password, "email": format!("{username}@example.com")})),
-        )
-        .await?;
-        tokens.push(api.login(username, password).await?);
+        let user = last.new_session();
+        let register = RegisterRequest {
+            username: username.into(),
+            password: password.into(),
+            email: Some(format!("{username}@example.com")),
+        };
+        turn.on(&user).register(&register).await?;
+        turn.on(&user).login(username, password).await?;
+        last = user.clone();
+        sessions.push(user);
     }
-    let (alice, bob, carol) = (&tokens[0], &tokens[1], &tokens[2]);
+    let (alice, bob, carol) = (&sessions[0], &sessions[1], &sessions[2]);
+    // Each session must also see the others' writes (bob buys alice's book).
+    let sync = |c: &Client| c.observe_index(carol.last_index().max(alice.last_index()).max(bob.last_index()));
 
     let mut first_book = 0;
     for (title, author, price_cents, stock) in BOOKS {
-        let book = json!({"title": title, "author": author, "description": format!("{title} by {author}."),
-            "price_cents": price_cents, "currency": "EUR", "stock": stock});
-        let v = api.call(Method::POST, "/api/v1/books", Some(alice), Body::Json(book)).await?;
+        let book = NewBook {
+            title: title.into(),
+            author: author.into(),
+            description: format!("{title} by {author}."),
+            price_cents,
+            currency: "EUR".into(),
+            stock,
+        };
+        let created = turn.on(alice).create_book(&book).await?;
         if first_book == 0 {
-            first_book = v["id"].as_i64().unwrap_or_default();
+            first_book = created.id;
         }
     }
-    let order = api
-        .call(Method::POST, "/api/v1/orders", Some(bob), Body::Json(json!({"book_id": first_book, "quantity": 1})))
-        .await?;
-    let order_id = order["id"].as_i64().unwrap_or_default();
-    api.call(
-        Method::POST,
-        &format!("/api/v1/orders/{order_id}/pay"),
-        Some(bob),
-        Body::Json(json!({"card_number": "4242 4242 4242 4242", "expiry": "12/39", "cvc": "123"})),
-    )
-    .await?;
+    sync(bob);
+    let order = turn.on(bob).place_order(&NewOrder { book_id: first_book, quantity: 1 }, None).await?;
+    let card = CardPayment { card_number: "4242 4242 4242 4242".into(), expiry: "12/39".into(), cvc: "123".into() };
+    turn.on(bob).pay_order(order.id, &card).await?;
 
-    let meter = api
-        .call(Method::POST, "/api/v1/devices", Some(carol), Body::Json(json!({"name": "home meter", "kind": "meter"})))
-        .await?;
-    let meter_id = meter["id"].as_i64().unwrap_or_default();
+    sync(carol);
+    let meter = turn.on(carol).create_device(&NewDevice { name: "home meter".into(), kind: DeviceKind::Meter }).await?;
     let hour_ms = 3_600_000;
     let now_hour = panal_actors::time::wall_ms() / hour_ms * hour_ms;
     let hours = 30 * 24;
-    let readings: Vec<Value> = (0..hours)
+    let readings: Vec<ReadingInput> = (0..hours)
         .map(|h| {
             let ts = now_hour - (hours - h) * hour_ms;
-            json!({"ts": panal_actors::time::rfc3339(ts), "consumption_kwh": consumption(ts),
-                "generation_kwh": generation(ts)})
+            ReadingInput {
+                ts: panal_actors::time::rfc3339(ts),
+                consumption_kwh: Some(consumption(ts)),
+                generation_kwh: Some(generation(ts)),
+            }
         })
         .collect();
-    api.call(
-        Method::POST,
-        &format!("/api/v1/devices/{meter_id}/readings"),
-        Some(carol),
-        Body::Json(json!({ "readings": readings })),
-    )
-    .await?;
+    let count = readings.len();
+    turn.on(carol).add_readings(meter.id, &ReadingsInput::Batch { readings }).await?;
 
-    let battery = api
-        .call(Method::POST, "/api/v1/devices", Some(carol), Body::Json(json!({"name": "powerwall", "kind": "battery"})))
-        .await?;
-    let battery_id = battery["id"].as_i64().unwrap_or_default();
+    let battery =
+        turn.on(carol).create_device(&NewDevice { name: "powerwall".into(), kind: DeviceKind::Battery }).await?;
     let csv = battery_csv(now_hour - 48 * hour_ms);
-    api.call(
-        Method::POST,
-        &format!("/api/v1/devices/{battery_id}/battery.csv"),
-        Some(carol),
-        Body::Text("text/csv", &csv),
-    )
-    .await?;
-    Ok(Loaded { books: BOOKS.len(), readings: readings.len(), meter_id, battery_id, fresh: true })
+    turn.on(carol).upload_battery_csv(battery.id, &csv).await?;
+    Ok(Loaded { books: BOOKS.len(), readings: count, meter_id: meter.id, battery_id: battery.id, fresh: true })
 }
 
 /// Household consumption in kWh for the hour starting at `ts_ms`: a morning and an evening

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::error::{Error, Result};
+use crate::tooling::client::Client;
 
 #[derive(Debug, Args, Clone)]
 pub struct HealthArgs {
@@ -18,16 +19,18 @@ pub struct HealthArgs {
 }
 
 pub async fn run(args: HealthArgs) -> Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(args.timeout_ms))
-        .build()
-        .map_err(|e| Error::Fatal(e.to_string()))?;
-    let resp = http.get(&args.url).send().await.map_err(|e| Error::Fatal(format!("{}: {e}", args.url)))?;
-    let status = resp.status();
-    if status == reqwest::StatusCode::OK {
-        println!("{}: {status}", args.url);
-        return Ok(());
+    let with_scheme = if args.url.contains("://") { args.url.clone() } else { format!("http://{}", args.url) };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| Error::Fatal(format!("{}: {e}", args.url)))?;
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let base = url.origin().ascii_serialization();
+    let client = Client::with_timeout(&[base], Duration::from_millis(args.timeout_ms))?;
+    let answer = client.send(reqwest::Method::GET, &path, &crate::tooling::client::Body::None, &[]).await?;
+    if answer.status != 200 {
+        return Err(Error::Fatal(format!("{}: {}", args.url, answer.status)));
     }
-    let body = resp.text().await.unwrap_or_default();
-    Err(Error::Fatal(format!("{}: {status} {}", args.url, body.trim())))
+    println!("{}: {}", args.url, answer.status);
+    Ok(())
 }

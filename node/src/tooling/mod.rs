@@ -1,9 +1,11 @@
 //! Operator tooling: the command line and everything that talks to a cluster from the
 //! outside, over its HTTP API. Depends on the server only to start a node in-process.
 //!
+//! - `client`: the typed HTTP client every tool (and the e2e tests) talks to nodes with.
+//! - `launcher`: the one local-cluster launcher (up, drills, benchmarks, tests).
 //! - `cli`: the command-line grammar.
 //! - `admin`: `node`, `token`, `status`, `backup` commands.
-//! - `up`: the local-cluster launcher (`panal up`), shared by drills, benchmarks and tests.
+//! - `up`: `panal up`, a supervised local cluster.
 //! - `demo`: the demo data `panal up --demo` loads.
 //! - `top`: the live cluster view in a terminal.
 //! - `drill`: failure rehearsals under a recorded workload.
@@ -13,8 +15,10 @@
 pub mod admin;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod demo;
 pub mod drill;
 pub mod health;
+pub mod launcher;
 pub mod top;
 pub mod up;

@@ -1,226 +1,186 @@
-//! `panal up`: a local cluster of node processes of this same binary on 127.0.0.1.
-//! [`LocalCluster`] is also what the benchmarks start and break.
+//! `panal up`: a local cluster of node processes of this same binary on 127.0.0.1 (through
+//! the [launcher](crate::tooling::launcher)), supervised until Ctrl-C: a node that exits
+//! by itself is reaped, reported and restarted with backoff.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use crate::error::Result;
+use crate::tooling::cli::UpArgs;
+use crate::tooling::client::Client;
+use crate::tooling::launcher::{LaunchConfig, LocalCluster};
 
-use crate::error::{Error, Result};
-use crate::tooling::cli::{AdminArgs, UpArgs};
+/// First restart delay; doubled per crash in a row, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A node up this long has recovered: its next crash starts the backoff again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How often the status line is printed.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
-/// Ports of node `i` (0-based): api = base + 10·i, peer = +1, mesh = +2.
-pub fn ports(base: u16, i: u16) -> (u16, u16, u16) {
-    let api = base + 10 * i;
-    (api, api + 1, api + 2)
+/// Restart bookkeeping of one node.
+#[derive(Debug, Clone, Default)]
+struct Supervision {
+    /// Crashes in a row (reset once the node stays up [`STABLE_AFTER`]).
+    crashes: u32,
+    started: Option<Instant>,
+    /// When the node is due to be started again.
+    restart_at: Option<Instant>,
 }
 
-pub struct LocalNode {
-    pub name: String,
-    pub api_url: String,
-    pub peer_addr: String,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl LocalNode {
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(|c| c.id())
+impl Supervision {
+    /// Records an exit at `now`; returns the delay before the restart.
+    fn exited(&mut self, now: Instant) -> Duration {
+        if self.started.is_some_and(|s| now.duration_since(s) >= STABLE_AFTER) {
+            self.crashes = 0;
+        }
+        let delay = FIRST_BACKOFF.saturating_mul(1 << self.crashes.min(5)).min(MAX_BACKOFF);
+        self.crashes += 1;
+        self.started = None;
+        self.restart_at = Some(now + delay);
+        delay
     }
 }
 
-/// A set of local node processes, stopped when dropped.
-pub struct LocalCluster {
-    pub nodes: Vec<LocalNode>,
-    pub password: String,
-    exe: PathBuf,
+/// The exact command to run this binary (absolute path, quoted if needed), for the banner.
+fn exe_command(exe: &Path) -> String {
+    shell_quote(&exe.display().to_string())
 }
 
-impl LocalCluster {
-    /// Starts (or restarts, when `dir` already holds it) a cluster of `managers` +
-    /// `workers` nodes and waits until every node is ready.
-    pub async fn up(dir: &Path, managers: u16, workers: u16, base_port: u16, extra: &[String]) -> Result<Self> {
-        if managers == 0 {
-            return Err(Error::Fatal("--nodes must be at least 1".into()));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| Error::Fatal(format!("cannot create {}: {e}", dir.display())))?;
-        let exe = std::env::current_exe().map_err(|e| Error::Fatal(e.to_string()))?;
-        let password_file = dir.join("admin-password");
-        let existing = dir.join("node1").join("node.json").exists();
-        let password = match std::fs::read_to_string(&password_file) {
-            Ok(p) if existing => p.trim().to_string(),
-            _ => {
-                let p = crate::server::identity::random_hex(12);
-                std::fs::write(&password_file, &p).map_err(|e| Error::Fatal(e.to_string()))?;
-                p
-            }
-        };
-        let mut nodes = Vec::new();
-        for i in 0..managers + workers {
-            let (api, peer, mesh) = ports(base_port, i);
-            let name = format!("node{}", i + 1);
-            let data_dir = dir.join(&name);
-            let mut args = vec![
-                "start".into(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--name".into(),
-                name.clone(),
-                "--api-addr".into(),
-                format!("127.0.0.1:{api}"),
-                "--peer-addr".into(),
-                format!("127.0.0.1:{peer}"),
-                "--mesh-addr".into(),
-                format!("127.0.0.1:{mesh}"),
-            ];
-            args.extend(extra.iter().cloned());
-            nodes.push(LocalNode {
-                log: dir.join(format!("{name}.log")),
-                name,
-                api_url: format!("http://127.0.0.1:{api}"),
-                peer_addr: format!("127.0.0.1:{peer}"),
-                args,
-                child: None,
-            });
-        }
-        let mut cluster = LocalCluster { nodes, password, exe };
-        if existing {
-            for i in 0..cluster.nodes.len() {
-                cluster.spawn(i, &[])?;
-            }
-        } else {
-            cluster.spawn(0, &["--init".into()])?;
-            cluster.wait_ready(0, Duration::from_secs(60)).await?;
-            let admin = cluster.admin_args(0);
-            let client = crate::tooling::admin::AdminClient::login(&admin).await?;
-            let tokens = client.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
-            let first_peer = cluster.nodes[0].peer_addr.clone();
-            for i in 1..cluster.nodes.len() {
-                let role = if (i as u16) < managers { "manager" } else { "worker" };
-                let token = tokens[role].as_str().unwrap_or_default().to_string();
-                cluster.spawn(i, &["--join".into(), first_peer.clone(), "--token".into(), token])?;
-                // One at a time: each join changes the membership.
-                cluster.wait_ready(i, Duration::from_secs(60)).await?;
-            }
-        }
-        for i in 0..cluster.nodes.len() {
-            cluster.wait_ready(i, Duration::from_secs(60)).await?;
-        }
-        Ok(cluster)
-    }
-
-    fn spawn(&mut self, i: usize, extra: &[String]) -> Result<()> {
-        let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|e| Error::Fatal(format!("cannot open {}: {e}", node.log.display())))?;
-        let log_err = log.try_clone().map_err(|e| Error::Fatal(e.to_string()))?;
-        let child = Command::new(&self.exe)
-            .args(&node.args)
-            .args(extra)
-            .env("PANAL_ADMIN_PASSWORD", &self.password)
-            .env(crate::server::start::LAUNCHER_PID_ENV, std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::Fatal(format!("cannot start {}: {e}", node.name)))?;
-        node.child = Some(child);
-        Ok(())
-    }
-
-    /// Restarts a stopped node from its data dir.
-    pub fn restart(&mut self, i: usize) -> Result<()> {
-        self.spawn(i, &[])
-    }
-
-    /// SIGKILLs node `i`.
-    pub async fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill().await;
-        }
-    }
-
-    pub fn admin_args(&self, i: usize) -> AdminArgs {
-        AdminArgs { url: self.nodes[i].api_url.clone(), user: "admin".into(), password: Some(self.password.clone()) }
-    }
-
-    pub async fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + timeout;
-        let url = format!("{}/ready", self.nodes[i].api_url);
-        loop {
-            if let Some(child) = self.nodes[i].child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let tail = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
-                    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                    return Err(Error::Fatal(format!(
-                        "{} exited ({status}); last log lines:\n{}",
-                        self.nodes[i].name,
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    )));
-                }
-            }
-            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(1)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Fatal(format!(
-                    "{} not ready after {timeout:?}; see {}",
-                    self.nodes[i].name,
-                    self.nodes[i].log.display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Sends SIGTERM to every node and waits for them to exit.
-    pub async fn stop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.terminate(i).await;
-        }
-    }
-
-    /// Sends SIGTERM to node `i` and waits for it to exit (SIGKILL after 10 s).
-    pub async fn terminate(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-            }
-            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-                let _ = child.kill().await;
-            }
-        }
+fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
-    let mut cluster = LocalCluster::up(&args.dir, args.nodes, args.workers, args.base_port, &args.node_args).await?;
-    println!("Panal cluster up: {} managers, {} workers (data in {})", args.nodes, args.workers, args.dir.display());
-    for n in &cluster.nodes {
-        println!("  {:<8} {}   (log: {}/{}.log)", n.name, n.api_url, args.dir.display(), n.name);
+    let mut config = LaunchConfig::base_port(&args.dir, args.base_port)?;
+    config.node_args = args.node_args.clone();
+    config.password = std::env::var("PANAL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let dir = std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let mut cluster = LocalCluster::up(config, args.nodes as usize, args.workers as usize).await?;
+    let client = cluster.admin_client().await?;
+    print_banner(&args, &dir, &cluster, &client).await?;
+
+    let mut supervision =
+        vec![Supervision { started: Some(Instant::now()), ..Default::default() }; cluster.nodes.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut next_status = Instant::now() + STATUS_EVERY;
+    // SIGTERM too: a signal ends this process without running destructors, so the nodes
+    // must be stopped here or they would outlive it.
+    let stop = crate::server::start::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (i, status) in cluster.reap() {
+                    if status.success() {
+                        // Stopped on purpose (SIGTERM): left down until started by hand.
+                        println!("{} stopped ({status}); it stays down. Start it again by hand with:\n  {}",
+                            cluster.nodes[i].name, start_command(&cluster, i));
+                        continue;
+                    }
+                    let delay = supervision[i].exited(now);
+                    println!("{} exited ({status}); restarting it in {}s (crash {} in a row; log: {})",
+                        cluster.nodes[i].name, delay.as_secs(), supervision[i].crashes, cluster.nodes[i].log.display());
+                }
+                for (i, s) in supervision.iter_mut().enumerate() {
+                    if s.restart_at.is_some_and(|t| now >= t) {
+                        s.restart_at = None;
+                        match cluster.restart(i) {
+                            Ok(()) => {
+                                s.started = Some(now);
+                                println!("restarted {} (pid {})", cluster.nodes[i].name, cluster.nodes[i].pid().unwrap_or(0));
+                            }
+                            Err(e) => {
+                                let delay = s.exited(now);
+                                println!("cannot restart {}: {e}; trying again in {}s", cluster.nodes[i].name, delay.as_secs());
+                            }
+                        }
+                    }
+                }
+                if now >= next_status {
+                    next_status = now + STATUS_EVERY;
+                    println!("status: {}", status_line(&cluster, &client, &supervision).await);
+                }
+            }
+        }
     }
-    println!("Admin user: admin   password: {}", cluster.password);
-    let client = crate::tooling::admin::AdminClient::login(&cluster.admin_args(0)).await?;
-    let tokens = client.request(reqwest::Method::GET, "/api/v1/cluster/tokens").await?;
-    println!("Manager token: {}", tokens["manager"].as_str().unwrap_or_default());
-    println!("Worker token:  {}", tokens["worker"].as_str().unwrap_or_default());
+    println!("stopping…");
+    cluster.stop().await;
+    Ok(())
+}
+
+/// The shell command that starts node `i` again from its data dir (not supervised).
+fn start_command(cluster: &LocalCluster, i: usize) -> String {
+    let args: Vec<String> = cluster.arguments(i, &["start"], &[]).iter().map(|a| shell_quote(a)).collect();
+    format!(
+        "{} {} >> {} 2>&1 &",
+        exe_command(&cluster.config.exe),
+        args.join(" "),
+        shell_quote(&cluster.nodes[i].log.display().to_string())
+    )
+}
+
+/// One entry per node: its Raft state and applied index as the cluster reports it, or why
+/// it is not there (process down and when it restarts, or unreachable).
+async fn status_line(cluster: &LocalCluster, client: &Client, supervision: &[Supervision]) -> String {
+    let rows = client.cluster_nodes().await.unwrap_or_default();
+    let now = Instant::now();
+    let entries: Vec<String> = cluster
+        .nodes
+        .iter()
+        .zip(supervision)
+        .map(|(node, s)| {
+            let row = rows.iter().find(|r| r.name == node.name);
+            if !node.is_running() {
+                if let Some(r) = row.filter(|r| r.reachable) {
+                    return format!("{}:{}(not supervised)", r.name, r.state.as_deref().unwrap_or("?"));
+                }
+                if s.restart_at.is_none() {
+                    return format!("{}:STOPPED", node.name);
+                }
+                let when = s.restart_at.map(|t| t.saturating_duration_since(now).as_secs()).unwrap_or(0);
+                return format!("{}:DOWN(restart in {when}s)", node.name);
+            }
+            match row {
+                Some(r) if r.reachable => format!(
+                    "{}:{}@{}",
+                    r.name,
+                    r.state.as_deref().unwrap_or("?"),
+                    r.applied_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
+                ),
+                Some(r) => format!("{}:unreachable", r.name),
+                None if rows.is_empty() => format!("{}:no-answer", node.name),
+                None => format!("{}:not-a-member", node.name),
+            }
+        })
+        .collect();
+    entries.join("  ")
+}
+
+async fn print_banner(args: &UpArgs, dir: &Path, cluster: &LocalCluster, client: &Client) -> Result<()> {
+    let panal = exe_command(&cluster.config.exe);
+    let up_dir = shell_quote(&dir.display().to_string());
+    println!("Panal cluster up: {} managers, {} workers (data in {})", args.nodes, args.workers, dir.display());
+    for n in &cluster.nodes {
+        println!("  {:<8} {}   (log: {})", n.name, n.api_url, n.log.display());
+    }
+    println!("Admin user: admin   password: {}   (stored in {}/admin-password)", cluster.password, dir.display());
+    let tokens = client.join_tokens().await?;
+    println!("Manager token: {}", tokens.manager);
+    println!("Worker token:  {}", tokens.worker);
     let url = &cluster.nodes[0].api_url;
     let other = cluster.nodes.last().map(|n| n.api_url.as_str()).unwrap_or(url);
     let login = |user: &str, password: &str| {
         format!("curl -s {url}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"username\":\"{user}\",\"password\":\"{password}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/'")
     };
     if args.demo {
-        let urls: Vec<String> = cluster.nodes.iter().map(|n| n.api_url.clone()).collect();
-        let loaded = crate::tooling::demo::load(&urls).await?;
+        let loaded = crate::tooling::demo::load(&cluster.client()?).await?;
         if loaded.fresh {
             println!("Demo data loaded: {} books, {} meter readings, a battery CSV.", loaded.books, loaded.readings);
         } else {
@@ -240,43 +200,52 @@ pub async fn run(args: UpArgs) -> Result<()> {
             "  curl -s '{url}/api/v1/devices/{}/forecast?horizon=24h' -H \"authorization: Bearer $TOKEN\"",
             loaded.meter_id
         );
+        // A browser cannot send the bearer token: fetch the chart with it, then open the file.
         println!(
-            "  open {url}/api/v1/devices/{}/battery/chart.svg (with the token), or {url}/openapi.json",
+            "  curl -s '{url}/api/v1/devices/{}/battery/chart.svg' -H \"authorization: Bearer $TOKEN\" -o battery.svg   # then open battery.svg in a browser",
             loaded.battery_id
         );
+        println!("  curl -s {url}/openapi.json");
     } else {
         println!("Try:");
         println!("  TOKEN=$({})", login("admin", &cluster.password));
         println!("  curl -s -X PUT {url}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\" -d world");
         println!("  curl -s {other}/api/v1/cluster/kv/hello -H \"authorization: Bearer $TOKEN\"");
     }
-    println!("  panal node ls --node {url} --password {}", cluster.password);
-    println!("  panal top --node {url} --password {}", cluster.password);
+    // The binary's own path: `panal` is not on PATH after `cargo run`. The admin commands
+    // find the password and the nodes in the up directory.
+    println!("  {panal} node ls --up-dir {up_dir}");
+    println!("  {panal} top --up-dir {up_dir}");
     println!(
-        "Ctrl-C (or SIGTERM) stops every node; `panal up --dir {}` starts the same cluster again.",
-        args.dir.display()
+        "A node that crashes is restarted; `kill <pid>` (SIGTERM) stops one for good (pids: {}).",
+        cluster.nodes.iter().map(|n| format!("{}={}", n.name, n.pid().unwrap_or(0))).collect::<Vec<_>>().join(" ")
     );
-
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    // SIGTERM too: a signal ends this process without running destructors, so the nodes
-    // must be stopped here or they would outlive it.
-    let stop = crate::server::start::shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = tick.tick() => {
-                if let Ok(rows) = client.request(reqwest::Method::GET, "/api/v1/cluster/nodes").await {
-                    let line: Vec<String> = rows.as_array().into_iter().flatten().map(|r| {
-                        format!("{}:{}{}@{}", r["name"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("down"),
-                            if r["reachable"].as_bool() == Some(true) { "" } else { "!" }, r["applied_index"])
-                    }).collect();
-                    println!("status: {}", line.join("  "));
-                }
-            }
-        }
-    }
-    println!("stopping…");
-    cluster.stop().await;
+    println!("Ctrl-C (or SIGTERM) stops every node; `{panal} up --dir {up_dir}` starts the same cluster again.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_crash_and_resets_after_a_stable_run() {
+        let t0 = Instant::now();
+        let mut s = Supervision { started: Some(t0), ..Default::default() };
+        assert_eq!(s.exited(t0), Duration::from_secs(1));
+        assert_eq!(s.exited(t0), Duration::from_secs(2));
+        assert_eq!(s.exited(t0), Duration::from_secs(4));
+        for _ in 0..10 {
+            s.exited(t0);
+        }
+        assert_eq!(s.exited(t0), MAX_BACKOFF);
+        s.started = Some(t0);
+        assert_eq!(s.exited(t0 + STABLE_AFTER), FIRST_BACKOFF);
+    }
+
+    #[test]
+    fn banner_paths_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("/home/me/panal/target/release/panal"), "/home/me/panal/target/release/panal");
+        assert_eq!(shell_quote("/tmp/my dir/it's"), r"'/tmp/my dir/it'\''s'");
+    }
 }

@@ -112,9 +112,10 @@ pub async fn run(args: DrillArgs) -> Result<()> {
             args.workers,
             dir.display()
         );
-        let extra = ["--chaos", "--balance", "local"].map(String::from);
+        let mut config = crate::tooling::launcher::LaunchConfig::base_port(&dir, args.base_port)?;
+        config.node_args = ["--chaos", "--balance", "local"].map(String::from).to_vec();
         let cluster =
-            crate::tooling::up::LocalCluster::up(&dir, args.nodes, args.workers, args.base_port, &extra).await?;
+            crate::tooling::launcher::LocalCluster::up(config, args.nodes as usize, args.workers as usize).await?;
         Target::local(cluster).await?
     } else {
         let password = args.password.clone().ok_or_else(|| {

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::workload::{error_kind, send};
 use crate::error::{Error, Result};
-use crate::tooling::up::LocalCluster;
+use crate::tooling::client::Client;
+use crate::tooling::launcher::LocalCluster;
 
 /// How long a restarted or resumed node may take to be ready again.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 pub enum Nodes {
-    Local(LocalCluster),
+    Local(Box<LocalCluster>),
     Remote,
 }
 
@@ -24,8 +24,11 @@ pub struct Target {
     pub nodes: Nodes,
     pub urls: Vec<String>,
     pub names: Vec<String>,
+    /// For the workload's raw, timed attempts.
     pub http: reqwest::Client,
     pub token: String,
+    /// The admin client of every node (`pinned(i)` for one node).
+    pub api: Client,
     /// Nodes the drill stopped (killed, crashed, terminated) and not yet restarted.
     pub down: Vec<bool>,
     /// Nodes the drill froze with SIGSTOP.
@@ -34,76 +37,58 @@ pub struct Target {
     pub isolated_until: Vec<Option<Instant>>,
 }
 
-async fn login(http: &reqwest::Client, urls: &[String], password: &str) -> Result<String> {
-    let body = json!({ "username": "admin", "password": password });
-    let mut last = String::new();
-    for url in urls {
-        match send(http.post(format!("{url}/api/v1/auth/login")).json(&body)).await {
-            Ok(a) if a.status == 200 => {
-                return a.body["access_token"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| Error::Fatal("login answered without a token".into()));
-            }
-            Ok(a) if a.status == 401 => {
-                return Err(Error::Fatal("the admin password was refused (--password / PANAL_PASSWORD)".into()))
-            }
-            Ok(a) => last = format!("{url}: {} {}", a.status, a.body),
-            Err(e) => last = format!("{url}: {e}"),
-        }
-    }
-    Err(Error::Fatal(format!("no node accepted the admin login; last answer: {last}")))
-}
-
 impl Target {
     /// Takes over a local cluster.
     pub async fn local(cluster: LocalCluster) -> Result<Self> {
         let urls: Vec<String> = cluster.nodes.iter().map(|n| n.api_url.clone()).collect();
         let names = cluster.nodes.iter().map(|n| n.name.clone()).collect();
-        let http = client()?;
-        let token = login(&http, &urls, &cluster.password).await?;
-        Ok(Self::new(Nodes::Local(cluster), urls, names, http, token))
+        let api = cluster.admin_client().await?;
+        Self::new(Nodes::Local(Box::new(cluster)), urls, names, api)
     }
 
-    /// Remote nodes, by API URL; each must answer and have the chaos hooks on.
+    /// Remote nodes, by API address; each must answer and have the chaos hooks on.
     pub async fn remote(urls: Vec<String>, password: &str) -> Result<Self> {
-        let http = client()?;
-        let token = login(&http, &urls, password).await?;
+        let api = Client::new(&urls)?;
+        let urls = api.nodes().to_vec();
+        api.login("admin", password).await.map_err(|e| match e.status() {
+            Some(401) => Error::Fatal("the admin password was refused (--password / PANAL_PASSWORD)".into()),
+            _ => Error::Fatal(format!("no node accepted the admin login: {e}")),
+        })?;
         let mut names = Vec::new();
-        for url in &urls {
-            let a = send(http.get(format!("{url}/health")))
-                .await
-                .map_err(|e| Error::Fatal(format!("{url} does not answer: {e}")))?;
+        for (i, url) in urls.iter().enumerate() {
+            let node = api.pinned(i);
+            let health = node.health().await.map_err(|e| Error::Fatal(format!("{url} does not answer: {e}")))?;
             names.push(
-                a.body["node"].as_str().ok_or_else(|| Error::Fatal(format!("{url}/health names no node")))?.to_string(),
+                health["node"].as_str().ok_or_else(|| Error::Fatal(format!("{url}/health names no node")))?.to_string(),
             );
             // A 404 here means the node was started without --chaos; a 400 means the hook is on.
-            let probe = send(
-                http.post(format!("{url}/api/v1/admin/chaos/isolate"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "seconds": 0 })),
-            )
-            .await
-            .map_err(|e| Error::Fatal(format!("{url}: {e}")))?;
-            if probe.status == 404 {
-                return Err(Error::Fatal(format!("{url} has no chaos hooks: start its node with --chaos")));
+            if let Err(e) = node.chaos("isolate", &json!({ "seconds": 0 })).await {
+                match e.status() {
+                    Some(404) => {
+                        return Err(Error::Fatal(format!("{url} has no chaos hooks: start its node with --chaos")))
+                    }
+                    Some(_) => {}
+                    None => return Err(Error::Fatal(format!("{url}: {e}"))),
+                }
             }
         }
-        Ok(Self::new(Nodes::Remote, urls, names, http, token))
+        Self::new(Nodes::Remote, urls, names, api)
     }
 
-    fn new(nodes: Nodes, urls: Vec<String>, names: Vec<String>, http: reqwest::Client, token: String) -> Self {
+    fn new(nodes: Nodes, urls: Vec<String>, names: Vec<String>, api: Client) -> Result<Self> {
         let n = urls.len();
-        Self {
+        let token = api.token().unwrap_or_default();
+        Ok(Self {
             nodes,
             urls,
             names,
-            http,
+            http: client()?,
             token,
+            api,
             down: vec![false; n],
             paused: vec![false; n],
             isolated_until: vec![None; n],
-        }
+        })
     }
 
     pub fn is_local(&self) -> bool {
@@ -118,16 +103,19 @@ impl Target {
     /// The leader as the running nodes see it.
     pub async fn leader(&self) -> Option<usize> {
         for i in self.running() {
-            let req = self.http.get(format!("{}/api/v1/cluster/status", self.urls[i])).bearer_auth(&self.token);
-            if let Ok(a) = send(req.timeout(Duration::from_secs(2))).await {
-                if let Some(name) = a.body["leader"]["name"].as_str() {
-                    if let Some(l) = self.names.iter().position(|n| n == name) {
-                        return Some(l);
-                    }
+            if let Some(name) = self.leader_seen_by(i).await {
+                if let Some(l) = self.names.iter().position(|n| *n == name) {
+                    return Some(l);
                 }
             }
         }
         None
+    }
+
+    /// The leader's name as node `i` sees it (None: no leader, or `i` did not answer in 2 s).
+    async fn leader_seen_by(&self, i: usize) -> Option<String> {
+        let status = tokio::time::timeout(Duration::from_secs(2), self.api.pinned(i).cluster_status()).await;
+        status.ok()?.ok()?.leader.map(|l| l.name)
     }
 
     /// Waits until a leader is known (faults aimed at the leader need one).
@@ -147,41 +135,24 @@ impl Target {
     /// Managers and workers: node ids of the members with role `worker`.
     pub async fn workers(&self) -> Vec<usize> {
         let Some(&i) = self.running().first() else { return Vec::new() };
-        let req = self.http.get(format!("{}/api/v1/cluster/nodes", self.urls[i])).bearer_auth(&self.token);
-        let Ok(a) = send(req).await else { return Vec::new() };
-        a.body
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["role"] == "worker")
-            .filter_map(|r| self.names.iter().position(|n| Some(n.as_str()) == r["name"].as_str()))
+        let Ok(rows) = self.api.pinned(i).cluster_nodes().await else { return Vec::new() };
+        rows.iter()
+            .filter(|r| r.role == "worker")
+            .filter_map(|r| self.names.iter().position(|n| *n == r.name))
             .collect()
     }
 
-    fn pid(&self, i: usize) -> Result<u32> {
+    fn local_cluster(&self, i: usize) -> Result<&LocalCluster> {
         match &self.nodes {
-            Nodes::Local(c) => {
-                c.nodes[i].pid().ok_or_else(|| Error::Fatal(format!("{} is not running", self.names[i])))
-            }
-            Nodes::Remote => Err(Error::Fatal("signals need a local cluster".into())),
-        }
-    }
-
-    fn signal(&self, i: usize, signal: &str) -> Result<()> {
-        let pid = self.pid(i)?;
-        let ok =
-            std::process::Command::new("kill").args([signal, &pid.to_string()]).status().is_ok_and(|s| s.success());
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Fatal(format!("kill {signal} {pid} ({}) failed", self.names[i])))
+            Nodes::Local(c) => Ok(c),
+            Nodes::Remote => Err(Error::Fatal(format!("signals to {} need a local cluster", self.names[i]))),
         }
     }
 
     /// Stops node `i` at once: SIGKILL locally, the crash hook remotely.
     pub async fn kill(&mut self, i: usize) -> Result<()> {
         match &mut self.nodes {
-            Nodes::Local(c) => c.kill(i).await,
+            Nodes::Local(c) => c.kill(i),
             Nodes::Remote => self.crash(i).await?,
         }
         self.down[i] = true;
@@ -204,8 +175,8 @@ impl Target {
     async fn crash(&self, i: usize) -> Result<()> {
         self.chaos(i, "crash", json!({})).await?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while send(self.http.get(format!("{}/health", self.urls[i])).timeout(Duration::from_millis(300))).await.is_ok()
-        {
+        let node = self.api.pinned(i);
+        while tokio::time::timeout(Duration::from_millis(300), node.health()).await.is_ok_and(|r| r.is_ok()) {
             if Instant::now() > deadline {
                 return Err(Error::Fatal(format!("{} still answers 10 s after its crash", self.names[i])));
             }
@@ -218,11 +189,7 @@ impl Target {
     /// partition: an isolated leader only steps down once it hears from the majority).
     pub async fn wait_rejoined(&self, i: usize) -> Result<()> {
         let deadline = Instant::now() + READY_DEADLINE;
-        let leader_of = |j: usize| async move {
-            let req = self.http.get(format!("{}/api/v1/cluster/status", self.urls[j])).bearer_auth(&self.token);
-            let a = send(req.timeout(Duration::from_secs(2))).await.ok()?;
-            a.body["leader"]["name"].as_str().map(str::to_string)
-        };
+        let leader_of = |j: usize| self.leader_seen_by(j);
         loop {
             let other = self.running().into_iter().find(|&j| j != i);
             let (mine, theirs) = match other {
@@ -254,13 +221,13 @@ impl Target {
 
     /// Freezes node `i` (SIGSTOP): its sockets stay open, nothing answers.
     pub fn pause(&mut self, i: usize) -> Result<()> {
-        self.signal(i, "-STOP")?;
+        self.local_cluster(i)?.pause(i)?;
         self.paused[i] = true;
         Ok(())
     }
 
     pub fn resume(&mut self, i: usize) -> Result<()> {
-        self.signal(i, "-CONT")?;
+        self.local_cluster(i)?.resume(i)?;
         self.paused[i] = false;
         Ok(())
     }
@@ -278,16 +245,10 @@ impl Target {
     }
 
     async fn chaos(&self, i: usize, hook: &str, body: serde_json::Value) -> Result<()> {
-        let req = self
-            .http
-            .post(format!("{}/api/v1/admin/chaos/{hook}", self.urls[i]))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .timeout(Duration::from_secs(10));
-        let result = send(req).await;
-        match &result {
-            Ok(a) if (200..300).contains(&a.status) => Ok(()),
-            _ => Err(Error::Fatal(format!("chaos {hook} on {}: {}", self.names[i], error_kind(&result)))),
+        match tokio::time::timeout(Duration::from_secs(10), self.api.pinned(i).chaos(hook, &body)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Fatal(format!("chaos {hook} on {}: {e}", self.names[i]))),
+            Err(_) => Err(Error::Fatal(format!("chaos {hook} on {}: timeout", self.names[i]))),
         }
     }
 
@@ -306,8 +267,7 @@ impl Target {
     }
 
     pub async fn is_ready(&self, i: usize) -> bool {
-        let req = self.http.get(format!("{}/ready", self.urls[i])).timeout(Duration::from_secs(1));
-        send(req).await.is_ok_and(|a| a.status == 200)
+        self.api.is_ready(i, Duration::from_secs(1)).await
     }
 
     /// Undoes everything: resumes frozen nodes, restarts stopped ones, waits out

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 use super::history::{Attempt, Level, Ms, Op, OpKind, Outcome, SeededBook};
 use crate::error::{Error, Result};
+use crate::tooling::client::{Client, ClientError};
+use panal_actors::auth::ops::RegisterRequest;
 
 /// One request's deadline: long enough for a write that waits out an election, short
 /// enough that a client stuck on a frozen or isolated node moves to another.
@@ -125,20 +127,33 @@ async fn must(urls: &[String], what: &str, build: impl Fn(&str) -> reqwest::Requ
     }
 }
 
-async fn account(http: &reqwest::Client, urls: &[String], username: &str) -> Result<(i64, String)> {
-    let body = json!({ "username": username, "password": PASSWORD });
-    let user =
-        must(urls, &format!("register {username}"), |u| http.post(format!("{u}/api/v1/auth/register")).json(&body))
-            .await?;
-    let id = user.body["id"].as_i64().ok_or_else(|| Error::Fatal(format!("register {username}: no id")))?;
-    let index = user.index.unwrap_or(0).to_string();
-    let login = must(urls, &format!("login {username}"), |u| {
-        http.post(format!("{u}/api/v1/auth/login")).header("x-panal-index", &index).json(&body)
-    })
-    .await?;
-    let token =
-        login.body["access_token"].as_str().ok_or_else(|| Error::Fatal(format!("login {username}: no token")))?;
-    Ok((id, token.to_string()))
+/// Registers `username` and logs in through the client (each step retried across nodes for
+/// up to a minute while the cluster answers 5xx); returns (user id, token).
+async fn account(urls: &[String], username: &str) -> Result<(i64, String)> {
+    let api = Client::with_timeout(urls, Duration::from_secs(10))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let retry = |e: &ClientError| {
+        let transient = match e.status() {
+            Some(status) => status >= 500 || status == 408 || status == 429,
+            None => !matches!(e, ClientError::Address { .. } | ClientError::Decode { .. }),
+        };
+        transient && Instant::now() < deadline
+    };
+    let user = RegisterRequest { username: username.into(), password: PASSWORD.into(), email: None };
+    let registered = loop {
+        match api.register(&user).await {
+            Ok(u) => break u,
+            Err(e) if retry(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(Error::Fatal(format!("register {username}: {e}"))),
+        }
+    };
+    loop {
+        match api.login(username, PASSWORD).await {
+            Ok(t) => return Ok((registered.id, t.access_token)),
+            Err(e) if retry(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(Error::Fatal(format!("login {username}: {e}"))),
+        }
+    }
 }
 
 /// Creates the drill's accounts, books and devices. `run` makes names unique per drill, so
@@ -151,12 +166,12 @@ pub async fn seed(
     clients: usize,
     expected_units: i64,
 ) -> Result<Seed> {
-    let (_, seller_token) = account(http, urls, &format!("drill-{run}-seller")).await?;
+    let (_, seller_token) = account(urls, &format!("drill-{run}-seller")).await?;
     let mut buyers = Vec::new();
     for b in 0..clients.clamp(1, MAX_BUYERS) {
-        buyers.push(account(http, urls, &format!("drill-{run}-buyer{b}")).await?);
+        buyers.push(account(urls, &format!("drill-{run}-buyer{b}")).await?);
     }
-    let (_, meter_token) = account(http, urls, &format!("drill-{run}-meter")).await?;
+    let (_, meter_token) = account(urls, &format!("drill-{run}-meter")).await?;
     let scarce = (expected_units / (BOOKS as i64 * 3)).clamp(20, 100_000);
     let mut books = Vec::new();
     for b in 0..BOOKS {

@@ -1,0 +1,913 @@
+//! The typed HTTP client of the Panal API, used by every in-repo caller (admin CLI, `up`,
+//! `top`, the demo loader, drills, benchmarks and the end-to-end tests).
+//!
+//! One [`Client`] talks to a list of nodes: it sends to the current one and, when a node
+//! refuses the connection (the request never reached it, so retrying is safe), moves on to
+//! the next. It keeps the session: the bearer token from [`Client::login`], the highest
+//! `X-Panal-Index` answered so far (sent with every request, so a read through any node
+//! sees this client's writes), an optional `X-Panal-Consistency`. Non-2xx answers become
+//! [`ClientError::Api`] with the server's one error shape decoded.
+//!
+//! Clones share the session; [`Client::pinned`] gives a client bound to one node (for tests
+//! that must hit a given node) that still shares it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), panal::tooling::client::ClientError> {
+//! use panal::tooling::client::Client;
+//! let api = Client::new(&["127.0.0.1:7700", "127.0.0.1:7710"])?;
+//! api.login("alice", "alice-demo-pass").await?;
+//! let books = api.list_books(&Default::default()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use panal_actors::auth::ops::{KeyRotated, LoginRequest, RegisterRequest, TokenResponse};
+use panal_actors::auth::User;
+use panal_actors::catalog::ops::{NewOrder, ShipRequest};
+use panal_actors::catalog::payment::CardPayment;
+use panal_actors::catalog::{Book, BookPatch, BookQuery, Invoice, NewBook, Order};
+use panal_actors::energy::ops::{RangeQuery, ReadingsInput, ReadingsQuery, ReadingsStored};
+use panal_actors::energy::{Aggregate, Device, DevicePatch, EnergySummary, NewDevice};
+use panal_actors::error::FieldError;
+use panal_actors::kv::KvEntry;
+use panal_actors::metrics::ops::SampleView;
+use panal_actors::page::{Page, PageParams};
+use panal_actors::prediction::{ForecastQuery, ForecastResponse};
+pub use panal_raft::Consistency;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The port a node's API listens on unless told otherwise.
+pub const DEFAULT_API_PORT: u16 = 7700;
+/// How long one request may take by default (a membership change waits for catch-up).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(130);
+
+/// What can go wrong talking to a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid node address {address:?}: {reason}")]
+    Address { address: String, reason: String },
+    /// No node in the list accepted a connection.
+    #[error("{}", unreachable_message(.tried, .hint))]
+    Unreachable {
+        /// (url, why) for every node tried, in order.
+        tried: Vec<(String, String)>,
+        /// What to try instead (other known nodes, or how to start a cluster).
+        hint: Option<String>,
+    },
+    /// The request reached a node but did not complete (timeout, reset): it may have been applied.
+    #[error("{method} {url}: {reason}")]
+    Transport { method: String, url: String, reason: String, timeout: bool },
+    /// The node answered with a non-2xx status.
+    #[error("{method} {path}: {status} {}: {}", .error.code, .error.message)]
+    Api {
+        method: String,
+        path: String,
+        status: u16,
+        error: Box<ApiError>,
+        /// `Retry-After` in seconds (503 `no_leader`, `replica_lagging`, 429).
+        retry_after: Option<u64>,
+    },
+    /// A 2xx answer that is not what the operation returns.
+    #[error("{method} {path}: unexpected answer: {reason}")]
+    Decode { method: String, path: String, reason: String },
+    #[error("no admin password: pass --password, set PANAL_PASSWORD, or point --up-dir at a `panal up` directory")]
+    NoPassword,
+    #[error("cannot read {path}: {reason}")]
+    Io { path: String, reason: String },
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The error code of an API error (`no_leader`, `validation_failed`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+}
+
+impl From<ClientError> for crate::error::Error {
+    fn from(e: ClientError) -> Self {
+        crate::error::Error::Fatal(e.to_string())
+    }
+}
+
+fn unreachable_message(tried: &[(String, String)], hint: &Option<String>) -> String {
+    let tried: Vec<String> = tried.iter().map(|(url, why)| format!("{url} ({why})")).collect();
+    let mut out = format!("cannot reach {}", tried.join(", "));
+    if let Some(h) = hint {
+        out.push_str("\nhint: ");
+        out.push_str(h);
+    }
+    out
+}
+
+/// The body of every error answer: `{"error": {"code", "message", "request_id", "fields"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub fields: Vec<FieldError>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ApiError,
+}
+
+impl ApiError {
+    /// Decodes an error body; a body in another shape (a proxy's page) is kept as the message.
+    pub fn from_body(status: u16, body: &[u8]) -> Self {
+        match serde_json::from_slice::<ErrorEnvelope>(body) {
+            Ok(e) => e.error,
+            Err(_) => ApiError {
+                code: format!("http_{status}"),
+                message: String::from_utf8_lossy(body).trim().chars().take(500).collect(),
+                request_id: None,
+                fields: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Turns `host:port`, `host` or a URL into a base URL (`http://host:port`, no trailing slash).
+pub fn normalize_address(address: &str) -> Result<String, ClientError> {
+    let bad = |reason: &str| ClientError::Address { address: address.into(), reason: reason.into() };
+    let trimmed = address.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(bad("empty"));
+    }
+    let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let mut url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("only http:// and https:// are supported"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.port().is_none() && !trimmed.contains("://") {
+        let _ = url.set_port(Some(DEFAULT_API_PORT));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(bad("give the node's address only, without a path"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Session state shared by clones and pinned clients.
+#[derive(Debug, Default)]
+struct Session {
+    token: Mutex<Option<String>>,
+    index: AtomicU64,
+}
+
+/// A 2xx answer before decoding.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// `X-Panal-Index` (the write's log index, or the read's applied index).
+    pub index: Option<u64>,
+    /// `X-Panal-Node`: the node that served the request.
+    pub node: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A request body.
+pub enum Body<'a> {
+    None,
+    Json(serde_json::Value),
+    Text { content_type: &'a str, text: String },
+}
+
+/// A typed client of one cluster; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    nodes: Arc<Vec<String>>,
+    /// Which node of the list answered last (where the next request goes first).
+    current: Arc<AtomicUsize>,
+    session: Arc<Session>,
+    consistency: Option<Consistency>,
+    /// Other nodes worth suggesting when every listed node is unreachable.
+    hint_nodes: Arc<Vec<String>>,
+}
+
+impl Client {
+    /// A client of the nodes at `addresses` (URLs or bare `host:port`), tried in order.
+    pub fn new(addresses: &[impl AsRef<str>]) -> Result<Self, ClientError> {
+        Self::with_timeout(addresses, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Client::new`] with a per-request timeout.
+    pub fn with_timeout(addresses: &[impl AsRef<str>], timeout: Duration) -> Result<Self, ClientError> {
+        let nodes: Vec<String> = addresses.iter().map(|a| normalize_address(a.as_ref())).collect::<Result<_, _>>()?;
+        if nodes.is_empty() {
+            return Err(ClientError::Address { address: String::new(), reason: "no node address given".into() });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| ClientError::Address { address: nodes.join(","), reason: e.to_string() })?;
+        Ok(Self {
+            http,
+            nodes: Arc::new(nodes),
+            current: Arc::default(),
+            session: Arc::default(),
+            consistency: None,
+            hint_nodes: Arc::default(),
+        })
+    }
+
+    /// Logs in as the admin of [`AdminArgs`](crate::tooling::cli::AdminArgs): its `--node`
+    /// list, its password (or the one a `panal up` directory stored), and the other nodes
+    /// of that directory as a fallback and hint.
+    pub async fn admin(args: &crate::tooling::cli::AdminArgs) -> Result<Self, ClientError> {
+        let up_nodes = args.up_dir.as_deref().map(crate::tooling::launcher::stored_api_urls).unwrap_or_default();
+        let password = match &args.password {
+            Some(p) => p.clone(),
+            None => args
+                .up_dir
+                .as_deref()
+                .and_then(crate::tooling::launcher::stored_password)
+                .ok_or(ClientError::NoPassword)?,
+        };
+        let mut addresses: Vec<String> = match &args.url {
+            Some(list) => list.split(',').filter(|a| !a.trim().is_empty()).map(str::to_string).collect(),
+            None if up_nodes.is_empty() => vec![format!("127.0.0.1:{DEFAULT_API_PORT}")],
+            None => Vec::new(),
+        };
+        let given: Vec<String> = addresses.iter().filter_map(|a| normalize_address(a).ok()).collect();
+        // The other nodes of the local cluster are tried after the ones given, so
+        // `panal node ls` still works with node1 down.
+        for url in &up_nodes {
+            if !given.contains(url) {
+                addresses.push(url.clone());
+            }
+        }
+        let mut client = Self::new(&addresses)?;
+        client.hint_nodes = Arc::new(up_nodes);
+        client.login(&args.user, &password).await?;
+        Ok(client)
+    }
+
+    /// The same session with reads at `level` (`X-Panal-Consistency`).
+    pub fn with_consistency(mut self, level: Consistency) -> Self {
+        self.consistency = Some(level);
+        self
+    }
+
+    /// A client sending only to node `i` of the list (panics if there is none), sharing
+    /// this session (token, index).
+    pub fn pinned(&self, i: usize) -> Self {
+        Self { nodes: Arc::new(vec![self.nodes[i].clone()]), current: Arc::default(), ..self.clone() }
+    }
+
+    /// The same session (and connection pool) on another list of nodes.
+    pub fn with_nodes(&self, addresses: &[impl AsRef<str>]) -> Result<Self, ClientError> {
+        let nodes: Vec<String> = addresses.iter().map(|a| normalize_address(a.as_ref())).collect::<Result<_, _>>()?;
+        if nodes.is_empty() {
+            return Err(ClientError::Address { address: String::new(), reason: "no node address given".into() });
+        }
+        Ok(Self { nodes: Arc::new(nodes), current: Arc::default(), ..self.clone() })
+    }
+
+    /// A client of the same nodes with a session of its own (not logged in) that starts
+    /// from this one's index, so it sees every write made so far: one per user.
+    pub fn new_session(&self) -> Self {
+        let session = Session { token: Mutex::new(None), index: AtomicU64::new(self.last_index()) };
+        Self {
+            session: Arc::new(session),
+            current: Arc::new(AtomicUsize::new(self.current.load(Ordering::Relaxed))),
+            ..self.clone()
+        }
+    }
+
+    /// The nodes' base URLs.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// The node the next request goes to first.
+    pub fn current_node(&self) -> &str {
+        &self.nodes[self.current.load(Ordering::Relaxed) % self.nodes.len()]
+    }
+
+    pub fn token(&self) -> Option<String> {
+        self.session.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uses `token` from now on (e.g. one obtained by another client).
+    pub fn set_token(&self, token: Option<String>) {
+        *self.session.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
+    /// The highest `X-Panal-Index` seen: reads through this client wait for it.
+    pub fn last_index(&self) -> u64 {
+        self.session.index.load(Ordering::Acquire)
+    }
+
+    /// Raises the session index (to read after a write made by someone else).
+    pub fn observe_index(&self, index: u64) {
+        self.session.index.fetch_max(index, Ordering::AcqRel);
+    }
+
+    /// Sends one request (no decoding): the building block of every operation. Tries the
+    /// nodes in turn while they refuse connections; any answer (even an error status) ends it.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Body<'_>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut tried = Vec::new();
+        for k in 0..self.nodes.len() {
+            let i = (start + k) % self.nodes.len();
+            let url = format!("{}{path}", self.nodes[i]);
+            let mut req = self.http.request(method.clone(), &url);
+            // Headers given by the caller win over the session's.
+            let given = |name: &str| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name));
+            let index = self.last_index();
+            if index > 0 && !given("x-panal-index") {
+                req = req.header("x-panal-index", index);
+            }
+            if let Some(level) = self.consistency.filter(|_| !given("x-panal-consistency")) {
+                req = req.header("x-panal-consistency", consistency_name(level));
+            }
+            if let Some(token) = self.token() {
+                req = req.bearer_auth(token);
+            }
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            req = match body {
+                Body::None => req,
+                Body::Json(v) => req.json(v),
+                Body::Text { content_type, text } => req.header("content-type", *content_type).body(text.clone()),
+            };
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => {
+                    tried.push((self.nodes[i].clone(), root_cause(&e)));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ClientError::Transport {
+                        method: method.to_string(),
+                        url,
+                        timeout: e.is_timeout(),
+                        reason: root_cause(&e),
+                    })
+                }
+            };
+            self.current.store(i, Ordering::Relaxed);
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let answer_index = header("x-panal-index").and_then(|v| v.parse::<u64>().ok());
+            let node = header("x-panal-node");
+            let content_type = header("content-type");
+            let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.map_err(|e| ClientError::Transport {
+                method: method.to_string(),
+                url: url.clone(),
+                timeout: e.is_timeout(),
+                reason: root_cause(&e),
+            })?;
+            if !(200..300).contains(&status) {
+                return Err(ClientError::Api {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    status,
+                    error: Box::new(ApiError::from_body(status, &bytes)),
+                    retry_after,
+                });
+            }
+            if let Some(ix) = answer_index {
+                self.observe_index(ix);
+            }
+            return Ok(Answer { status, index: answer_index, node, content_type, body: bytes.to_vec() });
+        }
+        Err(ClientError::Unreachable { hint: self.unreachable_hint(&tried), tried })
+    }
+
+    fn unreachable_hint(&self, tried: &[(String, String)]) -> Option<String> {
+        let others: Vec<&String> = self.hint_nodes.iter().filter(|n| !tried.iter().any(|(t, _)| t == *n)).collect();
+        if !others.is_empty() {
+            let list: Vec<&str> = others.iter().map(|s| s.as_str()).collect();
+            return Some(format!("other nodes of this cluster: --node {}", list.join(",")));
+        }
+        let local = tried.iter().any(|(u, _)| u.contains("127.0.0.1") || u.contains("localhost"));
+        Some(if local {
+            "is the cluster running? `panal up` starts a local one; with several nodes, list them all: \
+             --node HOST:PORT,HOST:PORT"
+                .into()
+        } else {
+            "check the address and that the node runs; list several nodes to fail over: --node HOST:PORT,HOST:PORT"
+                .into()
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body<'_>) -> Result<T, ClientError> {
+        let answer = self.send(method.clone(), path, &body, &[]).await?;
+        decode(&method, path, &answer)
+    }
+
+    /// GET `path` and decode the JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, Body::None).await
+    }
+
+    /// POST `body` as JSON to `path` and decode the answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.call(Method::POST, path, json_body(body)?).await
+    }
+
+    async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Body::None).await
+    }
+
+    async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.call(Method::PATCH, path, json_body(body)?).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, path, &Body::None, &[]).await.map(drop)
+    }
+
+    // --- Probes -----------------------------------------------------------------------
+
+    /// `GET /ready` on node `i`: whether it answers 200 (within `timeout`).
+    pub async fn is_ready(&self, i: usize, timeout: Duration) -> bool {
+        let url = format!("{}/ready", self.nodes[i % self.nodes.len()]);
+        matches!(self.http.get(url).timeout(timeout).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// `GET /health`: the node's name and role, served even without a leader.
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/health").await
+    }
+
+    /// `GET /api/v1/{service}/ping`: the name of the node whose worker answered.
+    pub async fn ping(&self, service: &str) -> Result<String, ClientError> {
+        let answer = self.send(Method::GET, &format!("/api/v1/{service}/ping"), &Body::None, &[]).await?;
+        Ok(answer.node.unwrap_or_default())
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn prometheus(&self) -> Result<String, ClientError> {
+        let answer = self.send(Method::GET, "/metrics", &Body::None, &[]).await?;
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    // --- Auth --------------------------------------------------------------------------
+
+    /// Logs in and keeps the token for the following requests. Tries every node while they
+    /// refuse connections.
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenResponse, ClientError> {
+        let req = LoginRequest { username: username.into(), password: password.into() };
+        let token: TokenResponse = self.post("/api/v1/auth/login", &req).await?;
+        self.set_token(Some(token.access_token.clone()));
+        Ok(token)
+    }
+
+    pub async fn register(&self, user: &RegisterRequest) -> Result<User, ClientError> {
+        self.post("/api/v1/auth/register", user).await
+    }
+
+    /// Registers `username` and logs in as them.
+    pub async fn register_and_login(&self, username: &str, password: &str) -> Result<User, ClientError> {
+        let user = self
+            .register(&RegisterRequest { username: username.into(), password: password.into(), email: None })
+            .await?;
+        self.login(username, password).await?;
+        Ok(user)
+    }
+
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.send(Method::POST, "/api/v1/auth/logout", &Body::None, &[]).await?;
+        self.set_token(None);
+        Ok(())
+    }
+
+    pub async fn me(&self) -> Result<User, ClientError> {
+        self.get("/api/v1/auth/me").await
+    }
+
+    /// Adds a new token signing key (admin).
+    pub async fn rotate_signing_key(&self) -> Result<KeyRotated, ClientError> {
+        self.post_empty("/api/v1/auth/keys/rotate").await
+    }
+
+    // --- Catalog -----------------------------------------------------------------------
+
+    pub async fn create_book(&self, book: &NewBook) -> Result<Book, ClientError> {
+        self.post("/api/v1/books", book).await
+    }
+
+    pub async fn list_books(&self, query: &BookQuery) -> Result<Page<Book>, ClientError> {
+        self.get(&with_query("/api/v1/books", query)?).await
+    }
+
+    pub async fn get_book(&self, id: i64) -> Result<Book, ClientError> {
+        self.get(&format!("/api/v1/books/{id}")).await
+    }
+
+    pub async fn update_book(&self, id: i64, patch: &BookPatch) -> Result<Book, ClientError> {
+        self.patch(&format!("/api/v1/books/{id}"), patch).await
+    }
+
+    pub async fn delete_book(&self, id: i64) -> Result<(), ClientError> {
+        self.delete(&format!("/api/v1/books/{id}")).await
+    }
+
+    /// Places an order; with `idempotency_key`, a retry of the same order is answered
+    /// with the first order instead of placing another.
+    pub async fn place_order(&self, order: &NewOrder, idempotency_key: Option<&str>) -> Result<Order, ClientError> {
+        let path = "/api/v1/orders";
+        let headers: Vec<(&str, &str)> = idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        let answer = self.send(Method::POST, path, &json_body(order)?, &headers).await?;
+        decode(&Method::POST, path, &answer)
+    }
+
+    pub async fn list_orders(&self, page: &PageParams) -> Result<Page<Order>, ClientError> {
+        self.get(&with_query("/api/v1/orders", page)?).await
+    }
+
+    pub async fn list_sales(&self, page: &PageParams) -> Result<Page<Order>, ClientError> {
+        self.get(&with_query("/api/v1/sales", page)?).await
+    }
+
+    pub async fn get_order(&self, id: i64) -> Result<Order, ClientError> {
+        self.get(&format!("/api/v1/orders/{id}")).await
+    }
+
+    pub async fn pay_order(&self, id: i64, card: &CardPayment) -> Result<Order, ClientError> {
+        self.post(&format!("/api/v1/orders/{id}/pay"), card).await
+    }
+
+    pub async fn ship_order(&self, id: i64, ship: &ShipRequest) -> Result<Order, ClientError> {
+        self.post(&format!("/api/v1/orders/{id}/ship"), ship).await
+    }
+
+    pub async fn invoice(&self, id: i64) -> Result<Invoice, ClientError> {
+        self.get(&format!("/api/v1/orders/{id}/invoice")).await
+    }
+
+    // --- Energy ------------------------------------------------------------------------
+
+    pub async fn create_device(&self, device: &NewDevice) -> Result<Device, ClientError> {
+        self.post("/api/v1/devices", device).await
+    }
+
+    pub async fn list_devices(&self, page: &PageParams) -> Result<Page<Device>, ClientError> {
+        self.get(&with_query("/api/v1/devices", page)?).await
+    }
+
+    pub async fn get_device(&self, id: i64) -> Result<Device, ClientError> {
+        self.get(&format!("/api/v1/devices/{id}")).await
+    }
+
+    pub async fn update_device(&self, id: i64, patch: &DevicePatch) -> Result<Device, ClientError> {
+        self.patch(&format!("/api/v1/devices/{id}"), patch).await
+    }
+
+    pub async fn delete_device(&self, id: i64) -> Result<(), ClientError> {
+        self.delete(&format!("/api/v1/devices/{id}")).await
+    }
+
+    pub async fn add_readings(&self, device: i64, readings: &ReadingsInput) -> Result<ReadingsStored, ClientError> {
+        self.post(&format!("/api/v1/devices/{device}/readings"), readings).await
+    }
+
+    pub async fn readings(&self, device: i64, query: &ReadingsQuery) -> Result<Page<Aggregate>, ClientError> {
+        self.get(&with_query(&format!("/api/v1/devices/{device}/readings"), query)?).await
+    }
+
+    pub async fn energy_summary(&self, range: &RangeQuery) -> Result<EnergySummary, ClientError> {
+        self.get(&with_query("/api/v1/energy/summary", range)?).await
+    }
+
+    /// Uploads a battery CSV (`timestamp,soc,voltage,current,temperature`).
+    pub async fn upload_battery_csv(&self, device: i64, csv: &str) -> Result<BatteryUploaded, ClientError> {
+        let path = format!("/api/v1/devices/{device}/battery.csv");
+        let body = Body::Text { content_type: "text/csv", text: csv.to_string() };
+        self.call(Method::POST, &path, body).await
+    }
+
+    /// The battery chart as SVG text.
+    pub async fn battery_chart_svg(&self, device: i64, range: &RangeQuery) -> Result<String, ClientError> {
+        let path = with_query(&format!("/api/v1/devices/{device}/battery/chart.svg"), range)?;
+        let answer = self.send(Method::GET, &path, &Body::None, &[]).await?;
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    pub async fn device_forecast(&self, device: i64, query: &ForecastQuery) -> Result<ForecastResponse, ClientError> {
+        self.get(&with_query(&format!("/api/v1/devices/{device}/forecast"), query)?).await
+    }
+
+    pub async fn user_forecast(&self, query: &ForecastQuery) -> Result<ForecastResponse, ClientError> {
+        self.get(&with_query("/api/v1/energy/forecast", query)?).await
+    }
+
+    // --- Cluster administration (admin) ------------------------------------------------
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.get("/api/v1/cluster/status").await
+    }
+
+    pub async fn cluster_nodes(&self) -> Result<Vec<NodeRow>, ClientError> {
+        self.get("/api/v1/cluster/nodes").await
+    }
+
+    pub async fn promote(&self, id: u64) -> Result<(), ClientError> {
+        self.post_empty::<serde_json::Value>(&format!("/api/v1/cluster/nodes/{id}/promote")).await.map(drop)
+    }
+
+    pub async fn demote(&self, id: u64) -> Result<(), ClientError> {
+        self.post_empty::<serde_json::Value>(&format!("/api/v1/cluster/nodes/{id}/demote")).await.map(drop)
+    }
+
+    pub async fn remove_node(&self, id: u64) -> Result<(), ClientError> {
+        self.delete(&format!("/api/v1/cluster/nodes/{id}")).await
+    }
+
+    pub async fn join_tokens(&self) -> Result<JoinTokens, ClientError> {
+        self.get("/api/v1/cluster/tokens").await
+    }
+
+    /// Replaces the join token of `role` (`manager` or `worker`); returns the new token.
+    pub async fn rotate_join_token(&self, role: &str) -> Result<String, ClientError> {
+        #[derive(Deserialize)]
+        struct Rotated {
+            token: String,
+        }
+        let r: Rotated = self.post_empty(&format!("/api/v1/cluster/tokens/{role}/rotate")).await?;
+        Ok(r.token)
+    }
+
+    /// `PUT /api/v1/cluster/kv/{key}`: the stored entry, whose `index` is the write's log
+    /// index (with an idempotency key, a retry answers the first write's entry).
+    pub async fn kv_put(&self, key: &str, value: &str, idempotency_key: Option<&str>) -> Result<KvEntry, ClientError> {
+        let path = format!("/api/v1/cluster/kv/{key}");
+        let body = Body::Text { content_type: "text/plain", text: value.to_string() };
+        let headers: Vec<(&str, &str)> = idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        let answer = self.send(Method::PUT, &path, &body, &headers).await?;
+        decode(&Method::PUT, &path, &answer)
+    }
+
+    pub async fn kv_get(&self, key: &str) -> Result<KvEntry, ClientError> {
+        self.get(&format!("/api/v1/cluster/kv/{key}")).await
+    }
+
+    /// The applied index and a checksum of the application tables of the node served by.
+    pub async fn checksum(&self) -> Result<Checksum, ClientError> {
+        self.get("/api/v1/cluster/checksum").await
+    }
+
+    /// Asks the node for a snapshot now; returns its index.
+    pub async fn snapshot(&self) -> Result<u64, ClientError> {
+        #[derive(Deserialize)]
+        struct Taken {
+            snapshot_index: u64,
+        }
+        let t: Taken = self.post_empty("/api/v1/cluster/snapshot").await?;
+        Ok(t.snapshot_index)
+    }
+
+    /// Downloads a consistent SQLite copy of the state: (bytes, index it was taken at).
+    pub async fn backup(&self) -> Result<(Vec<u8>, Option<u64>), ClientError> {
+        let answer = self.send(Method::GET, "/api/v1/admin/backup", &Body::None, &[]).await?;
+        Ok((answer.body, answer.index))
+    }
+
+    /// The latest sample of every member (`panal top`).
+    pub async fn node_metrics(&self) -> Result<Vec<NodeMetrics>, ClientError> {
+        self.get("/api/v1/metrics/nodes").await
+    }
+
+    /// Calls a chaos hook (`crash`, `isolate`, `panic`, `delay`) of a node started with `--chaos`.
+    pub async fn chaos(&self, hook: &str, body: &serde_json::Value) -> Result<(), ClientError> {
+        self.post::<_, serde_json::Value>(&format!("/api/v1/admin/chaos/{hook}"), body).await.map(drop)
+    }
+}
+
+fn consistency_name(level: Consistency) -> &'static str {
+    match level {
+        Consistency::Stale => "stale",
+        Consistency::Session => "session",
+        Consistency::Linearizable => "linearizable",
+    }
+}
+
+fn json_body<B: Serialize>(body: &B) -> Result<Body<'static>, ClientError> {
+    serde_json::to_value(body).map(Body::Json).map_err(|e| ClientError::Decode {
+        method: "encode".into(),
+        path: String::new(),
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(method: &Method, path: &str, answer: &Answer) -> Result<T, ClientError> {
+    // Operations answering no body (`()`-like callers ask for Value) accept an empty one.
+    let body: &[u8] = if answer.body.is_empty() { b"null" } else { &answer.body };
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+        method: method.to_string(),
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// `path?query` with the query's set fields URL-encoded.
+fn with_query<Q: Serialize>(path: &str, query: &Q) -> Result<String, ClientError> {
+    let value = serde_json::to_value(query).map_err(|e| ClientError::Decode {
+        method: "encode".into(),
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let mut pairs = Vec::new();
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            let text = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            pairs.push(format!("{k}={}", percent_encode(&text)));
+        }
+    }
+    Ok(if pairs.is_empty() { path.to_string() } else { format!("{path}?{}", pairs.join("&")) })
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The innermost error message (reqwest's outer one is only "error sending request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// A member as `GET /api/v1/cluster/nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRow {
+    pub id: u64,
+    pub name: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// Raft state as the member reports it; absent when it did not answer.
+    pub state: Option<String>,
+    pub leader: Option<u64>,
+    pub api_addr: String,
+    pub reachable: bool,
+    pub applied_index: Option<u64>,
+    pub term: Option<u64>,
+}
+
+/// `GET /api/v1/cluster/status`: the answering node's view.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterStatus {
+    pub node: NodeReport,
+    pub leader: Option<LeaderRef>,
+    #[serde(default)]
+    pub ready: bool,
+    /// Per service: `{"state": "running", "workers": N}` or `{"state": "failed", "reason": …}`.
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeReport {
+    pub id: u64,
+    pub name: String,
+    pub state: String,
+    pub term: u64,
+    #[serde(default)]
+    pub applied_index: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LeaderRef {
+    pub id: u64,
+    pub name: String,
+}
+
+/// `GET /api/v1/cluster/tokens`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JoinTokens {
+    pub cluster_id: String,
+    pub manager: String,
+    pub worker: String,
+}
+
+impl JoinTokens {
+    /// The token for `role` (`manager` or anything else: worker).
+    pub fn for_role(&self, role: &str) -> &str {
+        if role == "manager" {
+            &self.manager
+        } else {
+            &self.worker
+        }
+    }
+}
+
+/// `GET /api/v1/cluster/checksum`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Checksum {
+    pub applied_index: u64,
+    pub checksum: String,
+}
+
+/// One member in `GET /api/v1/metrics/nodes`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeMetrics {
+    pub id: u64,
+    pub name: String,
+    pub role: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub latest: Option<SampleView>,
+}
+
+/// The answer to a battery CSV upload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatteryUploaded {
+    pub device_id: i64,
+    pub stored: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_host_port_and_urls_normalize() {
+        assert_eq!(normalize_address("127.0.0.1:7700").unwrap(), "http://127.0.0.1:7700");
+        assert_eq!(normalize_address("localhost").unwrap(), "http://localhost:7700");
+        assert_eq!(normalize_address("http://10.0.0.2:8000/").unwrap(), "http://10.0.0.2:8000");
+        assert_eq!(normalize_address("https://panal.example").unwrap(), "https://panal.example");
+        assert_eq!(normalize_address("[::1]:7710").unwrap(), "http://[::1]:7710");
+        for bad in ["", "ftp://x:1", "http://x:1/api", "127.0.0.1:notaport"] {
+            assert!(matches!(normalize_address(bad), Err(ClientError::Address { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_decode_into_the_one_shape() {
+        let body = br#"{"error":{"code":"validation_failed","message":"bad","request_id":"r1",
+            "fields":[{"field":"price_cents","message":"must be positive"}]}}"#;
+        let e = ApiError::from_body(422, body);
+        assert_eq!((e.code.as_str(), e.request_id.as_deref()), ("validation_failed", Some("r1")));
+        assert_eq!(e.fields[0].field, "price_cents");
+        let e = ApiError::from_body(502, b"<html>bad gateway</html>");
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("http_502", "<html>bad gateway</html>"));
+    }
+
+    #[test]
+    fn queries_skip_unset_fields_and_encode_values() {
+        let q = BookQuery { q: Some("le guin&co".into()), author: None, limit: Some(5), cursor: None };
+        assert_eq!(with_query("/api/v1/books", &q).unwrap(), "/api/v1/books?limit=5&q=le%20guin%26co");
+        assert_eq!(with_query("/api/v1/books", &BookQuery::default()).unwrap(), "/api/v1/books");
+    }
+
+    #[tokio::test]
+    async fn unreachable_nodes_are_all_tried_and_named() {
+        // Two ports nothing listens on: bind, read the port, close.
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let (a, b) = (free(), free());
+        let client = Client::new(&[a.as_str(), b.as_str()]).unwrap();
+        let err = client.get::<serde_json::Value>("/health").await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ClientError::Unreachable { ref tried, .. } if tried.len() == 2), "{text}");
+        assert!(text.contains(&a) && text.contains(&b) && text.contains("hint: is the cluster running?"), "{text}");
+    }
+}
