@@ -25,6 +25,11 @@ pub async fn call(
     req.consistency = meta.read.consistency;
     req.min_index = meta.read.min_index;
     req.idempotency_key = Some(meta.idempotency_key);
+    // Wait for the client's index here, on this request's own task: never in a service
+    // worker's slot (an index the cluster never reached is refused at once).
+    if req.min_index > 0 {
+        s.replica.wait_applied(req.min_index, super::READ_TIMEOUT).await?;
+    }
     // Safe to retry on another instance: every write carries its idempotency key.
     Ok(respond(s.gateway.call(service, &req, true).await?))
 }
