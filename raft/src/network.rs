@@ -229,12 +229,24 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     }
 }
 
-/// Which peers Raft RPC currently fails to reach, and since when: a peer going down is
-/// logged once (WARN, "unreachable since"), its return once (INFO), and nothing in between.
+/// Which peers Raft RPC currently fails to reach, and since when: a peer failing for
+/// [`DOWN_AFTER`] is logged once (WARN, "unreachable since"), its return once (INFO), and
+/// nothing in between; blips shorter than that (a slow heartbeat) are not logged at all.
 #[derive(Clone, Default)]
 pub(crate) struct PeerHealth {
-    down: Arc<Mutex<HashMap<NodeId, (Instant, SystemTime)>>>,
+    down: Arc<Mutex<HashMap<NodeId, Down>>>,
 }
+
+/// A peer failing since `since`; `reported` once its WARN line was logged.
+#[derive(Debug, Clone, Copy)]
+struct Down {
+    since: Instant,
+    at: SystemTime,
+    reported: bool,
+}
+
+/// How long a peer must keep failing before it is reported unreachable.
+const DOWN_AFTER: Duration = Duration::from_secs(1);
 
 /// A change worth one log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,20 +256,25 @@ pub(crate) enum PeerChange {
 }
 
 impl PeerHealth {
-    /// Records the outcome of one call to `target`; returns the change it makes, if any.
-    pub(crate) fn record(&self, target: NodeId, ok: bool) -> Option<PeerChange> {
+    /// Records the outcome of one call to `target` at `now`; returns the change worth a
+    /// log line, if any.
+    pub(crate) fn record(&self, target: NodeId, ok: bool, now: Instant) -> Option<PeerChange> {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        match (ok, down.get(&target).copied()) {
-            (false, None) => {
-                down.insert(target, (Instant::now(), SystemTime::now()));
-                Some(PeerChange::WentDown)
-            }
-            (true, Some((since, _))) => {
-                down.remove(&target);
-                Some(PeerChange::CameBack(since.elapsed()))
-            }
-            _ => None,
+        if ok {
+            let was = down.remove(&target)?;
+            return was.reported.then(|| PeerChange::CameBack(now.saturating_duration_since(was.since)));
         }
+        let entry = down.entry(target).or_insert(Down { since: now, at: SystemTime::now(), reported: false });
+        if entry.reported || now.saturating_duration_since(entry.since) < DOWN_AFTER {
+            return None;
+        }
+        entry.reported = true;
+        Some(PeerChange::WentDown)
+    }
+
+    /// Wall-clock time `target` started failing, if it is failing.
+    fn down_since(&self, target: NodeId) -> Option<SystemTime> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).get(&target).map(|d| d.at)
     }
 }
 
@@ -299,10 +316,10 @@ impl Network {
         E: std::error::Error + DeserializeOwned,
     {
         let result = self.client.call_to(Some(self.target), &self.addr, path, req, option.hard_ttl()).await;
-        match self.health.record(self.target, result.is_ok()) {
+        match self.health.record(self.target, result.is_ok(), Instant::now()) {
             Some(PeerChange::WentDown) => {
                 let error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
-                let since = self.health.down.lock().unwrap_or_else(|p| p.into_inner()).get(&self.target).map(|d| d.1);
+                let since = self.health.down_since(self.target);
                 tracing::warn!(
                     node = %self.name, id = self.target, addr = %self.addr, %error,
                     "node {} unreachable since {}", self.name, since.map(rfc3339).unwrap_or_default()
@@ -380,12 +397,25 @@ mod tests {
     #[test]
     fn a_peer_going_down_and_back_is_reported_once_each() {
         let h = PeerHealth::default();
-        assert_eq!(h.record(2, true), None);
-        assert_eq!(h.record(2, false), Some(PeerChange::WentDown));
-        assert_eq!(h.record(2, false), None, "repeated failures stay quiet");
-        assert_eq!(h.record(3, false), Some(PeerChange::WentDown), "per peer");
-        assert!(matches!(h.record(2, true), Some(PeerChange::CameBack(_))));
-        assert_eq!(h.record(2, true), None);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(h.record(2, true, at(0)), None);
+        assert_eq!(h.record(2, false, at(0)), None, "not yet: it may be a blip");
+        assert_eq!(h.record(2, false, at(500)), None);
+        assert_eq!(h.record(2, false, at(1000)), Some(PeerChange::WentDown));
+        assert_eq!(h.record(2, false, at(1500)), None, "repeated failures stay quiet");
+        assert_eq!(h.record(3, false, at(1500)), None, "per peer");
+        assert_eq!(h.record(3, false, at(2600)), Some(PeerChange::WentDown));
+        assert_eq!(h.record(2, true, at(3000)), Some(PeerChange::CameBack(Duration::from_secs(3))));
+        assert_eq!(h.record(2, true, at(3100)), None);
+    }
+
+    #[test]
+    fn a_blip_shorter_than_the_threshold_is_not_reported() {
+        let h = PeerHealth::default();
+        let t0 = Instant::now();
+        assert_eq!(h.record(2, false, t0), None);
+        assert_eq!(h.record(2, true, t0 + Duration::from_millis(300)), None);
     }
 
     #[test]

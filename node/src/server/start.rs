@@ -19,6 +19,12 @@ use crate::server::config::StartArgs;
 use crate::server::identity::{self, NodeIdentity, PendingJoin};
 use crate::server::peer::{self, ActivateRequest, JoinAdmission, JoinRequest};
 
+/// Log filter without `PANAL_LOG`. openraft logs every failed replication attempt to an
+/// unreachable peer (about ten WARN/ERROR lines a second per peer); the replica logs one
+/// WARN "node X unreachable since T" and one INFO when it is back instead.
+pub const DEFAULT_LOG: &str =
+    "info,openraft=error,openraft::replication=off,openraft::engine::handler::replication_handler=off";
+
 pub async fn run(args: StartArgs) -> Result<()> {
     run_seeded(args, None).await
 }
