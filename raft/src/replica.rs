@@ -42,8 +42,8 @@ pub struct ReplicaConfig {
     pub keep_after_snapshot: u64,
     /// The cluster's id, named on every peer call (empty: not named, not checked).
     pub cluster_id: String,
-    /// Longest any request waits inside the replica (for a leader, a forward, an index),
-    /// whatever timeout its caller passed: keep it below the caller's own deadline (the
+    /// Longest a write or read barrier waits inside the replica (for a leader, a forward,
+    /// an index), whatever timeout its caller passed (membership changes are not capped): keep it below the caller's own deadline (the
     /// gateway's call timeout) so that the replica's answer, not a timeout, reaches the client.
     pub max_wait: Duration,
 }
@@ -532,7 +532,7 @@ impl<A: Application> Replica<A> {
     }
 
     async fn propose(&self, proposal: Proposal, timeout: Duration) -> Result<(ProposalOutcome, u64)> {
-        self.until_done(Instant::now() + timeout, |leader, node| {
+        self.until_done(Instant::now() + timeout.min(self.inner.max_wait), |leader, node| {
             let proposal = proposal.clone();
             async move {
                 if leader == self.inner.id {
@@ -548,8 +548,7 @@ impl<A: Application> Replica<A> {
 
     /// Runs `attempt` against the current leader until it succeeds or fails for good:
     /// waits for a leader, and retries retryable failures (no leader, peer unreachable,
-    /// leader changed) until `deadline` (capped by `max_wait`), after which the answer is
-    /// `NoLeader`. Without a leader for [`Replica::no_leader_grace`] it answers `NoLeader`
+    /// leader changed) until `deadline`, after which the answer is `NoLeader`. Without a leader for [`Replica::no_leader_grace`] it answers `NoLeader`
     /// at once; an attempt whose leader loses its lease is abandoned (its idempotency key
     /// keeps a retry elsewhere safe).
     async fn until_done<T, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T>
@@ -557,7 +556,6 @@ impl<A: Application> Replica<A> {
         F: FnMut(NodeId, NodeInfo) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let deadline = deadline.min(Instant::now() + self.inner.max_wait);
         let mut leaderless_since: Option<Instant> = None;
         loop {
             self.refuse_if_removed()?;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use panal_tests::{poll, run_panal, Call, Cluster, Reply};
+use panal_tests::{panal_bin, poll, Call, Cluster, Reply};
 use serde_json::{json, Value};
 
 /// Election timeout the nodes run with (the default).
@@ -51,6 +51,20 @@ fn peer_key(c: &Cluster, i: usize) -> (String, String, u64) {
     let out = sha.wait_with_output().unwrap();
     let key = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string();
     (key, identity["cluster_id"].as_str().unwrap().to_string(), identity["node_id"].as_u64().unwrap())
+}
+
+/// Waits for `child` to exit; kills it (and fails) when it is still running at `limit`.
+fn exit_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -124,8 +138,8 @@ async fn a_fresh_cluster_balances_evenly_refuses_far_indexes_and_misaddressed_ca
     c.stop(2);
     let n3 = &c.nodes[2];
     let n2 = &c.nodes[1];
-    let out = run_panal(
-        &[
+    let child = std::process::Command::new(panal_bin())
+        .args([
             "start",
             "--data-dir",
             &n3.data_dir.display().to_string(),
@@ -137,9 +151,13 @@ async fn a_fresh_cluster_balances_evenly_refuses_far_indexes_and_misaddressed_ca
             &format!("{}:7701", n2.ip),
             "--mesh-addr",
             &format!("{}:7702", n2.ip),
-        ],
-        &[],
-    );
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = exit_within(child, Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "started on another member's addresses: {stderr}");
     assert!(stderr.contains("belongs to member"), "{stderr}");

@@ -221,6 +221,22 @@ async fn follow_isolation(
     next
 }
 
+/// Why a mesh session must not carry this cluster's requests, if so: its node is not a
+/// member, or it answers on another member's mesh address (wrong node).
+fn session_mismatch(
+    name: &str,
+    addr: &str,
+    members: &[(u64, panal_raft::NodeInfo, panal_raft::MemberRole)],
+) -> Option<String> {
+    if !members.iter().any(|(_, n, _)| n.name == name) {
+        return Some(format!("{name} is not a member"));
+    }
+    members
+        .iter()
+        .find(|(_, n, _)| n.mesh_addr == addr && n.name != name)
+        .map(|(id, n, _)| format!("wrong node: {name} answers on the mesh address of member {id} ({})", n.name))
+}
+
 /// The node name in a ractor_cluster peer name `name@host`.
 fn node_name_of(peer: &str) -> &str {
     peer.split_once('@').map(|(n, _)| n).unwrap_or(peer)
@@ -251,15 +267,14 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
             sessions.values().filter_map(|s| s.peer_name.as_ref().map(|p| node_name_of(&p.name).to_string())).collect();
         // A session with a node that is not a member (removed, or a stranger holding the
         // cookie) is closed: its workers must not receive this cluster's requests.
-        let member_names: Vec<String> = replica.members().into_iter().map(|(_, n, _)| n.name).collect();
-        if !member_names.is_empty() {
+        let members = replica.members();
+        if !members.is_empty() {
             for session in sessions.values() {
-                let Some(peer) = session.peer_name.as_ref().map(|p| node_name_of(&p.name).to_string()) else {
-                    continue;
-                };
-                if !member_names.contains(&peer) {
-                    tracing::warn!(peer = %peer, "closing the mesh session of a node that is not a member");
-                    session.actor.stop(Some("not a member".into()));
+                let Some(peer) = session.peer_name.as_ref() else { continue };
+                let name = node_name_of(&peer.name);
+                if let Some(why) = session_mismatch(name, &peer.connection_string, &members) {
+                    tracing::warn!(peer = %name, addr = %peer.connection_string, "closing a mesh session: {why}");
+                    session.actor.stop(Some(why));
                 }
             }
         }
@@ -305,5 +320,26 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
                 misses.remove(&node);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use panal_raft::{MemberRole, NodeInfo};
+
+    #[test]
+    fn sessions_of_strangers_and_misplaced_nodes_are_refused() {
+        let node = |name: &str, ip: &str| NodeInfo {
+            name: name.into(),
+            peer_addr: format!("{ip}:7701"),
+            api_addr: format!("{ip}:7700"),
+            mesh_addr: format!("{ip}:7702"),
+        };
+        let members =
+            vec![(1, node("n1", "10.0.0.1"), MemberRole::Manager), (2, node("n2", "10.0.0.2"), MemberRole::Worker)];
+        assert_eq!(session_mismatch("n2", "10.0.0.2:7702", &members), None);
+        assert!(session_mismatch("n9", "10.0.0.9:7702", &members).unwrap().contains("not a member"));
+        assert!(session_mismatch("n2", "10.0.0.1:7702", &members).unwrap().contains("wrong node"));
     }
 }

@@ -341,6 +341,12 @@ fn replica_budget(call_timeout: Duration) -> Duration {
 /// Refuses to restart a node on an address the membership gives another member (a data
 /// dir started with another node's flags would take that node's traffic).
 async fn refuse_taken_address(replica: &Replica, identity: &NodeIdentity, node: &NodeInfo) -> Result<()> {
+    // Raft publishes the membership it recovered a moment after it opened.
+    let _ = replica
+        .raft()
+        .wait(Some(Duration::from_secs(2)))
+        .metrics(|m| m.membership_config.membership().nodes().next().is_some(), "recovered membership")
+        .await;
     let Some((id, name, what, addr)) = identity::address_owner(identity.node_id, node, &replica.members()) else {
         return Ok(());
     };
