@@ -607,3 +607,15 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replica_answers_before_the_gateway_gives_up() {
+        assert_eq!(replica_budget(Duration::from_secs(5)), Duration::from_millis(4500));
+        assert_eq!(replica_budget(Duration::from_millis(1000)), Duration::from_millis(750));
+        assert!(replica_budget(Duration::from_millis(10)) >= Duration::from_millis(50), "never zero");
+    }
+}
