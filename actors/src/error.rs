@@ -154,6 +154,9 @@ pub fn replica_http(e: &panal_raft::Error) -> (u16, String, Option<u32>) {
     match e {
         E::NoLeader => (503, "no_leader".into(), Some(1)),
         E::ReplicaLagging { .. } => (503, "replica_lagging".into(), Some(1)),
+        // The client sent an index no write of this cluster produced (yet): its mistake.
+        E::IndexAhead { .. } => (400, "index_ahead".into(), None),
+        E::NodeRemoved => (503, "node_removed".into(), Some(1)),
         E::IdempotencyKeyReused => (422, "idempotency_key_reused".into(), None),
         E::Membership(_) => (409, "membership".into(), None),
         E::Peer { .. } => (503, "peer_unavailable".into(), Some(1)),

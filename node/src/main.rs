@@ -7,7 +7,7 @@ use panal::tooling::{admin, bench, cli, drill, health, top, up};
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("PANAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(start::DEFAULT_LOG));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -6,15 +6,16 @@
 //! - On a follower, [`run_forwarder`] sends every proposal queued while earlier forwards
 //!   were in flight to the leader in one peer request.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::error::Error;
+use crate::error::{Error, RemoteFailure};
 use crate::network::{CallError, PeerClient};
-use crate::replica::{now_ms, RemoteFailure, FORWARD_TIMEOUT};
-use crate::types::{NodeId, NodeInfo, Proposal, ProposalBatch, ProposalOutcome, Raft};
+use crate::types::{now_ms, NodeId, NodeInfo, Proposal, ProposalBatch, ProposalOutcome, Raft};
 
 /// A proposal waiting for its batch, with where to send its outcome.
 pub(crate) type Pending = (Proposal, oneshot::Sender<Result<(ProposalOutcome, u64), RemoteFailure>>);
@@ -27,9 +28,9 @@ const MAX_BATCH: usize = 4096;
 /// Batches submitted but not yet committed and applied. Holding further proposals back
 /// while these are in flight is what lets them gather into the next batch.
 const BATCHES_IN_FLIGHT: usize = 2;
-/// Forward requests in flight from one follower.
+/// Forward requests in flight from one follower to one leader. Per leader, so that
+/// requests stuck on a frozen old leader never hold back forwards to the new one.
 const FORWARDS_IN_FLIGHT: usize = 4;
-
 /// Receives the first item, then everything already queued (up to [`MAX_BATCH`]).
 async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
     let first = rx.recv().await?;
@@ -85,55 +86,64 @@ pub(crate) async fn run_batcher(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pend
     }
 }
 
-pub(crate) async fn run_forwarder(client: PeerClient, mut rx: mpsc::UnboundedReceiver<Forward>) {
+/// Routes each proposal to the forwarding task of its leader (one per leader, started on
+/// first use), so that each leader has its own in-flight limit.
+pub(crate) async fn run_forwarder(client: PeerClient, timeout: Duration, mut rx: mpsc::UnboundedReceiver<Forward>) {
+    let mut per_leader: HashMap<NodeId, mpsc::UnboundedSender<Forward>> = HashMap::new();
+    while let Some(item) = rx.recv().await {
+        let leader = item.1;
+        let tx = per_leader.entry(leader).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(forward_to_one_leader(client.clone(), timeout, rx));
+            tx
+        });
+        if let Err(mpsc::error::SendError(item)) = tx.send(item) {
+            let _ = item.3.send(Err(Error::ShuttingDown));
+        }
+    }
+}
+
+/// Forwards everything queued for one leader while earlier forwards were in flight in one
+/// peer request.
+async fn forward_to_one_leader(client: PeerClient, timeout: Duration, mut rx: mpsc::UnboundedReceiver<Forward>) {
     let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT));
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let Some(pending) = next_batch(&mut rx).await else { return };
-        // Proposals queued for different leaders (an election just happened) go separately.
-        let mut by_leader: Vec<(NodeId, NodeInfo, Vec<Proposal>, Vec<oneshot::Sender<_>>)> = Vec::new();
-        for (p, leader, node, reply) in pending {
-            match by_leader.iter_mut().find(|(l, ..)| *l == leader) {
-                Some((_, _, ps, rs)) => {
-                    ps.push(p);
-                    rs.push(reply);
-                }
-                None => by_leader.push((leader, node, vec![p], vec![reply])),
-            }
-        }
         let client = client.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            for (_, node, proposals, replies) in by_leader {
-                let sent = proposals.len();
-                let answer = client
-                    .call::<_, Vec<Result<(ProposalOutcome, u64), RemoteFailure>>>(
-                        &node.peer_addr,
-                        "/raft/forward",
-                        &proposals,
-                        FORWARD_TIMEOUT,
-                    )
-                    .await;
-                match answer {
-                    Ok(results) if results.len() == sent => {
-                        for (r, reply) in results.into_iter().zip(replies) {
-                            let _ = reply.send(r.map_err(Error::from));
-                        }
+            let (leader, node) = (pending[0].1, pending[0].2.clone());
+            let (proposals, replies): (Vec<_>, Vec<_>) = pending.into_iter().map(|(p, _, _, r)| (p, r)).unzip();
+            let sent = proposals.len();
+            let answer = client
+                .call_to::<_, Vec<Result<(ProposalOutcome, u64), RemoteFailure>>>(
+                    Some(leader),
+                    &node.peer_addr,
+                    "/raft/forward",
+                    &proposals,
+                    timeout,
+                )
+                .await;
+            match answer {
+                Ok(results) if results.len() == sent => {
+                    for (r, reply) in results.into_iter().zip(replies) {
+                        let _ = reply.send(r.map_err(Error::from));
                     }
-                    other => {
-                        // Every proposal of the request failed the same way.
-                        let message = match other {
-                            Err(CallError::Unauthorized) => None,
-                            Err(e) => Some(e.to_string()),
-                            Ok(_) => Some("the leader answered a different number of proposals".to_string()),
+                }
+                other => {
+                    // Every proposal of the request failed the same way.
+                    let message = match other {
+                        Err(CallError::Unauthorized) => None,
+                        Err(e) => Some(e.to_string()),
+                        Ok(_) => Some("the leader answered a different number of proposals".to_string()),
+                    };
+                    for reply in replies {
+                        let err = match &message {
+                            None => Error::Unauthorized,
+                            Some(m) => Error::Peer { addr: node.peer_addr.clone(), message: m.clone() },
                         };
-                        for reply in replies {
-                            let err = match &message {
-                                None => Error::Unauthorized,
-                                Some(m) => Error::Peer { addr: node.peer_addr.clone(), message: m.clone() },
-                            };
-                            let _ = reply.send(Err(err));
-                        }
+                        let _ = reply.send(Err(err));
                     }
                 }
             }

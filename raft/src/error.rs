@@ -10,6 +10,13 @@ pub enum Error {
     /// The local replica has not applied the requested index within the deadline.
     #[error("this replica has applied index {applied}, the request needs {wanted}")]
     ReplicaLagging { applied: u64, wanted: u64 },
+    /// A session read asked for an index beyond anything the cluster has committed (the
+    /// leader's log ends before it): no wait could ever satisfy it.
+    #[error("index {wanted} is ahead of the cluster, whose log ends at {last}")]
+    IndexAhead { wanted: u64, last: u64 },
+    /// This node was removed from the cluster: it serves nothing any more.
+    #[error("this node was removed from the cluster")]
+    NodeRemoved,
     /// The idempotency key was already used for a different command.
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
@@ -44,6 +51,24 @@ impl Error {
     /// Errors after which retrying the same request elsewhere or later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::NoLeader | Error::Peer { .. } | Error::ReplicaLagging { .. })
+    }
+}
+
+/// Failures a peer reports back for forwarded requests.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum RemoteFailure {
+    NotLeader,
+    Membership(String),
+    Other(String),
+}
+
+impl From<RemoteFailure> for Error {
+    fn from(f: RemoteFailure) -> Self {
+        match f {
+            RemoteFailure::NotLeader => Error::NoLeader,
+            RemoteFailure::Membership(m) => Error::Membership(m),
+            RemoteFailure::Other(m) => Error::Raft(m),
+        }
     }
 }
 

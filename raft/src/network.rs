@@ -1,7 +1,9 @@
 //! The client side of peer RPC: HTTP requests to other nodes' peer port, with pooled
 //! connections, MessagePack bodies and the cluster's peer key on every request.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -18,6 +20,12 @@ use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// Header carrying the peer key on every peer request.
 pub const PEER_KEY_HEADER: &str = "x-panal-peer-key";
+/// Header naming the cluster the caller believes it talks to (its id).
+pub const CLUSTER_HEADER: &str = "x-panal-cluster";
+/// Header naming the node id the caller believes listens at the address it called.
+pub const TARGET_NODE_HEADER: &str = "x-panal-target-node";
+/// Marks a peer-port answer refused because this node was removed from the cluster.
+pub const REMOVED_HEADER: &str = "x-panal-removed";
 pub(crate) const MSGPACK: &str = "application/msgpack";
 
 /// The key peers present to each other, derived from the cluster secret so the secret
@@ -38,6 +46,10 @@ pub enum CallError {
     Network(String),
     #[error("peer rejected the cluster credentials")]
     Unauthorized,
+    /// The address answered as another node or another cluster than the one called (409
+    /// `wrong_node`): a member's address now belongs to someone else.
+    #[error("wrong node: {0}")]
+    WrongNode(String),
 }
 
 /// Body encodings of peer requests.
@@ -52,6 +64,8 @@ enum Codec {
 pub struct PeerClient {
     http: reqwest::Client,
     key: String,
+    /// Named on every call, so that a node can refuse calls meant for another cluster.
+    cluster_id: String,
     /// While on, every call fails at once as unreachable (partition drills).
     isolation: Isolation,
 }
@@ -64,7 +78,12 @@ impl PeerClient {
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client with static settings builds");
-        Self { http, key: peer_key, isolation: Isolation::default() }
+        Self { http, key: peer_key, cluster_id: String::new(), isolation: Isolation::default() }
+    }
+
+    /// A client that names `cluster_id` on every call.
+    pub fn for_cluster(peer_key: String, cluster_id: String) -> Self {
+        Self { cluster_id, ..Self::new(peer_key) }
     }
 
     /// The switch that cuts this node's peer traffic (both directions) during a drill.
@@ -80,7 +99,20 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        self.post(Codec::MsgPack, addr, path, req, timeout).await
+        self.post(Codec::MsgPack, None, addr, path, req, timeout).await
+    }
+
+    /// Like [`PeerClient::call`], naming the node expected at `addr`: a node with another
+    /// id refuses the call (409 `wrong_node`).
+    pub async fn call_to<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: Option<NodeId>,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        self.post(Codec::MsgPack, target, addr, path, req, timeout).await
     }
 
     /// Like [`PeerClient::call`], with JSON bodies (for the node's own peer routes).
@@ -91,12 +123,14 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        self.post(Codec::Json, addr, path, req, timeout).await
+        self.post(Codec::Json, None, addr, path, req, timeout).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn post<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         codec: Codec,
+        target: Option<NodeId>,
         addr: &str,
         path: &str,
         req: &Req,
@@ -111,7 +145,7 @@ impl PeerClient {
             Codec::MsgPack => MSGPACK,
             Codec::Json => "application/json",
         };
-        let bytes = self.send(addr, path, content_type, body, timeout).await?;
+        let bytes = self.send(target, addr, path, content_type, body, timeout).await?;
         let decoded = match codec {
             Codec::MsgPack => rmp_serde::from_slice(&bytes).map_err(|e| e.to_string()),
             Codec::Json => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
@@ -121,6 +155,7 @@ impl PeerClient {
 
     async fn send(
         &self,
+        target: Option<NodeId>,
         addr: &str,
         path: &str,
         content_type: &'static str,
@@ -130,27 +165,36 @@ impl PeerClient {
         if self.isolation.is_isolated() {
             return Err(CallError::Unreachable("this node is isolated (chaos drill)".into()));
         }
-        let resp = self
+        let mut request = self
             .http
             .post(format!("http://{addr}{path}"))
             .header(PEER_KEY_HEADER, &self.key)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    CallError::Unreachable(e.to_string())
-                } else {
-                    CallError::Network(e.to_string())
-                }
-            })?;
+            .header(reqwest::header::CONTENT_TYPE, content_type);
+        if !self.cluster_id.is_empty() {
+            request = request.header(CLUSTER_HEADER, &self.cluster_id);
+        }
+        if let Some(target) = target {
+            request = request.header(TARGET_NODE_HEADER, target.to_string());
+        }
+        let resp = request.timeout(timeout).body(body).send().await.map_err(|e| {
+            if e.is_connect() {
+                CallError::Unreachable(e.to_string())
+            } else {
+                CallError::Network(e.to_string())
+            }
+        })?;
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             return Err(CallError::Unauthorized);
         }
         if resp.headers().contains_key(ISOLATED_HEADER) {
             return Err(CallError::Unreachable(format!("{addr} is isolated (chaos drill)")));
+        }
+        if resp.headers().contains_key(REMOVED_HEADER) {
+            return Err(CallError::Unreachable(format!("{addr} was removed from the cluster")));
+        }
+        if resp.status() == reqwest::StatusCode::CONFLICT && resp.headers().contains_key(TARGET_NODE_HEADER) {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(CallError::WrongNode(format!("{addr}: {}", text.chars().take(300).collect::<String>())));
         }
         if !resp.status().is_success() {
             let status = resp.status();
@@ -168,20 +212,95 @@ impl PeerClient {
 #[derive(Clone)]
 pub struct NetworkFactory {
     pub(crate) client: PeerClient,
+    pub(crate) health: PeerHealth,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Network {
-        Network { client: self.client.clone(), target, addr: node.peer_addr.clone() }
+        Network {
+            client: self.client.clone(),
+            target,
+            name: node.name.clone(),
+            addr: node.peer_addr.clone(),
+            health: self.health.clone(),
+        }
+    }
+}
+
+/// Which peers Raft RPC currently fails to reach, and since when: a peer failing for
+/// [`DOWN_AFTER`] is logged once (WARN, "unreachable since"), its return once (INFO), and
+/// nothing in between; blips shorter than that (a slow heartbeat) are not logged at all.
+#[derive(Clone, Default)]
+pub(crate) struct PeerHealth {
+    down: Arc<Mutex<HashMap<NodeId, Down>>>,
+}
+
+/// A peer failing since `since`; `reported` once its WARN line was logged.
+#[derive(Debug, Clone, Copy)]
+struct Down {
+    since: Instant,
+    at: SystemTime,
+    reported: bool,
+}
+
+/// How long a peer must keep failing before it is reported unreachable.
+const DOWN_AFTER: Duration = Duration::from_secs(1);
+
+/// A change worth one log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerChange {
+    WentDown,
+    CameBack(Duration),
+}
+
+impl PeerHealth {
+    /// Records the outcome of one call to `target` at `now`; returns the change worth a
+    /// log line, if any.
+    pub(crate) fn record(&self, target: NodeId, ok: bool, now: Instant) -> Option<PeerChange> {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            let was = down.remove(&target)?;
+            return was.reported.then(|| PeerChange::CameBack(now.saturating_duration_since(was.since)));
+        }
+        let entry = down.entry(target).or_insert(Down { since: now, at: SystemTime::now(), reported: false });
+        if entry.reported || now.saturating_duration_since(entry.since) < DOWN_AFTER {
+            return None;
+        }
+        entry.reported = true;
+        Some(PeerChange::WentDown)
+    }
+
+    /// Wall-clock time `target` started failing, if it is failing.
+    fn down_since(&self, target: NodeId) -> Option<SystemTime> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).get(&target).map(|d| d.at)
     }
 }
 
 pub struct Network {
     client: PeerClient,
     target: NodeId,
+    name: String,
     addr: String,
+    health: PeerHealth,
+}
+
+/// `SystemTime` as RFC 3339 UTC with seconds (no date crate needed for one log line).
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 impl Network {
@@ -196,11 +315,26 @@ impl Network {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<NodeId, E>> =
-            self.client.call(&self.addr, path, req, option.hard_ttl()).await.map_err(|e| match e {
-                CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let result = self.client.call_to(Some(self.target), &self.addr, path, req, option.hard_ttl()).await;
+        match self.health.record(self.target, result.is_ok(), Instant::now()) {
+            Some(PeerChange::WentDown) => {
+                let error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+                let since = self.health.down_since(self.target);
+                tracing::warn!(
+                    node = %self.name, id = self.target, addr = %self.addr, %error,
+                    "node {} unreachable since {}", self.name, since.map(rfc3339).unwrap_or_default()
+                );
+            }
+            Some(PeerChange::CameBack(after)) => {
+                tracing::info!(node = %self.name, id = self.target, "node {} reachable again after {:.1} s", self.name, after.as_secs_f64());
+            }
+            None => {}
+        }
+        let reply: Result<Resp, RaftError<NodeId, E>> = result.map_err(|e| match e {
+            // A wrong node behind the address is as good as no node: back off.
+            CallError::Unreachable(_) | CallError::WrongNode(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            _ => RPCError::Network(NetworkError::new(&e)),
+        })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -253,5 +387,41 @@ impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
 impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
     fn from(c: SnapshotChunk) -> Self {
         Self { vote: c.vote, meta: c.meta, offset: c.offset, data: c.data, done: c.done }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_going_down_and_back_is_reported_once_each() {
+        let h = PeerHealth::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(h.record(2, true, at(0)), None);
+        assert_eq!(h.record(2, false, at(0)), None, "not yet: it may be a blip");
+        assert_eq!(h.record(2, false, at(500)), None);
+        assert_eq!(h.record(2, false, at(1000)), Some(PeerChange::WentDown));
+        assert_eq!(h.record(2, false, at(1500)), None, "repeated failures stay quiet");
+        assert_eq!(h.record(3, false, at(1500)), None, "per peer");
+        assert_eq!(h.record(3, false, at(2600)), Some(PeerChange::WentDown));
+        assert_eq!(h.record(2, true, at(3000)), Some(PeerChange::CameBack(Duration::from_secs(3))));
+        assert_eq!(h.record(2, true, at(3100)), None);
+    }
+
+    #[test]
+    fn a_blip_shorter_than_the_threshold_is_not_reported() {
+        let h = PeerHealth::default();
+        let t0 = Instant::now();
+        assert_eq!(h.record(2, false, t0), None);
+        assert_eq!(h.record(2, true, t0 + Duration::from_millis(300)), None);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_682_245);
+        assert_eq!(rfc3339(t), "2025-12-02T13:30:45Z");
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::Application;
 use crate::batching::{run_batcher, run_forwarder, Forward, Pending};
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteFailure, Result};
+use crate::lease::{self, LeaderContact, Lease};
 use crate::log_store::LogStore;
-use crate::network::{peer_key, CallError, NetworkFactory, PeerClient};
+use crate::network::{peer_key, CallError, NetworkFactory, PeerClient, PeerHealth};
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, NodeInfo, Proposal, ProposalOutcome, Raft};
 
@@ -38,6 +40,12 @@ pub struct ReplicaConfig {
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot (for followers that lag a little).
     pub keep_after_snapshot: u64,
+    /// The cluster's id, named on every peer call (empty: not named, not checked).
+    pub cluster_id: String,
+    /// Longest a write or read barrier waits inside the replica (for a leader, a forward,
+    /// an index), whatever timeout its caller passed (membership changes are not capped): keep it below the caller's own deadline (the
+    /// gateway's call timeout) so that the replica's answer, not a timeout, reaches the client.
+    pub max_wait: Duration,
 }
 
 impl ReplicaConfig {
@@ -51,6 +59,8 @@ impl ReplicaConfig {
             election_timeout_ms: 250,
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
+            cluster_id: String::new(),
+            max_wait: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +120,12 @@ pub struct MemberStatus {
     pub applied_index: u64,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+    /// Every member in this node's view of the membership.
+    #[serde(default)]
+    pub members: Vec<NodeId>,
+    /// Log index of the membership config that view comes from.
+    #[serde(default)]
+    pub membership_index: Option<u64>,
 }
 
 /// Membership changes, executed on the leader.
@@ -136,30 +152,22 @@ pub(crate) enum MembershipChange {
     },
 }
 
-/// Failures a peer reports back for forwarded requests.
+/// The leader's notice to a node it removed from the membership.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum RemoteFailure {
-    NotLeader,
-    Membership(String),
-    Other(String),
+pub(crate) struct RemovedNotice {
+    pub(crate) node_id: NodeId,
+    pub(crate) by: String,
 }
-
-impl From<RemoteFailure> for Error {
-    fn from(f: RemoteFailure) -> Self {
-        match f {
-            RemoteFailure::NotLeader => Error::NoLeader,
-            RemoteFailure::Membership(m) => Error::Membership(m),
-            RemoteFailure::Other(m) => Error::Raft(m),
-        }
-    }
-}
-
-/// How long a forwarded call may take before the caller gives up on that attempt.
-pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A membership change waits for a learner to catch up, which can take a while.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between attempts while the cluster has no reachable leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How often waits re-check the lease (leader silence does not change openraft's metrics).
+const LEASE_POLL: Duration = Duration::from_millis(20);
+/// How often a node checks that it is still a member.
+const MEMBERSHIP_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// Without a leader for this long, a node asks the others whether it is still a member.
+const ASK_MEMBERSHIP_AFTER: Duration = Duration::from_secs(2);
 /// Remembered for writes without a client key: long enough for any retry of ours.
 const AUTO_KEY_TTL_MS: i64 = 10 * 60 * 1000;
 
@@ -188,10 +196,18 @@ pub(crate) struct Inner<A: Application> {
     batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Proposals waiting to be forwarded to the leader in one request (followers).
     forwarder: tokio::sync::mpsc::UnboundedSender<Forward>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    /// When this node last accepted an append from a leader (see [`crate::lease`]).
+    pub(crate) contact: LeaderContact,
+    /// Lease window: the election timeout's lower bound.
+    window: Duration,
+    max_wait: Duration,
+    pub(crate) cluster_id: String,
+    /// Set once, when this node learns it is no longer a member.
+    removed: tokio::sync::watch::Sender<bool>,
+    /// Log index of the newest membership config listing this node, once one did (a node
+    /// still joining is listed by none yet; +1, 0 when none).
+    listed_at: AtomicU64,
+    seen_member: AtomicBool,
 }
 
 /// An idempotency key for a write whose client gave none: unique, not secret.
@@ -212,7 +228,7 @@ impl<A: Application> Replica<A> {
         let log = LogStore::open(&cfg.data_dir.join("raft-log.db"))?;
         let sm = StateMachine::open(&cfg.data_dir, app)?;
         let key = peer_key(&cfg.cluster_secret);
-        let client = PeerClient::new(key.clone());
+        let client = PeerClient::for_cluster(key.clone(), cfg.cluster_id.clone());
         let raft_config = openraft::Config {
             cluster_name: "panal".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -226,15 +242,20 @@ impl<A: Application> Replica<A> {
         }
         .validate()
         .map_err(|e| Error::Raft(e.to_string()))?;
-        let raft =
-            Raft::new(cfg.node_id, Arc::new(raft_config), NetworkFactory { client: client.clone() }, log, sm.clone())
-                .await
-                .map_err(|e| Error::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(raft_config),
+            NetworkFactory { client: client.clone(), health: PeerHealth::default() },
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
         let (batcher, batch_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(run_batcher(raft.clone(), batch_rx));
         let (forwarder, forward_rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(run_forwarder(client.clone(), forward_rx));
-        Ok(Self {
+        tokio::spawn(run_forwarder(client.clone(), cfg.max_wait, forward_rx));
+        let replica = Self {
             inner: Arc::new(Inner {
                 id: cfg.node_id,
                 node: cfg.node,
@@ -245,8 +266,138 @@ impl<A: Application> Replica<A> {
                 membership_lock: Default::default(),
                 batcher,
                 forwarder,
+                contact: LeaderContact::default(),
+                window: Duration::from_millis(cfg.election_timeout_ms),
+                max_wait: cfg.max_wait,
+                cluster_id: cfg.cluster_id,
+                removed: tokio::sync::watch::channel(false).0,
+                listed_at: AtomicU64::new(0),
+                seen_member: AtomicBool::new(false),
             }),
-        })
+        };
+        replica.note_membership();
+        tokio::spawn(watch_membership(replica.downgrade()));
+        Ok(replica)
+    }
+
+    fn downgrade(&self) -> std::sync::Weak<Inner<A>> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The leader lease as it stands now (see [`crate::lease`]).
+    pub fn lease(&self) -> Lease {
+        let rx = self.inner.raft.metrics();
+        let m = rx.borrow();
+        lease::decide(
+            self.inner.id,
+            m.current_leader,
+            m.millis_since_quorum_ack,
+            self.inner.contact.age(),
+            self.inner.window,
+        )
+    }
+
+    /// The lease window (the election timeout's lower bound).
+    pub fn lease_window(&self) -> Duration {
+        self.inner.window
+    }
+
+    /// The leader requests may go to now: this node while it holds its lease, another node
+    /// while it is heard from; none while leaderless, isolated or removed.
+    pub fn serving_leader(&self) -> Option<(NodeId, NodeInfo)> {
+        if self.is_removed() {
+            return None;
+        }
+        let id = self.lease().leader(self.inner.id)?;
+        let node = self.inner.raft.metrics().borrow().membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Resolves once `leader` stops being the leader requests may go to.
+    async fn leader_lost(&self, leader: NodeId) {
+        while self.serving_leader().map(|(id, _)| id) == Some(leader) {
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+
+    /// How long a request waits for a leader to appear before answering `NoLeader`: long
+    /// enough for one election, short enough to fail fast when there is no quorum.
+    fn no_leader_grace(&self) -> Duration {
+        self.inner.window * 2
+    }
+
+    /// True once this node learned that it is no longer a member of the cluster.
+    pub fn is_removed(&self) -> bool {
+        *self.inner.removed.borrow()
+    }
+
+    /// Changes to [`Replica::is_removed`].
+    pub fn removed_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.removed.subscribe()
+    }
+
+    fn refuse_if_removed(&self) -> Result<()> {
+        if self.is_removed() {
+            Err(Error::NodeRemoved)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stops serving for good: logged once, Raft shut down (a removed manager that never
+    /// received its removal would otherwise keep campaigning against the cluster).
+    pub(crate) fn mark_removed(&self, reason: &str) {
+        let first = self.inner.removed.send_if_modified(|removed| !std::mem::replace(removed, true));
+        if first {
+            tracing::error!(
+                node_id = self.inner.id, name = %self.inner.node.name, reason,
+                "this node was removed from the cluster; it no longer serves (API 503 node_removed, /ready 503 removed, peer calls refused). Stop it; to use the machine again, wipe its data directory and join anew."
+            );
+            let raft = self.inner.raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+
+    /// Remembers that the membership lists this node (and at which config), or marks the
+    /// node removed when a newer config no longer does.
+    fn note_membership(&self) {
+        let (listed, index, empty) = {
+            let rx = self.inner.raft.metrics();
+            let m = rx.borrow();
+            let membership = m.membership_config.membership();
+            let listed = membership.nodes().any(|(id, _)| *id == self.inner.id);
+            let empty = membership.nodes().next().is_none();
+            (listed, m.membership_config.log_id().map(|l| l.index), empty)
+        };
+        if listed {
+            self.inner.seen_member.store(true, Ordering::Release);
+            self.inner.listed_at.store(index.map(|i| i + 1).unwrap_or(1), Ordering::Release);
+        } else if !empty && self.inner.seen_member.load(Ordering::Acquire) {
+            self.mark_removed("the membership no longer lists this node");
+        }
+    }
+
+    /// Asks the other members (those answering as leader) whether this node is still a
+    /// member; a leader whose membership is newer than the last one listing this node and
+    /// does not list it means it was removed while it was away.
+    async fn ask_membership(&self) {
+        let listed_at = self.inner.listed_at.load(Ordering::Acquire);
+        if listed_at == 0 {
+            return;
+        }
+        for (id, node, _) in self.members() {
+            if id == self.inner.id {
+                continue;
+            }
+            let Ok(status) = self.peer_status_of(id, &node, Duration::from_millis(500)).await else { continue };
+            let newer = status.membership_index.is_some_and(|i| i + 1 > listed_at);
+            if status.state == "leader" && newer && !status.members.contains(&self.inner.id) {
+                self.mark_removed(&format!("the leader {} no longer lists this node", node.name));
+                return;
+            }
+        }
     }
 
     pub fn id(&self) -> NodeId {
@@ -326,25 +477,24 @@ impl<A: Application> Replica<A> {
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
+            members: m.membership_config.membership().nodes().map(|(id, _)| *id).collect(),
+            membership_index: m.membership_config.log_id().map(|l| l.index),
         }
     }
 
-    /// Waits until a leader is known or `deadline` passes.
+    /// Waits until a leader requests may go to is known (see [`Replica::serving_leader`])
+    /// or `deadline` passes.
     pub async fn wait_for_leader(&self, deadline: Instant) -> Result<(NodeId, NodeInfo)> {
-        let mut rx = self.inner.raft.metrics();
         loop {
-            if let Some(l) = self.leader() {
+            self.refuse_if_removed()?;
+            if let Some(l) = self.serving_leader() {
                 return Ok(l);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::NoLeader);
             }
-            match tokio::time::timeout(left, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Error::ShuttingDown),
-                Err(_) => return Err(Error::NoLeader),
-            }
+            tokio::time::sleep(left.min(LEASE_POLL)).await;
         }
     }
 
@@ -382,7 +532,7 @@ impl<A: Application> Replica<A> {
     }
 
     async fn propose(&self, proposal: Proposal, timeout: Duration) -> Result<(ProposalOutcome, u64)> {
-        self.until_done(Instant::now() + timeout, |leader, node| {
+        self.until_done(Instant::now() + timeout.min(self.inner.max_wait), |leader, node| {
             let proposal = proposal.clone();
             async move {
                 if leader == self.inner.id {
@@ -398,15 +548,32 @@ impl<A: Application> Replica<A> {
 
     /// Runs `attempt` against the current leader until it succeeds or fails for good:
     /// waits for a leader, and retries retryable failures (no leader, peer unreachable,
-    /// leader changed) until `deadline`, after which the answer is `NoLeader`.
+    /// leader changed) until `deadline`, after which the answer is `NoLeader`. Without a leader for [`Replica::no_leader_grace`] it answers `NoLeader`
+    /// at once; an attempt whose leader loses its lease is abandoned (its idempotency key
+    /// keeps a retry elsewhere safe).
     async fn until_done<T, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T>
     where
         F: FnMut(NodeId, NodeInfo) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        let mut leaderless_since: Option<Instant> = None;
         loop {
-            let (leader, node) = self.wait_for_leader(deadline).await?;
-            match attempt(leader, node).await {
+            self.refuse_if_removed()?;
+            let (leader, node) = match self.serving_leader() {
+                Some(l) => {
+                    leaderless_since = None;
+                    l
+                }
+                None => {
+                    let since = *leaderless_since.get_or_insert_with(Instant::now);
+                    self.wait_for_leader(deadline.min(since + self.no_leader_grace())).await?
+                }
+            };
+            let outcome = tokio::select! {
+                r = attempt(leader, node) => r,
+                () = self.leader_lost(leader) => Err(Error::NoLeader),
+            };
+            match outcome {
                 Ok(done) => return Ok(done),
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     tracing::debug!(error = %e, "attempt on the leader failed; retrying");
@@ -421,12 +588,18 @@ impl<A: Application> Replica<A> {
     /// Calls `path` on the leader's peer port; the leader answers `Result<R, RemoteFailure>`.
     async fn call_leader<Req: Serialize, R: serde::de::DeserializeOwned>(
         &self,
+        id: NodeId,
         leader: &NodeInfo,
         path: &str,
         req: &Req,
         timeout: Duration,
     ) -> Result<R> {
-        match self.inner.client.call::<_, Result<R, RemoteFailure>>(&leader.peer_addr, path, req, timeout).await {
+        match self
+            .inner
+            .client
+            .call_to::<_, Result<R, RemoteFailure>>(Some(id), &leader.peer_addr, path, req, timeout)
+            .await
+        {
             Ok(r) => r.map_err(Error::from),
             Err(CallError::Unauthorized) => Err(Error::Unauthorized),
             Err(e) => Err(Error::Peer { addr: leader.peer_addr.clone(), message: e.to_string() }),
@@ -435,15 +608,24 @@ impl<A: Application> Replica<A> {
 
     /// Proposes on this node, which must be the leader, through the group-commit batcher
     /// (which stamps the leader's clock).
+    /// Refused while this node does not hold its lease, and abandoned when it loses it (a
+    /// leader cut off from its quorum must not acknowledge anything).
     pub(crate) async fn propose_local(&self, proposal: Proposal) -> Result<(ProposalOutcome, u64), RemoteFailure> {
+        if self.lease() != Lease::Leader || self.is_removed() {
+            return Err(RemoteFailure::NotLeader);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.batcher.send((proposal, tx)).map_err(|_| RemoteFailure::Other("replica stopped".into()))?;
-        rx.await.map_err(|_| RemoteFailure::Other("replica stopped".into()))?
+        tokio::select! {
+            r = rx => r.map_err(|_| RemoteFailure::Other("replica stopped".into()))?,
+            () = self.leader_lost(self.inner.id) => Err(RemoteFailure::NotLeader),
+        }
     }
 
     /// Waits until the local replica may serve a read at `level`. `min_index` is the
     /// client's last seen write index (for `session`). Returns the applied index.
     pub async fn read_barrier(&self, level: Consistency, min_index: u64, timeout: Duration) -> Result<u64> {
+        self.refuse_if_removed()?;
         let wanted = match level {
             Consistency::Stale => return Ok(self.applied_index()),
             Consistency::Session => min_index,
@@ -452,12 +634,30 @@ impl<A: Application> Replica<A> {
         self.wait_applied(wanted, timeout).await
     }
 
-    /// Waits until this replica has applied `index`, or fails with `ReplicaLagging`.
+    /// Waits until this replica has applied `index`, or fails with `ReplicaLagging`. An
+    /// index beyond the end of the leader's log (which holds everything committed) can never
+    /// be reached: refused at once with `IndexAhead`, so that nobody can make a node wait
+    /// for it.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<u64> {
+        self.refuse_if_removed()?;
         let applied = self.applied_index();
         if applied >= index {
             return Ok(applied);
         }
+        let deadline = Instant::now() + timeout.min(self.inner.max_wait);
+        let local_last = self.inner.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        if index > local_last {
+            match self.leader_last_log_index(deadline).await {
+                Ok(last) if index > last => return Err(Error::IndexAhead { wanted: index, last }),
+                Ok(_) => {}
+                // Nobody can tell where the cluster's log ends: the index cannot be reached now.
+                Err(Error::NoLeader) => {
+                    return Err(Error::ReplicaLagging { applied: self.applied_index(), wanted: index })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
         match self.inner.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read barrier").await {
             Ok(m) => Ok(m.last_applied.map(|l| l.index).unwrap_or(0)),
             Err(openraft::metrics::WaitError::ShuttingDown) => Err(Error::ShuttingDown),
@@ -465,20 +665,41 @@ impl<A: Application> Replica<A> {
         }
     }
 
-    /// The index a linearizable read must wait for, confirmed by the leader with a quorum.
-    pub async fn read_index(&self, timeout: Duration) -> Result<u64> {
-        let deadline = Instant::now() + timeout;
+    /// Where the leader's log ends (it holds every committed entry).
+    async fn leader_last_log_index(&self, deadline: Instant) -> Result<u64> {
         self.until_done(deadline, |leader, node| async move {
             if leader == self.inner.id {
-                return self.read_index_local().await.map_err(Error::from);
+                return Ok(self.inner.raft.metrics().borrow().last_log_index.unwrap_or(0));
             }
-            let left = deadline.saturating_duration_since(Instant::now()).min(FORWARD_TIMEOUT);
-            self.call_leader(&node, "/raft/read-index", &(), left).await
+            let left = deadline.saturating_duration_since(Instant::now());
+            let status = self.peer_status_of(leader, &node, left).await?;
+            if status.state != "leader" {
+                return Err(Error::NoLeader);
+            }
+            Ok(status.last_log_index)
         })
         .await
     }
 
+    /// The index a linearizable read must wait for, confirmed by the leader with a quorum.
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout.min(self.inner.max_wait);
+        self.until_done(deadline, |leader, node| async move {
+            if leader == self.inner.id {
+                return self.read_index_local().await.map_err(Error::from);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.call_leader(leader, &node, "/raft/read-index", &(), left).await
+        })
+        .await
+    }
+
+    /// On the leader: the commit index, valid for a read only while the lease holds (no
+    /// other leader can have been elected since a quorum last acknowledged this one).
     pub(crate) async fn read_index_local(&self) -> Result<u64, RemoteFailure> {
+        if self.lease() != Lease::Leader || self.is_removed() {
+            return Err(RemoteFailure::NotLeader);
+        }
         match self.inner.raft.get_read_log_id().await {
             Ok((read_log_id, _applied)) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(_)) => Err(RemoteFailure::NotLeader),
@@ -531,7 +752,7 @@ impl<A: Application> Replica<A> {
                     return self.change_membership_local(change).await.map_err(Error::from);
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
-                self.call_leader(&node, "/raft/membership", &change, left).await
+                self.call_leader(leader, &node, "/raft/membership", &change, left).await
             }
         })
         .await
@@ -582,32 +803,61 @@ impl<A: Application> Replica<A> {
                         .map_err(map_err)?;
                 }
             },
-            MembershipChange::Remove { id } => match role_of(id) {
-                None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
-                Some(MemberRole::Manager) => {
-                    let managers = members.iter().filter(|(_, _, r)| *r == MemberRole::Manager).count();
-                    if managers <= 1 {
-                        return Err(RemoteFailure::Membership("cannot remove the last manager".into()));
+            MembershipChange::Remove { id } => {
+                match role_of(id) {
+                    None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
+                    Some(MemberRole::Manager) => {
+                        let managers = members.iter().filter(|(_, _, r)| *r == MemberRole::Manager).count();
+                        if managers <= 1 {
+                            return Err(RemoteFailure::Membership("cannot remove the last manager".into()));
+                        }
+                        raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                            .await
+                            .map_err(map_err)?;
                     }
-                    raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                        .await
-                        .map_err(map_err)?;
+                    Some(MemberRole::Worker) => {
+                        raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                            .await
+                            .map_err(map_err)?;
+                    }
                 }
-                Some(MemberRole::Worker) => {
-                    raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                        .await
-                        .map_err(map_err)?;
-                }
-            },
+                self.tell_removed(id, &members);
+            }
         }
         Ok(())
     }
 
+    /// Tells a node it was just removed, so it stops serving at once instead of when it
+    /// notices the silence. Best effort: a node that misses it asks later.
+    fn tell_removed(&self, id: NodeId, members: &[(NodeId, NodeInfo, MemberRole)]) {
+        let Some((_, node, _)) = members.iter().find(|(m, _, _)| *m == id) else { return };
+        let (client, addr) = (self.inner.client.clone(), node.peer_addr.clone());
+        let notice = RemovedNotice { node_id: id, by: self.inner.node.name.clone() };
+        tokio::spawn(async move {
+            let sent = client.call_to::<_, ()>(Some(id), &addr, "/raft/removed", &notice, Duration::from_secs(2)).await;
+            if let Err(e) = sent {
+                tracing::info!(node = id, error = %e, "could not tell the removed node; it will find out by itself");
+            }
+        });
+    }
+
     /// Asks a member for its own status over the peer port.
     pub async fn peer_status(&self, node: &NodeInfo, timeout: Duration) -> Result<MemberStatus> {
+        let id = self.members().into_iter().find(|(_, n, _)| n.peer_addr == node.peer_addr).map(|(id, _, _)| id);
+        match id {
+            Some(id) => self.peer_status_of(id, node, timeout).await,
+            None => self.peer_status_at(None, node, timeout).await,
+        }
+    }
+
+    async fn peer_status_of(&self, id: NodeId, node: &NodeInfo, timeout: Duration) -> Result<MemberStatus> {
+        self.peer_status_at(Some(id), node, timeout).await
+    }
+
+    async fn peer_status_at(&self, id: Option<NodeId>, node: &NodeInfo, timeout: Duration) -> Result<MemberStatus> {
         self.inner
             .client
-            .call::<_, MemberStatus>(&node.peer_addr, "/raft/status", &(), timeout)
+            .call_to::<_, MemberStatus>(id, &node.peer_addr, "/raft/status", &(), timeout)
             .await
             .map_err(|e| Error::Peer { addr: node.peer_addr.clone(), message: e.to_string() })
     }
@@ -647,6 +897,31 @@ impl<A: Application> Replica<A> {
 
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+/// Keeps [`Replica::is_removed`] true to the membership: notes each config listing this
+/// node, marks it removed when a newer one does not, and asks the others when it has
+/// been without a leader for a while (a removed node often never receives its removal).
+async fn watch_membership<A: Application>(inner: std::sync::Weak<Inner<A>>) {
+    let mut leaderless_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(MEMBERSHIP_CHECK_EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let replica = Replica { inner };
+        if replica.is_removed() {
+            return;
+        }
+        replica.note_membership();
+        if replica.lease() == Lease::NoLeader {
+            let since = *leaderless_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= ASK_MEMBERSHIP_AFTER {
+                replica.ask_membership().await;
+                leaderless_since = Some(Instant::now());
+            }
+        } else {
+            leaderless_since = None;
+        }
     }
 }
 

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 pub type NodeId = u64;
 
+/// Wall-clock milliseconds since the epoch (the leader stamps proposals with it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// Where a cluster member can be reached. Stored in the Raft membership, so every node knows
 /// every other node's addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

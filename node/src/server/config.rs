@@ -31,6 +31,9 @@ pub struct StartArgs {
     /// Join the cluster through any member's peer address HOST[:PORT] (first start only).
     #[arg(long, env = "PANAL_JOIN", requires = "token")]
     pub join: Option<String>,
+    /// How long `--join` keeps trying to reach the member it joins through, in seconds.
+    #[arg(long, env = "PANAL_JOIN_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub join_timeout: u64,
     /// Join token printed by `--init` or `panal token show`.
     #[arg(long, env = "PANAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

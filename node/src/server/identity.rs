@@ -72,3 +72,74 @@ pub fn random_hex(bytes: usize) -> String {
     rand::fill(&mut buf[..]);
     hex::encode(buf)
 }
+
+/// File whose presence says the cluster removed this node (it holds the reason).
+fn removed_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("removed")
+}
+
+/// Records that this node was removed, so that a restart says so instead of serving.
+pub fn record_removal(data_dir: &Path, reason: &str) -> Result<()> {
+    std::fs::write(removed_marker(data_dir), format!("{reason}\n"))
+        .map_err(|e| Error::Fatal(format!("cannot write {}: {e}", removed_marker(data_dir).display())))
+}
+
+/// Why this node was removed, if it was.
+pub fn removal(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(removed_marker(data_dir)).ok().map(|s| s.trim().to_string())
+}
+
+/// The member other than `me` that already uses one of `node`'s addresses, and which one:
+/// two members on one address would receive each other's traffic.
+pub fn address_owner(
+    me: u64,
+    node: &panal_raft::NodeInfo,
+    members: &[(u64, panal_raft::NodeInfo, panal_raft::MemberRole)],
+) -> Option<(u64, String, &'static str, String)> {
+    members.iter().filter(|(id, _, _)| *id != me).find_map(|(id, m, _)| {
+        let pairs = [
+            ("peer", &node.peer_addr, &m.peer_addr),
+            ("api", &node.api_addr, &m.api_addr),
+            ("mesh", &node.mesh_addr, &m.mesh_addr),
+        ];
+        pairs
+            .into_iter()
+            .find(|(_, mine, theirs)| mine == theirs)
+            .map(|(what, addr, _)| (*id, m.name.clone(), what, addr.clone()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use panal_raft::{MemberRole, NodeInfo};
+
+    fn node(name: &str, ip: &str) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            peer_addr: format!("{ip}:7701"),
+            api_addr: format!("{ip}:7700"),
+            mesh_addr: format!("{ip}:7702"),
+        }
+    }
+
+    #[test]
+    fn an_address_of_another_member_is_found() {
+        let members =
+            vec![(1, node("n1", "10.0.0.1"), MemberRole::Manager), (2, node("n2", "10.0.0.2"), MemberRole::Manager)];
+        assert_eq!(address_owner(2, &node("n2", "10.0.0.2"), &members), None, "its own address");
+        let owner = address_owner(3, &node("n3", "10.0.0.2"), &members).unwrap();
+        assert_eq!((owner.0, owner.1.as_str(), owner.3.as_str()), (2, "n2", "10.0.0.2:7701"));
+        let mut mixed = node("n3", "10.0.0.3");
+        mixed.mesh_addr = "10.0.0.1:7702".into();
+        assert_eq!(address_owner(3, &mixed, &members).map(|o| o.2), Some("mesh"));
+    }
+
+    #[test]
+    fn a_removal_is_remembered_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(removal(dir.path()), None);
+        record_removal(dir.path(), "n1 removed it").unwrap();
+        assert_eq!(removal(dir.path()).as_deref(), Some("n1 removed it"));
+    }
+}

@@ -4,8 +4,9 @@
 //! called each second; a session whose probe stops answering is dropped (which removes
 //! that node's actors from every process group) and reconnected later.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use panal_actors::Replica;
@@ -21,6 +22,86 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// Missed probes after which a session is dropped.
 const PROBE_MISSES: u32 = 2;
+/// Longest `/ready` waits for the mesh to reach every reachable member after start.
+pub const MESH_READY_WAIT: Duration = Duration::from_secs(10);
+
+/// The running node server, for readiness checks (the mesh is process-global anyway).
+struct MeshHandle {
+    started: Instant,
+    server: Option<ActorRef<NodeServerMessage>>,
+}
+
+fn handle() -> &'static Mutex<MeshHandle> {
+    static HANDLE: OnceLock<Mutex<MeshHandle>> = OnceLock::new();
+    HANDLE.get_or_init(|| Mutex::new(MeshHandle { started: Instant::now(), server: None }))
+}
+
+fn set_server(server: Option<ActorRef<NodeServerMessage>>) {
+    handle().lock().unwrap_or_else(|p| p.into_inner()).server = server;
+}
+
+/// Whether this node's mesh reaches every member it can reach, for `/ready`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MeshReadiness {
+    pub ready: bool,
+    /// Members whose every service group already lists their workers here.
+    pub connected: Vec<String>,
+    /// Members reachable on their peer port but not (yet) fully in the mesh.
+    pub connecting: Vec<String>,
+    /// Members that do not answer at all (not waited for).
+    pub unreachable: Vec<String>,
+}
+
+/// Names of the nodes whose workers are in every service group (and the probe group) on
+/// this node: balancing sees all of their instances.
+async fn synced_peers() -> BTreeSet<String> {
+    let server = handle().lock().unwrap_or_else(|p| p.into_inner()).server.clone();
+    let Some(server) = server else { return BTreeSet::new() };
+    let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 500) else { return BTreeSet::new() };
+    let mut groups: Vec<String> = panal_actors::services::Service::ALL.iter().map(|s| s.group()).collect();
+    groups.push(PROBE_GROUP.into());
+    let nodes_in: Vec<BTreeSet<u64>> =
+        groups.iter().map(|g| ractor::pg::get_members(g).iter().map(|c| c.get_id().node()).collect()).collect();
+    sessions
+        .iter()
+        .filter(|(id, _)| nodes_in.iter().all(|nodes| nodes.contains(id)))
+        .filter_map(|(_, s)| s.peer_name.as_ref().map(|p| node_name_of(&p.name).to_string()))
+        .collect()
+}
+
+/// Ready once every other member is in the mesh, or does not answer on its peer port, or
+/// [`MESH_READY_WAIT`] has passed since the mesh started.
+pub async fn readiness(replica: &Replica) -> MeshReadiness {
+    let synced = synced_peers().await;
+    let me = replica.node().name.clone();
+    let others: Vec<_> = replica.members().into_iter().filter(|(_, n, _)| n.name != me).collect();
+    let mut view = MeshReadiness { ready: true, connected: vec![], connecting: vec![], unreachable: vec![] };
+    let missing: Vec<_> = others
+        .into_iter()
+        .filter(|(_, n, _)| {
+            if synced.contains(&n.name) {
+                view.connected.push(n.name.clone());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    let probes = futures::future::join_all(
+        missing.iter().map(|(_, n, _)| async move { replica.peer_status(n, Duration::from_millis(300)).await.is_ok() }),
+    )
+    .await;
+    for ((_, n, _), reachable) in missing.iter().zip(probes) {
+        if reachable {
+            view.connecting.push(n.name.clone());
+        } else {
+            view.unreachable.push(n.name.clone());
+        }
+    }
+    let waited = handle().lock().unwrap_or_else(|p| p.into_inner()).started.elapsed();
+    view.ready = view.connecting.is_empty() || waited >= MESH_READY_WAIT;
+    view
+}
 
 pub fn cookie(cluster_secret: &str) -> String {
     hex::encode(Sha256::digest(format!("panal-mesh-v1:{cluster_secret}").as_bytes()))
@@ -79,6 +160,11 @@ pub async fn start(listen: SocketAddr, cluster_secret: &str, replica: Replica) -
     let host = replica.node().mesh_addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
     let spec = ServerSpec { listen, cookie: cookie(cluster_secret), name: name.clone(), host };
     let server = spec.spawn().await?;
+    {
+        let mut h = handle().lock().unwrap_or_else(|p| p.into_inner());
+        h.started = Instant::now();
+        h.server = Some(server.clone());
+    }
     Actor::spawn(None, Probe, name.clone()).await.map_err(|e| Error::Fatal(format!("mesh probe: {e}")))?;
     tokio::spawn(keep_connected(spec, server, replica, name));
     Ok(())
@@ -106,13 +192,20 @@ async fn follow_isolation(
     replica: &Replica,
 ) -> Option<ActorRef<NodeServerMessage>> {
     let isolated = replica.peer_client().isolation().is_isolated();
-    match server {
+    // A removed node leaves the mesh for good: its workers drop out of every group.
+    let removed = replica.is_removed();
+    let next = match server {
+        Some(server) if removed => {
+            tracing::warn!("removed from the cluster: closing every mesh session");
+            shut_down(server).await;
+            None
+        }
         Some(server) if isolated => {
             tracing::warn!("isolated (chaos drill): closing every mesh session");
             shut_down(server).await;
             None
         }
-        None if !isolated => match spec.spawn().await {
+        None if !isolated && !removed => match spec.spawn().await {
             Ok(server) => {
                 tracing::info!("isolation over: mesh server listening again");
                 Some(server)
@@ -123,7 +216,25 @@ async fn follow_isolation(
             }
         },
         other => other,
+    };
+    set_server(next.clone());
+    next
+}
+
+/// Why a mesh session must not carry this cluster's requests, if so: its node is not a
+/// member, or it answers on another member's mesh address (wrong node).
+fn session_mismatch(
+    name: &str,
+    addr: &str,
+    members: &[(u64, panal_raft::NodeInfo, panal_raft::MemberRole)],
+) -> Option<String> {
+    if !members.iter().any(|(_, n, _)| n.name == name) {
+        return Some(format!("{name} is not a member"));
     }
+    members
+        .iter()
+        .find(|(_, n, _)| n.mesh_addr == addr && n.name != name)
+        .map(|(id, n, _)| format!("wrong node: {name} answers on the mesh address of member {id} ({})", n.name))
 }
 
 /// The node name in a ractor_cluster peer name `name@host`.
@@ -138,11 +249,13 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running = Some(server);
+    let mut removed = replica.removed_watch();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             // An isolation starting cuts the mesh at once, not at the next tick.
             _ = replica.peer_client().isolation().changed() => {}
+            _ = removed.wait_for(|r| *r), if !replica.is_removed() => {}
         }
         running = follow_isolation(&spec, running, &replica).await;
         let Some(server) = running.clone() else {
@@ -152,6 +265,19 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
         let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 1000) else { continue };
         let connected: Vec<String> =
             sessions.values().filter_map(|s| s.peer_name.as_ref().map(|p| node_name_of(&p.name).to_string())).collect();
+        // A session with a node that is not a member (removed, or a stranger holding the
+        // cookie) is closed: its workers must not receive this cluster's requests.
+        let members = replica.members();
+        if !members.is_empty() {
+            for session in sessions.values() {
+                let Some(peer) = session.peer_name.as_ref() else { continue };
+                let name = node_name_of(&peer.name);
+                if let Some(why) = session_mismatch(name, &peer.connection_string, &members) {
+                    tracing::warn!(peer = %name, addr = %peer.connection_string, "closing a mesh session: {why}");
+                    session.actor.stop(Some(why));
+                }
+            }
+        }
         // Connect to members we have no session with. Only the smaller name dials, so two
         // nodes never race to open duplicate sessions.
         for (_, node, _) in replica.members() {
@@ -194,5 +320,26 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
                 misses.remove(&node);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use panal_raft::{MemberRole, NodeInfo};
+
+    #[test]
+    fn sessions_of_strangers_and_misplaced_nodes_are_refused() {
+        let node = |name: &str, ip: &str| NodeInfo {
+            name: name.into(),
+            peer_addr: format!("{ip}:7701"),
+            api_addr: format!("{ip}:7700"),
+            mesh_addr: format!("{ip}:7702"),
+        };
+        let members =
+            vec![(1, node("n1", "10.0.0.1"), MemberRole::Manager), (2, node("n2", "10.0.0.2"), MemberRole::Worker)];
+        assert_eq!(session_mismatch("n2", "10.0.0.2:7702", &members), None);
+        assert!(session_mismatch("n9", "10.0.0.9:7702", &members).unwrap().contains("not a member"));
+        assert!(session_mismatch("n2", "10.0.0.1:7702", &members).unwrap().contains("wrong node"));
     }
 }

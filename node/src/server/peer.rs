@@ -93,6 +93,12 @@ async fn admit_inner(replica: &Replica, req: JoinRequest) -> Result<JoinAdmissio
             ),
         ));
     }
+    if let Some((id, name, what, addr)) = crate::server::identity::address_owner(0, &req.node, &replica.members()) {
+        return Err(Error::Conflict(
+            "address_taken",
+            format!("member {id} ({name}) already uses {what} address {addr}; give the new node its own addresses"),
+        ));
+    }
     let out = replica.write(&Command::Cluster(ClusterCommand::AllocateNodeId), None, WRITE_TIMEOUT).await?;
     let Reply::NodeId(node_id) = out.response? else {
         return Err(Error::Internal("unexpected reply to AllocateNodeId".into()));

@@ -19,6 +19,12 @@ use crate::server::config::StartArgs;
 use crate::server::identity::{self, NodeIdentity, PendingJoin};
 use crate::server::peer::{self, ActivateRequest, JoinAdmission, JoinRequest};
 
+/// Log filter without `PANAL_LOG`. openraft logs every failed replication attempt to an
+/// unreachable peer (about ten WARN/ERROR lines a second per peer); the replica logs one
+/// WARN "node X unreachable since T" and one INFO when it is back instead.
+pub const DEFAULT_LOG: &str =
+    "info,openraft=error,openraft::replication=off,openraft::engine::handler::replication_handler=off";
+
 pub async fn run(args: StartArgs) -> Result<()> {
     run_seeded(args, None).await
 }
@@ -41,6 +47,12 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     identity::check_writable(&data_dir)?;
     let existing = identity::load(&data_dir)?;
     if let Some(id) = &existing {
+        if let Some(reason) = identity::removal(&data_dir) {
+            return Err(Error::Fatal(format!(
+                "{} holds node {} ({}), which was removed from cluster {} ({reason}); it cannot serve again. Wipe the directory and join anew.",
+                data_dir.display(), id.node_id, id.name, id.cluster_id
+            )));
+        }
         if args.init || args.join.is_some() {
             return Err(Error::Fatal(format!(
                 "{} already holds node {} ({}) of cluster {}; --init and --join are for the first start only. Start without them to restart this node.",
@@ -96,6 +108,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     let (identity, replica, fresh_init) = match existing {
         Some(identity) => {
             let replica = open_replica(&args, &identity, node.clone()).await?;
+            refuse_taken_address(&replica, &identity, &node).await?;
             tracing::info!(node_id = identity.node_id, name = %identity.name, cluster = %identity.cluster_id, "restarting from the data dir");
             (identity, replica, None)
         }
@@ -200,6 +213,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         });
     }
     tokio::spawn(track_readiness(replica.clone(), caught_up));
+    tokio::spawn(remember_removal(replica.clone(), data_dir.clone()));
     tokio::spawn(panal_actors::catalog::drive_time(replica.clone()));
     if let Some((config, password)) = fresh_init {
         print_init_banner(&config, &password, &node);
@@ -294,7 +308,7 @@ async fn join(
     node: NodeInfo,
     max_managers: Option<usize>,
 ) -> Result<(NodeIdentity, Replica)> {
-    let admission = request_admission(&join_addr, token, &node).await?;
+    let admission = request_admission(&join_addr, token, &node, Duration::from_secs(args.join_timeout)).await?;
     let identity = NodeIdentity {
         node_id: admission.node_id,
         name: node.name.clone(),
@@ -313,7 +327,45 @@ fn replica_config(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> 
     cfg.election_timeout_ms = args.election_timeout_ms;
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_after_snapshot = args.keep_after_snapshot;
+    cfg.cluster_id = identity.cluster_id.clone();
+    cfg.max_wait = replica_budget(Duration::from_millis(args.call_timeout_ms));
     cfg
+}
+
+/// The longest a request may wait inside the replica: a little less than the gateway's
+/// call timeout, so that the replica's own answer (`no_leader`, `replica_lagging`) reaches
+/// the client instead of a `gateway_timeout`.
+fn replica_budget(call_timeout: Duration) -> Duration {
+    call_timeout.saturating_sub((call_timeout / 4).min(Duration::from_millis(500))).max(Duration::from_millis(50))
+}
+
+/// Refuses to restart a node on an address the membership gives another member (a data
+/// dir started with another node's flags would take that node's traffic).
+async fn refuse_taken_address(replica: &Replica, identity: &NodeIdentity, node: &NodeInfo) -> Result<()> {
+    // Raft publishes the membership it recovered a moment after it opened.
+    let _ = replica
+        .raft()
+        .wait(Some(Duration::from_secs(2)))
+        .metrics(|m| m.membership_config.membership().nodes().next().is_some(), "recovered membership")
+        .await;
+    let Some((id, name, what, addr)) = identity::address_owner(identity.node_id, node, &replica.members()) else {
+        return Ok(());
+    };
+    replica.shutdown().await;
+    Err(Error::Fatal(format!(
+        "this data dir holds node {} ({}), but its {what} address {addr} belongs to member {id} ({name}): start it with its own addresses, or remove node {id} first",
+        identity.node_id, identity.name
+    )))
+}
+
+/// Records a removal in the data dir once the replica learns of it.
+async fn remember_removal(replica: Replica, data_dir: PathBuf) {
+    let mut removed = replica.removed_watch();
+    if removed.wait_for(|r| *r).await.is_ok() {
+        if let Err(e) = identity::record_removal(&data_dir, "removed from the membership") {
+            tracing::error!(error = %e, "could not record the removal");
+        }
+    }
 }
 
 async fn open_replica(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> Result<Replica> {
@@ -414,11 +466,30 @@ fn print_init_banner(config: &ClusterConfig, password: &str, node: &NodeInfo) {
     println!("Join a worker:  panal start --join {} --token {}", node.peer_addr, config.token(JoinRole::Worker));
 }
 
-async fn request_admission(join_addr: &str, token: &JoinToken, node: &NodeInfo) -> Result<JoinAdmission> {
+/// How often a join that keeps failing says so.
+const JOIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+async fn request_admission(
+    join_addr: &str,
+    token: &JoinToken,
+    node: &NodeInfo,
+    join_timeout: Duration,
+) -> Result<JoinAdmission> {
     let http =
         reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| Error::Fatal(e.to_string()))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    let deadline = started + join_timeout;
+    let mut next_progress = started + JOIN_PROGRESS_EVERY;
+    let mut last_problem = String::new();
     loop {
+        if Instant::now() >= next_progress {
+            next_progress += JOIN_PROGRESS_EVERY;
+            tracing::warn!(
+                "still trying to join through {join_addr} ({} s of {} s): {last_problem}",
+                started.elapsed().as_secs(),
+                join_timeout.as_secs()
+            );
+        }
         let resp = http
             .post(format!("http://{join_addr}/join"))
             .json(&JoinRequest { token: token.to_string(), node: node.clone() })
@@ -431,15 +502,25 @@ async fn request_admission(join_addr: &str, token: &JoinToken, node: &NodeInfo) 
                     .await
                     .map_err(|e| Error::Fatal(format!("{join_addr} sent an unreadable admission: {e}")));
             }
-            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline => {}
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline => {
+                last_problem = format!("{join_addr} answered 503 (starting, or electing a leader)");
+            }
             Ok(r) => {
                 let status = r.status();
                 let body: serde_json::Value = r.json().await.unwrap_or_default();
                 let message = body["error"]["message"].as_str().unwrap_or("no details").to_string();
                 return Err(Error::Fatal(format!("{join_addr} refused the join ({status}): {message}")));
             }
-            Err(e) if Instant::now() < deadline && e.is_connect() => {}
-            Err(e) => return Err(Error::Fatal(format!("cannot reach {join_addr} to join: {e}"))),
+            Err(e) if Instant::now() < deadline && (e.is_connect() || e.is_timeout()) => {
+                last_problem = format!("cannot reach {join_addr}: {e}");
+            }
+            Err(e) => {
+                return Err(Error::Fatal(format!(
+                    "gave up joining through {join_addr} after {} s (--join-timeout {} s): {e}",
+                    started.elapsed().as_secs(),
+                    join_timeout.as_secs()
+                )))
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -525,5 +606,17 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replica_answers_before_the_gateway_gives_up() {
+        assert_eq!(replica_budget(Duration::from_secs(5)), Duration::from_millis(4500));
+        assert_eq!(replica_budget(Duration::from_millis(1000)), Duration::from_millis(750));
+        assert!(replica_budget(Duration::from_millis(10)) >= Duration::from_millis(50), "never zero");
     }
 }

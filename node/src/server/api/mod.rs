@@ -91,6 +91,7 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let node_header = HeaderValue::from_str(&state.node_name).unwrap_or(HeaderValue::from_static("unknown"));
+    let replica = state.replica.clone();
     let (services, spec) = service_routes();
     let spec = Arc::new(spec.to_json().unwrap_or_default());
     Router::new()
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(replica, refuse_when_removed))
         .layer(axum::middleware::from_fn_with_state(node_header, per_request))
         .with_state(state)
 }
@@ -270,27 +272,69 @@ async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "node": &*s.node_name }))
 }
 
-async fn ready(State(s): State<AppState>) -> Response {
-    let leader = s.replica.leader().map(|(id, _)| id);
-    let caught_up = s.caught_up.load(Ordering::Acquire);
-    let body = serde_json::json!({
-        "ready": leader.is_some() && caught_up,
-        "node": &*s.node_name,
-        "leader": leader,
-        "caught_up": caught_up,
-        "applied_index": s.replica.applied_index(),
-    });
-    if leader.is_none() {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "this node knows no leader", Some(1));
-    }
-    if !caught_up {
+/// A removed node answers nothing but `/health`, `/ready` and `/metrics`: anything else
+/// it served would be stale (it no longer receives the log).
+async fn refuse_when_removed(State(replica): State<Replica>, req: Request, next: Next) -> Response {
+    if replica.is_removed() && !matches!(req.uri().path(), "/health" | "/ready" | "/metrics") {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            "catching_up",
-            "this node is still catching up with the leader",
+            "node_removed",
+            "this node was removed from the cluster: send requests to another member",
             Some(1),
         );
     }
+    next.run(req).await
+}
+
+/// `/ready`: 200 once this node may serve — a member, with a leader (holding its lease, or
+/// heard from within the election timeout), caught up, and its actor mesh connected to
+/// every reachable member (bounded wait). The body lists per-service health.
+async fn ready(State(s): State<AppState>) -> Response {
+    use panal_raft::Lease;
+    let unavailable =
+        |code: &str, message: &str| error_response(StatusCode::SERVICE_UNAVAILABLE, code, message, Some(1));
+    if s.replica.is_removed() {
+        return unavailable("removed", "this node was removed from the cluster and serves nothing");
+    }
+    let window = s.replica.lease_window().as_millis();
+    let lease = s.replica.lease();
+    let role = match lease {
+        Lease::Leader => "leader",
+        Lease::Follower(_) => "follower",
+        Lease::LeaderWithoutQuorum => {
+            return unavailable(
+                "no_quorum",
+                &format!("this node leads but no quorum acknowledged it within the election timeout ({window} ms)"),
+            )
+        }
+        Lease::NoLeader => {
+            return unavailable(
+                "no_leader",
+                &format!("this node has known no leader (or not heard from it) for over {window} ms"),
+            )
+        }
+    };
+    let caught_up = s.caught_up.load(Ordering::Acquire);
+    if !caught_up {
+        return unavailable("catching_up", "this node is still catching up with the leader");
+    }
+    let mesh = crate::server::mesh::readiness(&s.replica).await;
+    if !mesh.ready {
+        return unavailable(
+            "mesh_connecting",
+            &format!("the actor mesh is still connecting to {}", mesh.connecting.join(", ")),
+        );
+    }
+    let body = serde_json::json!({
+        "ready": true,
+        "node": &*s.node_name,
+        "role": role,
+        "leader": lease.leader(s.replica.id()),
+        "caught_up": caught_up,
+        "applied_index": s.replica.applied_index(),
+        "services": s.services.health(),
+        "mesh": mesh,
+    });
     (StatusCode::OK, Json(body)).into_response()
 }
 

@@ -27,6 +27,11 @@ pub async fn call<Op: Operation>(
         request_id: crate::error::current_request_id(),
         client: meta.client,
     };
+    // Wait for the client's index here, on this request's own task: never in a service
+    // worker's slot (an index the cluster never reached is refused at once).
+    if meta.min_index > 0 {
+        s.replica.wait_applied(meta.min_index, super::READ_TIMEOUT).await?;
+    }
     Ok(respond(s.gateway.call(&ServiceRequest::new(op, meta)).await?))
 }
 
