@@ -55,10 +55,7 @@ async fn register(call: &Call) -> Result<Output, Error> {
     super::validate_registration(&mut v, &req.username, &req.password, req.email.as_deref());
     v.finish()?;
     // Hashing is slow and salted at random: done here, once, never inside `apply`.
-    let password = req.password;
-    let password_hash = tokio::task::spawn_blocking(move || super::hash_password(&password))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    let password_hash = super::password::pool().hash(req.password).await?;
     let command = AuthCommand::CreateUser { username: req.username, password_hash, email: req.email, role: Role::User };
     match call.write(Command::Auth(command)).await? {
         (Reply::User(user), index) => Output::written(201, user, index),
@@ -71,13 +68,13 @@ async fn login(call: &Call) -> Result<Output, Error> {
     if req.username.is_empty() || req.password.is_empty() || req.username.len() > 256 || req.password.len() > 1024 {
         return Err(Error::BadCredentials);
     }
+    let keys = super::login_keys(&req.username, call.req.client);
+    super::check_throttle(&keys)?;
+    let username = req.username.clone();
+    let found = call.read(move |db| Ok(super::user_with_hash(db, &username)?)).await?;
+    let user = super::verify_login(&keys, req.password, found).await?;
     let now = crate::time::wall_ms() / 1000;
-    let (access_token, expires_in) = call
-        .read(move |db| {
-            let user = super::authenticate(db, &req.username, &req.password)?;
-            super::issue_token(db, &user, now)
-        })
-        .await?;
+    let (access_token, expires_in) = call.read(move |db| super::issue_token(db, &user, now)).await?;
     Output::ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in })
 }
 

@@ -43,7 +43,7 @@ impl Output {
     pub fn into_response(self, node: &str) -> ServiceResponse {
         match self {
             Output::Json { status, body, index } => {
-                ServiceResponse { status, body, node: node.into(), index, content_type: None }
+                ServiceResponse { status, body, node: node.into(), index, content_type: None, retry_after: None }
             }
             Output::Text { content_type, body } => ServiceResponse {
                 status: 200,
@@ -51,6 +51,7 @@ impl Output {
                 node: node.into(),
                 index: None,
                 content_type: Some(content_type.into()),
+                retry_after: None,
             },
         }
     }

@@ -80,11 +80,22 @@ pub struct ServiceRequest {
     /// retry on another instance never applies the write twice.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The socket address of the HTTP client, for per-address limits (login throttling).
+    #[serde(default)]
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl ServiceRequest {
     pub fn new(op: &str, identity: Option<Identity>, body: serde_json::Value) -> Self {
-        Self { op: op.into(), identity, body, consistency: Consistency::Session, min_index: 0, idempotency_key: None }
+        Self {
+            op: op.into(),
+            identity,
+            body,
+            consistency: Consistency::Session,
+            min_index: 0,
+            idempotency_key: None,
+            client: None,
+        }
     }
 }
 
@@ -100,6 +111,9 @@ pub struct ServiceResponse {
     /// Set for text answers (HTML, SVG); `body` then holds the text as a JSON string.
     #[serde(default)]
     pub content_type: Option<String>,
+    /// `Retry-After` seconds for 429 and 503 answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u32>,
 }
 
 /// How a service is doing on this node.

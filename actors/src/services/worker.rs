@@ -78,6 +78,7 @@ fn error(ctx: &ServiceContext, status: u16, code: &str, message: &str) -> Servic
         node: ctx.node_name.clone(),
         index: None,
         content_type: None,
+        retry_after: None,
     }
 }
 
@@ -97,11 +98,18 @@ async fn serve(ctx: &Arc<ServiceContext>, service: Service, slot: usize, req: Se
     match outcome {
         Ok(out) => out.into_response(&ctx.node_name),
         Err(e) => {
-            let (status, _, _) = e.http();
+            let (status, _, retry_after) = e.http();
             if status >= 500 {
                 tracing::error!(service = service.name(), op = %call.req.op, error = %e, "service operation failed");
             }
-            ServiceResponse { status, body: e.body(""), node: ctx.node_name.clone(), index: None, content_type: None }
+            ServiceResponse {
+                status,
+                body: e.body(""),
+                node: ctx.node_name.clone(),
+                index: None,
+                content_type: None,
+                retry_after,
+            }
         }
     }
 }
@@ -128,6 +136,7 @@ async fn ping(ctx: &ServiceContext, service: Service, slot: usize, req: ServiceR
                     node: ctx.node_name.clone(),
                     index: None,
                     content_type: None,
+                    retry_after: None,
                 },
                 Ok(Err(e)) => error(ctx, 500, "internal", &e.to_string()),
                 Err(e) => error(ctx, 503, "unavailable", &e.to_string()),
