@@ -74,6 +74,10 @@ impl Node {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+    /// The node's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 /// A running cluster. Dropping it kills every node.

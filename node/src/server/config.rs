@@ -93,7 +93,7 @@ pub struct Limits {
     /// Lifetime of issued access tokens in seconds. Tokens whose lifetime (exp - iat) is
     /// longer are refused, and a rotated-out signing key stops verifying this long after
     /// its rotation. Use the same value on every node.
-    #[arg(long, env = "PANAL_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(60..=30 * 86_400))]
+    #[arg(long, env = "PANAL_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(5..=30 * 86_400))]
     pub token_ttl: i64,
     /// Password hashing threads (each keeps one 19 MiB argon2 block). Default: the number of cores.
     #[arg(long, env = "PANAL_HASH_THREADS")]

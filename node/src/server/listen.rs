@@ -151,7 +151,9 @@ pub async fn serve(
     let reaper = tokio::spawn({
         let connections = connections.clone();
         async move {
-            let mut tick = tokio::time::interval((limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)));
+            let mut tick = tokio::time::interval(
+                (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+            );
             loop {
                 tick.tick().await;
                 connections.close_idle(limits.idle_timeout);
@@ -163,18 +165,19 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, most likely: make room and breathe.
-                    tracing::warn!(port, error = %e, "cannot accept a connection");
-                    connections.evict_longest_idle();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: make room and breathe.
+                tracing::warn!(port, error = %e, "cannot accept a connection");
+                connections.evict_longest_idle();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         if connections.len() >= limits.max_connections && !connections.evict_longest_idle() {
             tracing::warn!(port, %remote, max = limits.max_connections, "connection cap reached with every connection busy; refusing");

@@ -5,13 +5,20 @@
 //! that node's actors from every process group) and reconnected later.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use panal_actors::Replica;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeServer, NodeServerMessage, RactorClusterMessage};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
@@ -59,29 +66,264 @@ struct ServerSpec {
     cookie: String,
     name: String,
     host: String,
+    /// The node server connections are handed to (none while isolated).
+    current: Arc<Mutex<Option<ActorRef<NodeServerMessage>>>>,
+    handshakes: Arc<Handshakes>,
 }
 
 impl ServerSpec {
     async fn spawn(&self) -> Result<ActorRef<NodeServerMessage>> {
-        let server =
-            NodeServer::new(self.listen.port(), self.cookie.clone(), self.name.clone(), self.host.clone(), None, None)
-                .with_listen_addr(self.listen.ip());
+        // Its own listener takes a random loopback port nobody is told about: the mesh
+        // port is served by `guard`, which hands it every connection.
+        let server = NodeServer::new(0, self.cookie.clone(), self.name.clone(), self.host.clone(), None, None)
+            .with_listen_addr(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| Error::Fatal(format!("cannot start the actor mesh on {}: {e}", self.listen)))?;
+        // Tell the node server the advertised port, not its private one.
+        let _ = server.cast(NodeServerMessage::PortChanged { port: self.listen.port() });
+        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "panal.mesh.guard".into(),
+            subscription: Box::new(AuthWatcher(self.handshakes.clone())),
+        });
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.clone());
         Ok(server)
+    }
+
+    fn stopped(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
-/// Starts the node server and the task that keeps the mesh connected.
-pub async fn start(listen: SocketAddr, cluster_secret: &str, replica: Replica) -> Result<()> {
+/// Limits on mesh connections before they authenticate.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshLimits {
+    /// Connections authenticating at once; more are closed at once.
+    pub max_unauthenticated: usize,
+    /// Largest frame accepted before authentication.
+    pub max_handshake_frame: u64,
+    /// Time a connection has to authenticate.
+    pub handshake_timeout: Duration,
+}
+
+/// Starts the node server behind the guarded mesh listener, and the task that keeps the
+/// mesh connected.
+pub async fn start(listener: TcpListener, limits: MeshLimits, cluster_secret: &str, replica: Replica) -> Result<()> {
+    let listen = listener.local_addr()?;
     let name = replica.node().name.clone();
     let host = replica.node().mesh_addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
-    let spec = ServerSpec { listen, cookie: cookie(cluster_secret), name: name.clone(), host };
+    let spec = ServerSpec {
+        listen,
+        cookie: cookie(cluster_secret),
+        name: name.clone(),
+        host,
+        current: Default::default(),
+        handshakes: Default::default(),
+    };
     let server = spec.spawn().await?;
+    tokio::spawn(guard(listener, limits, spec.current.clone(), spec.handshakes.clone()));
     Actor::spawn(None, Probe, name.clone()).await.map_err(|e| Error::Fatal(format!("mesh probe: {e}")))?;
     tokio::spawn(keep_connected(spec, server, replica, name));
     Ok(())
+}
+
+/// Connections still authenticating, by the label the node server knows them by; the
+/// sender flips to true when the node server reports the session authenticated.
+#[derive(Default)]
+struct Handshakes {
+    pending: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl Handshakes {
+    fn begin(&self, label: String) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(label, tx);
+        rx
+    }
+
+    fn end(&self, label: &str, authenticated: bool) {
+        if let Some(tx) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(label) {
+            let _ = tx.send(authenticated);
+        }
+    }
+}
+
+struct AuthWatcher(Arc<Handshakes>);
+
+impl ractor_cluster::NodeEventSubscription for AuthWatcher {
+    fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
+
+    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.0.end(&ses.peer_addr, false);
+    }
+
+    fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.0.end(&ses.peer_addr, true);
+    }
+}
+
+/// Accepts mesh connections: at most `max_unauthenticated` authenticating at once, each
+/// read through a [`HandshakeGuard`], handed to the current node server.
+async fn guard(
+    listener: TcpListener,
+    limits: MeshLimits,
+    current: Arc<Mutex<Option<ActorRef<NodeServerMessage>>>>,
+    handshakes: Arc<Handshakes>,
+) {
+    let authenticating = Arc::new(Semaphore::new(limits.max_unauthenticated));
+    let mut next_id: u64 = 0;
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a mesh connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(server) = current.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            continue; // isolated (chaos drill): no mesh sessions
+        };
+        let Ok(permit) = authenticating.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, max = limits.max_unauthenticated, "too many mesh connections authenticating; closing this one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let label = format!("{remote}#{next_id}");
+        let authenticated = handshakes.begin(label.clone());
+        let (read, write) = stream.into_split();
+        let guarded = HandshakeGuard::new(read, limits, authenticated, permit, label.clone());
+        let stream = GuardedStream { read: guarded, write, label: label.clone() };
+        if server
+            .cast(NodeServerMessage::ConnectionOpenedExternal { stream: Box::new(stream), is_server: true })
+            .is_err()
+        {
+            handshakes.end(&label, false);
+        }
+    }
+}
+
+struct GuardedStream {
+    read: HandshakeGuard,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    label: String,
+}
+
+impl ractor_cluster::ClusterBidiStream for GuardedStream {
+    fn split(self: Box<Self>) -> (ractor_cluster::BoxRead, ractor_cluster::BoxWrite) {
+        (Box::new(self.read), Box::new(self.write))
+    }
+
+    fn peer_label(&self) -> Option<String> {
+        Some(self.label.clone())
+    }
+}
+
+/// Client frames a peer sends before the server has authenticated it: its name, its
+/// status (only after an `alive` answer) and its challenge reply.
+const HANDSHAKE_FRAMES: u32 = 3;
+
+/// The read half of an incoming mesh connection until it authenticates: frames (u64
+/// length prefix, then payload) are counted and each must fit `max_handshake_frame`;
+/// after the handshake's frames nothing more is read until the node server reports the
+/// session authenticated; the whole must happen within the handshake timeout. Then it
+/// steps aside (and frees its slot among the authenticating connections).
+struct HandshakeGuard {
+    inner: tokio::net::tcp::OwnedReadHalf,
+    max_frame: u64,
+    frames: u32,
+    header: [u8; 8],
+    header_len: usize,
+    payload_left: u64,
+    authenticated: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    permit: Option<OwnedSemaphorePermit>,
+    label: String,
+}
+
+impl HandshakeGuard {
+    fn new(
+        inner: tokio::net::tcp::OwnedReadHalf,
+        limits: MeshLimits,
+        mut authenticated: watch::Receiver<bool>,
+        permit: OwnedSemaphorePermit,
+        label: String,
+    ) -> Self {
+        let authenticated = Box::pin(async move { authenticated.wait_for(|a| *a).await.is_ok() });
+        Self {
+            inner,
+            max_frame: limits.max_handshake_frame,
+            frames: 0,
+            header: [0; 8],
+            header_len: 0,
+            payload_left: 0,
+            authenticated: Some(authenticated),
+            deadline: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
+            permit: Some(permit),
+            label,
+        }
+    }
+
+    fn refuse(&self, why: &str) -> std::io::Error {
+        tracing::warn!(peer = %self.label, "mesh connection closed before authentication: {why}");
+        std::io::Error::new(std::io::ErrorKind::PermissionDenied, why.to_string())
+    }
+}
+
+impl AsyncRead for HandshakeGuard {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(authenticated) = this.authenticated.as_mut() {
+            match authenticated.as_mut().poll(cx) {
+                Poll::Ready(true) => {
+                    this.authenticated = None;
+                    this.permit = None;
+                }
+                Poll::Ready(false) => return Poll::Ready(Err(this.refuse("the session ended"))),
+                Poll::Pending => {
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(this.refuse("handshake timed out")));
+                    }
+                    let between_frames = this.header_len == 0 && this.payload_left == 0;
+                    if between_frames && this.frames >= HANDSHAKE_FRAMES {
+                        // Whatever comes next needs an authenticated session.
+                        return Poll::Pending;
+                    }
+                    // Read no further than the end of the current header or payload (the
+                    // frames are small: a copy through a stack buffer costs nothing).
+                    let mut chunk = [0u8; 4096];
+                    let want = if this.payload_left > 0 {
+                        usize::try_from(this.payload_left).unwrap_or(usize::MAX)
+                    } else {
+                        8 - this.header_len
+                    };
+                    let want = want.min(chunk.len()).min(buf.remaining());
+                    let mut limited = ReadBuf::new(&mut chunk[..want]);
+                    std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+                    let got = limited.filled();
+                    if this.payload_left > 0 {
+                        this.payload_left -= got.len() as u64;
+                    } else {
+                        this.header[this.header_len..this.header_len + got.len()].copy_from_slice(got);
+                        this.header_len += got.len();
+                        if this.header_len == 8 {
+                            let length = u64::from_be_bytes(this.header);
+                            if length > this.max_frame {
+                                return Poll::Ready(Err(this.refuse("handshake frame too large")));
+                            }
+                            this.header_len = 0;
+                            this.payload_left = length;
+                            this.frames += 1;
+                        }
+                    }
+                    buf.put_slice(got);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
 }
 
 /// Closes every mesh session and the listener (a partition drill): the server first, so it
@@ -109,6 +351,7 @@ async fn follow_isolation(
     match server {
         Some(server) if isolated => {
             tracing::warn!("isolated (chaos drill): closing every mesh session");
+            spec.stopped();
             shut_down(server).await;
             None
         }

@@ -53,7 +53,7 @@ impl LocalCluster {
             Ok(p) if existing => p.trim().to_string(),
             _ => {
                 let p = crate::server::identity::random_hex(12);
-                std::fs::write(&password_file, &p).map_err(|e| Error::Fatal(e.to_string()))?;
+                write_private(&password_file, &p)?;
                 p
             }
         };
@@ -100,7 +100,8 @@ impl LocalCluster {
             for i in 1..cluster.nodes.len() {
                 let role = if (i as u16) < managers { "manager" } else { "worker" };
                 let token = tokens[role].as_str().unwrap_or_default().to_string();
-                cluster.spawn(i, &["--join".into(), first_peer.clone(), "--token".into(), token])?;
+                // Through the environment, not argv: `ps` shows every user the command line.
+                cluster.spawn_with_env(i, &["--join".into(), first_peer.clone()], &[("PANAL_TOKEN", token)])?;
                 // One at a time: each join changes the membership.
                 cluster.wait_ready(i, Duration::from_secs(60)).await?;
             }
@@ -112,10 +113,16 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, i: usize, extra: &[String]) -> Result<()> {
+        self.spawn_with_env(i, extra, &[])
+    }
+
+    fn spawn_with_env(&mut self, i: usize, extra: &[String], env: &[(&str, String)]) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&node.log)
             .map_err(|e| Error::Fatal(format!("cannot open {}: {e}", node.log.display())))?;
         let log_err = log.try_clone().map_err(|e| Error::Fatal(e.to_string()))?;
@@ -123,6 +130,7 @@ impl LocalCluster {
             .args(&node.args)
             .args(extra)
             .env("PANAL_ADMIN_PASSWORD", &self.password)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(crate::server::start::LAUNCHER_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(log)
@@ -279,4 +287,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("stopping…");
     cluster.stop().await;
     Ok(())
+}
+
+/// Writes a secret readable by this user only (mode 0600, also when the file existed).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| Error::Fatal(format!("cannot write {}: {e}", path.display()));
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)
 }

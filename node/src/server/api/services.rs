@@ -25,6 +25,7 @@ pub async fn call(
     req.consistency = meta.read.consistency;
     req.min_index = meta.read.min_index;
     req.idempotency_key = Some(meta.idempotency_key);
+    req.client = meta.client;
     // Safe to retry on another instance: every write carries its idempotency key.
     Ok(respond(s.gateway.call(service, &req, true).await?))
 }
@@ -48,6 +49,9 @@ fn respond(resp: ServiceResponse) -> Response {
     }
     if let Some(index) = resp.index {
         out.headers_mut().insert("x-panal-index", HeaderValue::from(index));
+    }
+    if let Some(secs) = resp.retry_after {
+        out.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     out
 }
