@@ -107,6 +107,11 @@ async fn login_flood_keeps_memory_bounded_and_locks_out() {
     let after = rss_mib(pid);
     eprintln!("login flood: after {after:.1} MiB");
     assert!(after - idle < 50.0, "RSS after the flood: idle {idle:.1} MiB, after {after:.1} MiB");
+    // Idle hashing threads give their blocks back (3 s each, one after the other).
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let rested = rss_mib(pid);
+    eprintln!("login flood: rested {rested:.1} MiB");
+    assert!(rested - idle < 50.0, "RSS at rest: idle {idle:.1} MiB, rested {rested:.1} MiB");
 }
 
 /// 60 mesh connections each announcing a 16 MiB frame and sending junk: refused before

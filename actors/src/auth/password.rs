@@ -7,8 +7,9 @@
 //! sits in front of them: a hash beyond it is refused at once (`Error::Overloaded`,
 //! 503 with `Retry-After`) instead of waiting or allocating.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::{Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -24,10 +25,23 @@ pub struct HashPoolConfig {
     pub queue: usize,
 }
 
+/// Default thread count: the cores, at most 4 (about 80 checks/s in release builds,
+/// far more than a login form needs, for at most 76 MiB of working memory).
+const DEFAULT_MAX_THREADS: usize = 4;
+
+/// How long a thread keeps its block without work.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(3);
+
+/// glibc serves allocations above this from their own mapping whatever its dynamic
+/// threshold (which a freed 19 MiB block would raise, keeping later blocks in an arena
+/// after they are freed). Blocks get at least this capacity, so dropping one always
+/// unmaps it; untouched capacity is never resident.
+const ALWAYS_MAPPED_BYTES: usize = 32 * 1024 * 1024 + 4096;
+
 impl Default for HashPoolConfig {
     fn default() -> Self {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { threads, queue: threads * 8 }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self { threads: cores.min(DEFAULT_MAX_THREADS), queue: 32 }
     }
 }
 
@@ -53,9 +67,16 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<Done, Error>>,
 }
 
+/// Jobs waiting for a thread. Threads wait on the condition variable (not on a lock),
+/// so each idle one notices its own idleness and releases its block.
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
 /// A fixed set of hashing threads behind a bounded queue.
 pub struct HashPool {
-    jobs: SyncSender<Job>,
+    queue: Arc<Queue>,
     config: HashPoolConfig,
 }
 
@@ -86,8 +107,7 @@ pub fn pool() -> &'static HashPool {
 impl HashPool {
     pub fn start(config: HashPoolConfig) -> Self {
         let config = HashPoolConfig { threads: config.threads.max(1), queue: config.queue.max(1) };
-        let (jobs, queue) = mpsc::sync_channel::<Job>(config.queue);
-        let queue = Arc::new(Mutex::new(queue));
+        let queue = Arc::new(Queue { jobs: Mutex::new(VecDeque::new()), ready: Condvar::new() });
         for n in 0..config.threads {
             let queue = queue.clone();
             let spawned = std::thread::Builder::new().name(format!("panal-hash-{n}")).spawn(move || worker(&queue));
@@ -95,7 +115,7 @@ impl HashPool {
                 tracing::error!(error = %e, "cannot start a password hashing thread");
             }
         }
-        Self { jobs, config }
+        Self { queue, config }
     }
 
     pub fn config(&self) -> HashPoolConfig {
@@ -104,15 +124,14 @@ impl HashPool {
 
     async fn submit(&self, work: Work) -> Result<Done, Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        match self.jobs.try_send(Job { work, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(Error::Overloaded("too many password checks are waiting; try again shortly".into()))
+        {
+            let mut jobs = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            if jobs.len() >= self.config.queue {
+                return Err(Error::Overloaded("too many password checks are waiting; try again shortly".into()));
             }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(Error::Internal("the password hashing pool is gone".into()))
-            }
+            jobs.push_back(Job { work, reply });
         }
+        self.queue.ready.notify_one();
         answer.await.map_err(|_| Error::Internal("a password hashing thread stopped".into()))?
     }
 
@@ -134,15 +153,27 @@ impl HashPool {
     }
 }
 
-fn worker(queue: &Mutex<Receiver<Job>>) {
-    // This thread's argon2 working memory, grown once to the size the parameters need.
+fn worker(queue: &Queue) {
+    // This thread's argon2 working memory, allocated on first use and kept while busy.
     let mut memory: Vec<Block> = Vec::new();
     loop {
         let job = {
-            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-            queue.recv()
+            let mut jobs = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(job) = jobs.pop_front() {
+                    break Some(job);
+                }
+                let (next, waited) = queue.ready.wait_timeout(jobs, RELEASE_AFTER).unwrap_or_else(|p| p.into_inner());
+                jobs = next;
+                if waited.timed_out() && jobs.is_empty() && !memory.is_empty() {
+                    break None;
+                }
+            }
         };
-        let Ok(job) = job else { return };
+        let Some(job) = job else {
+            memory = Vec::new();
+            continue;
+        };
         let done = match job.work {
             Work::Hash { password } => hash_with(&mut memory, &password).map(Done::Hashed),
             Work::Verify { password, phc } => verify_with(&mut memory, &password, phc.as_deref()).map(Done::Verified),
@@ -166,9 +197,12 @@ fn compute(
 ) -> Result<(), Error> {
     let blocks = params.block_count();
     if memory.len() != blocks {
-        // Only when the parameters change (never with the defaults): the block is
-        // otherwise allocated once per thread and kept.
-        *memory = vec![Block::default(); blocks];
+        // After an idle release, or when the parameters change (never with the
+        // defaults): the block is otherwise kept and reused.
+        let capacity = blocks.max(ALWAYS_MAPPED_BYTES / std::mem::size_of::<Block>());
+        let mut fresh = Vec::with_capacity(capacity);
+        fresh.resize(blocks, Block::default());
+        *memory = fresh;
     }
     argon.hash_password_into_with_memory(password, salt, out, &mut memory[..]).map_err(hashing)
 }
@@ -250,6 +284,16 @@ mod tests {
             assert!(!pool.verify("wrong".into(), Some(ours)).await.unwrap());
             // An unknown user never matches, not even with the dummy's own password.
             assert!(!pool.verify("panal-unknown-user".into(), None).await.unwrap());
+        });
+    }
+
+    #[test]
+    fn idle_threads_release_their_block_and_hash_again_later() {
+        let pool = HashPool::start(HashPoolConfig { threads: 2, queue: 4 });
+        runtime().block_on(async {
+            let phc = pool.hash("before the pause".into()).await.unwrap();
+            tokio::time::sleep(RELEASE_AFTER + Duration::from_millis(500)).await;
+            assert!(pool.verify("before the pause".into(), Some(phc)).await.unwrap());
         });
     }
 

@@ -95,7 +95,8 @@ pub struct Limits {
     /// its rotation. Use the same value on every node.
     #[arg(long, env = "PANAL_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(5..=30 * 86_400))]
     pub token_ttl: i64,
-    /// Password hashing threads (each keeps one 19 MiB argon2 block). Default: the number of cores.
+    /// Password hashing threads (each keeps one 19 MiB argon2 block while busy, released
+    /// after 3 s idle). Default: the number of cores, at most 4.
     #[arg(long, env = "PANAL_HASH_THREADS")]
     pub hash_threads: Option<usize>,
     /// Password checks that may wait for a hashing thread; beyond it: 503 `overloaded`.
