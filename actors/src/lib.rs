@@ -54,6 +54,58 @@ pub enum Reply {
     Count(u64),
 }
 
+macro_rules! command_from {
+    ($($variant:ident($ty:ty)),+) => {
+        $(impl From<$ty> for Command {
+            fn from(c: $ty) -> Self {
+                Command::$variant(c)
+            }
+        })+
+    };
+}
+command_from!(
+    Cluster(cluster::ClusterCommand),
+    Auth(auth::AuthCommand),
+    Kv(kv::KvCommand),
+    Catalog(catalog::CatalogCommand),
+    Energy(energy::EnergyCommand)
+);
+
+/// A value a command's [`Reply`] carries, decoded where the proposer expects it (see
+/// `services::Call::write`): the one place a reply is matched against its type.
+pub trait FromReply: Sized {
+    /// The value, or the reply back when it is of another kind.
+    fn from_reply(reply: Reply) -> Result<Self, Box<Reply>>;
+}
+
+/// The proposer needs no value: any reply will do.
+impl FromReply for () {
+    fn from_reply(_: Reply) -> Result<(), Box<Reply>> {
+        Ok(())
+    }
+}
+
+macro_rules! from_reply {
+    ($($variant:ident($ty:ty)),+) => {
+        $(impl FromReply for $ty {
+            fn from_reply(reply: Reply) -> Result<Self, Box<Reply>> {
+                match reply {
+                    Reply::$variant(v) => Ok(v),
+                    other => Err(Box::new(other)),
+                }
+            }
+        })+
+    };
+}
+from_reply!(
+    User(auth::User),
+    KvEntry(kv::KvEntry),
+    Book(catalog::Book),
+    Order(catalog::Order),
+    Device(energy::Device),
+    Count(u64)
+);
+
 /// The application plugged into the replicated state machine.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PanalApp;

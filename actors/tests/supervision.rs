@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use panal_actors::services::{
-    decode, encode, start_services, RestartPolicy, Service, ServiceContext, ServiceHealth, ServiceRequest,
-    ServiceResponse, WorkerMsg,
+    decode, encode, start_services, Ping, RequestMeta, RestartPolicy, Service, ServiceContext, ServiceHealth,
+    ServiceRequest, ServiceResponse, WorkerMsg,
 };
 use panal_actors::PanalApp;
 use panal_raft::{NodeInfo, ReplicaConfig};
@@ -23,9 +23,9 @@ fn members(service: Service) -> Vec<ractor::ActorCell> {
     ractor::pg::get_local_members(&service.group())
 }
 
-async fn ping(cell: &ractor::ActorCell) -> ServiceResponse {
-    let req = ServiceRequest::new("ping", None, serde_json::Value::Null);
-    let bytes = encode(&req);
+async fn ping(service: Service, cell: &ractor::ActorCell) -> ServiceResponse {
+    let req = ServiceRequest::new(Ping { service }, RequestMeta::default());
+    let bytes = encode(&req).expect("encode");
     match ractor::rpc::call::<WorkerMsg, _, _>(
         cell,
         |reply| WorkerMsg::Call(bytes, reply),
@@ -69,9 +69,10 @@ async fn supervisor_restarts_workers_then_fails_the_service_past_the_limit_and_r
     }
 
     // A worker answers with its node's name.
-    let resp = ping(&members(Service::Auth)[0]).await;
+    let resp = ping(Service::Auth, &members(Service::Auth)[0]).await;
     assert_eq!((resp.status, resp.node.as_str()), (200, "t1"));
-    assert_eq!(resp.body["service"], "auth");
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(body["service"], "auth");
 
     // One panic: the worker is replaced, the pool is full again.
     let dead = panic_one(Service::Auth);
@@ -98,6 +99,6 @@ async fn supervisor_restarts_workers_then_fails_the_service_past_the_limit_and_r
     until("catalog to come back after its cooldown", || members(Service::Catalog).len() == 2).await;
     until("catalog health to be running", || ctx.health()[&Service::Catalog] == ServiceHealth::Running { workers: 2 })
         .await;
-    let resp = ping(&members(Service::Catalog)[0]).await;
+    let resp = ping(Service::Catalog, &members(Service::Catalog)[0]).await;
     assert_eq!(resp.status, 200);
 }

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuthCommand, Role, User};
 use crate::error::Validator;
-use crate::services::{Call, Output};
-use crate::{Command, Error, Reply};
+use crate::services::{service_ops, Call, Operation};
+use crate::Error;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,68 +38,104 @@ pub struct KeyRotated {
     pub kid: String,
 }
 
-pub async fn handle(call: &Call) -> Result<Output, Error> {
-    match call.req.op.as_str() {
-        "register" => register(call).await,
-        "login" => login(call).await,
-        "logout" => logout(call).await,
-        "me" => me(call).await,
-        "rotate_key" => rotate_key(call).await,
-        other => Err(Error::NotFound(format!("the auth service has no operation {other:?}"))),
+/// The answer of a logout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Revoked {
+    pub revoked: bool,
+}
+
+service_ops! {
+    /// The auth service's operations.
+    AuthOp => Auth { Register, Login, Logout, Me, RotateKey }
+}
+
+/// Creates an account (role `user`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Register {
+    pub account: RegisterRequest,
+}
+
+impl Operation for Register {
+    type Output = User;
+    const STATUS: u16 = 201;
+
+    async fn handle(self, call: &Call) -> Result<User, Error> {
+        let RegisterRequest { username, password, email } = self.account;
+        let mut v = Validator::default();
+        super::validate_registration(&mut v, &username, &password, email.as_deref());
+        v.finish()?;
+        // Hashing is slow and salted at random: done here, once, never inside `apply`.
+        let password_hash = super::password::pool().hash(password).await?;
+        call.write(AuthCommand::CreateUser { username, password_hash, email, role: Role::User }).await
     }
 }
 
-async fn register(call: &Call) -> Result<Output, Error> {
-    let req: RegisterRequest = call.input()?;
-    let mut v = Validator::default();
-    super::validate_registration(&mut v, &req.username, &req.password, req.email.as_deref());
-    v.finish()?;
-    // Hashing is slow and salted at random: done here, once, never inside `apply`.
-    let password_hash = super::password::pool().hash(req.password).await?;
-    let command = AuthCommand::CreateUser { username: req.username, password_hash, email: req.email, role: Role::User };
-    match call.write(Command::Auth(command)).await? {
-        (Reply::User(user), index) => Output::written(201, user, index),
-        (other, _) => Err(unexpected(other)),
+/// Exchanges a username and password for an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Login {
+    pub credentials: LoginRequest,
+}
+
+impl Operation for Login {
+    type Output = TokenResponse;
+
+    async fn handle(self, call: &Call) -> Result<TokenResponse, Error> {
+        let LoginRequest { username, password } = self.credentials;
+        if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > 1024 {
+            return Err(Error::BadCredentials);
+        }
+        // Throttled per account and client address, before any password is checked.
+        let keys = super::login_keys(&username, call.meta.client.map(|a| a.ip()));
+        super::check_throttle(&keys)?;
+        let found = call.read(move |db| Ok(super::user_with_hash(db, &username)?)).await?;
+        let user = super::verify_login(&keys, password, found).await?;
+        let now = crate::time::wall_ms() / 1000;
+        let (access_token, expires_in) = call.read(move |db| super::issue_token(db, &user, now)).await?;
+        Ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in })
     }
 }
 
-async fn login(call: &Call) -> Result<Output, Error> {
-    let req: LoginRequest = call.input()?;
-    if req.username.is_empty() || req.password.is_empty() || req.username.len() > 256 || req.password.len() > 1024 {
-        return Err(Error::BadCredentials);
+/// Revokes the caller's token everywhere until it expires.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Logout;
+
+impl Operation for Logout {
+    type Output = Revoked;
+
+    async fn handle(self, call: &Call) -> Result<Revoked, Error> {
+        let who = call.caller()?;
+        let command =
+            AuthCommand::RevokeToken { jti: who.jti.clone(), expires_ms: who.expires_at.saturating_mul(1000) };
+        call.write::<()>(command).await?;
+        Ok(Revoked { revoked: true })
     }
-    let keys = super::login_keys(&req.username, call.req.client);
-    super::check_throttle(&keys)?;
-    let username = req.username.clone();
-    let found = call.read(move |db| Ok(super::user_with_hash(db, &username)?)).await?;
-    let user = super::verify_login(&keys, req.password, found).await?;
-    let now = crate::time::wall_ms() / 1000;
-    let (access_token, expires_in) = call.read(move |db| super::issue_token(db, &user, now)).await?;
-    Output::ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in })
 }
 
-async fn logout(call: &Call) -> Result<Output, Error> {
-    let who = call.caller()?;
-    let command = AuthCommand::RevokeToken { jti: who.jti.clone(), expires_ms: who.expires_at.saturating_mul(1000) };
-    let (_, index) = call.write(Command::Auth(command)).await?;
-    Output::written(200, serde_json::json!({ "revoked": true }), index)
+/// The caller's account.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Me;
+
+impl Operation for Me {
+    type Output = User;
+
+    async fn handle(self, call: &Call) -> Result<User, Error> {
+        let id = call.caller()?.user_id;
+        call.read(move |db| super::user(db, id)?.ok_or_else(|| Error::NotFound("no such user".into()))).await
+    }
 }
 
-async fn me(call: &Call) -> Result<Output, Error> {
-    let id = call.caller()?.user_id;
-    let user: User =
-        call.read(move |db| super::user(db, id)?.ok_or_else(|| Error::NotFound("no such user".into()))).await?;
-    Output::ok(user)
-}
+/// Adds a new signing key (admin).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RotateKey;
 
-async fn rotate_key(call: &Call) -> Result<Output, Error> {
-    call.admin()?;
-    let kid = format!("k{}", hex::encode(rand::random::<[u8; 4]>()));
-    let secret = hex::encode(rand::random::<[u8; 32]>());
-    let (_, index) = call.write(Command::Auth(AuthCommand::RotateJwtKey { kid: kid.clone(), secret })).await?;
-    Output::written(200, KeyRotated { kid }, index)
-}
+impl Operation for RotateKey {
+    type Output = KeyRotated;
 
-pub(crate) fn unexpected(reply: Reply) -> Error {
-    Error::Internal(format!("unexpected reply from the state machine: {reply:?}"))
+    async fn handle(self, call: &Call) -> Result<KeyRotated, Error> {
+        call.admin()?;
+        let kid = format!("k{}", hex::encode(rand::random::<[u8; 4]>()));
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        call.write::<()>(AuthCommand::RotateJwtKey { kid: kid.clone(), secret }).await?;
+        Ok(KeyRotated { kid })
+    }
 }

@@ -2,12 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::invoice::{self, Invoice};
 use super::payment::{self, CardPayment};
-use super::{invoice, Actor, BookPatch, BookQuery, CatalogCommand, NewBook, Order, Side};
+use super::{Actor, Book, BookPatch, BookQuery, CatalogCommand, NewBook, Order, Side};
 use crate::auth::{Identity, Role};
-use crate::page::{PageParams, MAX_LIMIT};
-use crate::services::{ById, Call, Id, Output};
-use crate::{Command, Error, Reply};
+use crate::page::{Page, PageParams, MAX_LIMIT};
+use crate::services::service_ops;
+use crate::services::{Body, Call, Deleted, Operation};
+use crate::Error;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,103 +25,238 @@ pub struct ShipRequest {
     pub address: String,
 }
 
+service_ops! {
+    /// The catalog service's operations.
+    CatalogOp => Catalog {
+        CreateBook, ListBooks, GetBook, UpdateBook, DeleteBook,
+        PlaceOrder, GetOrder, ListOrders, ListSales, PayOrder, ShipOrder, GetInvoice,
+    }
+}
+
+/// Publishes a listing; the caller is its seller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InvoiceRequest {
+pub struct CreateBook {
+    pub book: NewBook,
+}
+
+impl Operation for CreateBook {
+    type Output = Book;
+    const STATUS: u16 = 201;
+
+    async fn handle(self, call: &Call) -> Result<Book, Error> {
+        let who = call.caller()?;
+        self.book.validate()?;
+        call.write(CatalogCommand::CreateBook { seller_id: who.user_id, book: self.book }).await
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListBooks {
+    pub query: BookQuery,
+}
+
+impl Operation for ListBooks {
+    type Output = Page<Book>;
+
+    async fn handle(self, call: &Call) -> Result<Page<Book>, Error> {
+        let q = self.query;
+        let page = PageParams { limit: q.limit, cursor: q.cursor.clone() };
+        let (limit, after) = (page.limit(MAX_LIMIT)?, page.int_cursor()?);
+        call.read(move |db| Ok(super::list_books(db, &q, limit, after)?)).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct GetBook {
+    pub id: i64,
+}
+
+impl Operation for GetBook {
+    type Output = Book;
+
+    async fn handle(self, call: &Call) -> Result<Book, Error> {
+        let id = self.id;
+        call.read(move |db| super::book_by_id(db, id)?.ok_or_else(|| no_book(id))).await
+    }
+}
+
+/// Changes a listing (its seller or an admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateBook {
+    pub id: i64,
+    pub patch: BookPatch,
+}
+
+impl Operation for UpdateBook {
+    type Output = Book;
+
+    async fn handle(self, call: &Call) -> Result<Book, Error> {
+        let actor = actor(call.caller()?);
+        call.write(CatalogCommand::UpdateBook { book_id: self.id, actor, patch: self.patch }).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct DeleteBook {
+    pub id: i64,
+}
+
+impl Operation for DeleteBook {
+    type Output = Deleted;
+
+    async fn handle(self, call: &Call) -> Result<Deleted, Error> {
+        let actor = actor(call.caller()?);
+        call.write::<()>(CatalogCommand::DeleteBook { book_id: self.id, actor }).await?;
+        Ok(Deleted { deleted: self.id })
+    }
+}
+
+/// Places an order: reserves the stock, or fails with `out_of_stock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub order: NewOrder,
+}
+
+impl Operation for PlaceOrder {
+    type Output = Order;
+    const STATUS: u16 = 201;
+
+    async fn handle(self, call: &Call) -> Result<Order, Error> {
+        let who = call.caller()?;
+        let NewOrder { book_id, quantity } = self.order;
+        let mut v = crate::error::Validator::default();
+        v.check(
+            (1..=super::MAX_QUANTITY).contains(&quantity),
+            "quantity",
+            format!("must be 1 to {}", super::MAX_QUANTITY),
+        );
+        v.finish()?;
+        call.write(CatalogCommand::PlaceOrder { buyer_id: who.user_id, book_id, quantity }).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct GetOrder {
+    pub id: i64,
+}
+
+impl Operation for GetOrder {
+    type Output = Order;
+
+    async fn handle(self, call: &Call) -> Result<Order, Error> {
+        let (who, id) = (call.caller()?.clone(), self.id);
+        call.read(move |db| visible_order(db, &who, id)).await
+    }
+}
+
+/// The caller's orders as buyer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListOrders {
+    pub page: PageParams,
+}
+
+impl Operation for ListOrders {
+    type Output = Page<Order>;
+
+    async fn handle(self, call: &Call) -> Result<Page<Order>, Error> {
+        list_orders(call, self.page, Side::Buyer).await
+    }
+}
+
+/// The caller's sales (orders of their listings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListSales {
+    pub page: PageParams,
+}
+
+impl Operation for ListSales {
+    type Output = Page<Order>;
+
+    async fn handle(self, call: &Call) -> Result<Page<Order>, Error> {
+        list_orders(call, self.page, Side::Seller).await
+    }
+}
+
+async fn list_orders(call: &Call, page: PageParams, side: Side) -> Result<Page<Order>, Error> {
+    let who = call.caller()?.user_id;
+    let (limit, after) = (page.limit(MAX_LIMIT)?, page.int_cursor()?);
+    call.read(move |db| Ok(super::list_orders(db, who, side, limit, after)?)).await
+}
+
+/// Pays an order by card (simulated).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayOrder {
+    pub id: i64,
+    pub card: CardPayment,
+}
+
+impl Operation for PayOrder {
+    type Output = Order;
+
+    async fn handle(self, call: &Call) -> Result<Order, Error> {
+        let who = call.caller()?;
+        let outcome = payment::authorize(&self.card, crate::time::wall_ms())?;
+        call.write(CatalogCommand::Pay { order_id: self.id, buyer_id: who.user_id, outcome }).await
+    }
+}
+
+/// Ships a paid order (its seller or an admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShipOrder {
+    pub id: i64,
+    pub ship: ShipRequest,
+}
+
+impl Operation for ShipOrder {
+    type Output = Order;
+
+    async fn handle(self, call: &Call) -> Result<Order, Error> {
+        let actor = actor(call.caller()?);
+        let address = self.ship.address;
+        let mut v = crate::error::Validator::default();
+        let len = address.trim().chars().count();
+        v.check((1..=500).contains(&len), "address", "required, at most 500 characters");
+        v.finish()?;
+        call.write(CatalogCommand::Ship { order_id: self.id, actor, address }).await
+    }
+}
+
+/// The invoice of a paid order, as JSON or as a printable HTML page.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct GetInvoice {
     pub id: i64,
     /// Render as an HTML page instead of JSON.
-    #[serde(default)]
     pub html: bool,
 }
 
-pub async fn handle(call: &Call) -> Result<Output, Error> {
-    match call.req.op.as_str() {
-        "books.create" => {
-            let who = call.caller()?;
-            let book: NewBook = call.input()?;
-            book.validate()?;
-            write(call, CatalogCommand::CreateBook { seller_id: who.user_id, book }, 201).await
+/// An invoice as asked for: the document, or its HTML page.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum InvoiceView {
+    Json(Invoice),
+    Html(String),
+}
+
+impl Operation for GetInvoice {
+    type Output = InvoiceView;
+
+    async fn handle(self, call: &Call) -> Result<InvoiceView, Error> {
+        let (who, id) = (call.caller()?.clone(), self.id);
+        let inv = call
+            .read(move |db| {
+                visible_order(db, &who, id)?;
+                invoice::by_order(db, id)?
+                    .ok_or_else(|| Error::NotFound(format!("order {id} has no invoice: it is not paid")))
+            })
+            .await?;
+        Ok(if self.html { InvoiceView::Html(invoice::render_html(&inv)) } else { InvoiceView::Json(inv) })
+    }
+
+    fn encode(output: InvoiceView) -> Result<Body, Error> {
+        match output {
+            InvoiceView::Json(inv) => Body::json(&inv),
+            InvoiceView::Html(page) => Ok(Body::text("text/html; charset=utf-8", page)),
         }
-        "books.list" => {
-            let q: BookQuery = call.input()?;
-            let page = PageParams { limit: q.limit, cursor: q.cursor.clone() };
-            let (limit, after) = (page.limit(MAX_LIMIT)?, page.int_cursor()?);
-            Output::ok(call.read(move |db| Ok(super::list_books(db, &q, limit, after)?)).await?)
-        }
-        "books.get" => {
-            let Id { id } = call.input::<Id>()?;
-            let book = call.read(move |db| super::book_by_id(db, id)?.ok_or_else(|| no_book(id))).await?;
-            Output::ok(book)
-        }
-        "books.update" => {
-            let actor = actor(call.caller()?);
-            let ById { id, body } = call.input::<ById<BookPatch>>()?;
-            write(call, CatalogCommand::UpdateBook { book_id: id, actor, patch: body }, 200).await
-        }
-        "books.delete" => {
-            let actor = actor(call.caller()?);
-            let Id { id } = call.input::<Id>()?;
-            let (_, index) = call.write(Command::Catalog(CatalogCommand::DeleteBook { book_id: id, actor })).await?;
-            Output::written(200, serde_json::json!({ "deleted": id }), index)
-        }
-        "orders.create" => {
-            let who = call.caller()?;
-            let o: NewOrder = call.input()?;
-            let mut v = crate::error::Validator::default();
-            v.check(
-                (1..=super::MAX_QUANTITY).contains(&o.quantity),
-                "quantity",
-                format!("must be 1 to {}", super::MAX_QUANTITY),
-            );
-            v.finish()?;
-            let command =
-                CatalogCommand::PlaceOrder { buyer_id: who.user_id, book_id: o.book_id, quantity: o.quantity };
-            write(call, command, 201).await
-        }
-        "orders.get" => {
-            let who = call.caller()?.clone();
-            let Id { id } = call.input::<Id>()?;
-            Output::ok(call.read(move |db| visible_order(db, &who, id)).await?)
-        }
-        "orders.list" | "sales.list" => {
-            let who = call.caller()?.user_id;
-            let page: PageParams = call.input()?;
-            let (limit, after) = (page.limit(MAX_LIMIT)?, page.int_cursor()?);
-            let side = if call.req.op == "orders.list" { Side::Buyer } else { Side::Seller };
-            Output::ok(call.read(move |db| Ok(super::list_orders(db, who, side, limit, after)?)).await?)
-        }
-        "orders.pay" => {
-            let who = call.caller()?;
-            let ById { id, body } = call.input::<ById<CardPayment>>()?;
-            let outcome = payment::authorize(&body, crate::time::wall_ms())?;
-            write(call, CatalogCommand::Pay { order_id: id, buyer_id: who.user_id, outcome }, 200).await
-        }
-        "orders.ship" => {
-            let actor = actor(call.caller()?);
-            let ById { id, body } = call.input::<ById<ShipRequest>>()?;
-            let mut v = crate::error::Validator::default();
-            let len = body.address.trim().chars().count();
-            v.check((1..=500).contains(&len), "address", "required, at most 500 characters");
-            v.finish()?;
-            write(call, CatalogCommand::Ship { order_id: id, actor, address: body.address }, 200).await
-        }
-        "orders.invoice" => {
-            let who = call.caller()?.clone();
-            let req: InvoiceRequest = call.input()?;
-            let id = req.id;
-            let inv = call
-                .read(move |db| {
-                    visible_order(db, &who, id)?;
-                    invoice::by_order(db, id)?
-                        .ok_or_else(|| Error::NotFound(format!("order {id} has no invoice: it is not paid")))
-                })
-                .await?;
-            if req.html {
-                Ok(Output::Text { content_type: "text/html; charset=utf-8", body: invoice::render_html(&inv) })
-            } else {
-                Output::ok(inv)
-            }
-        }
-        other => Err(Error::NotFound(format!("the catalog service has no operation {other:?}"))),
     }
 }
 
@@ -136,13 +273,5 @@ fn visible_order(db: &panal_raft::rusqlite::Connection, who: &Identity, id: i64)
     match super::order_by_id(db, id)? {
         Some(o) if o.buyer_id == who.user_id || o.seller_id == who.user_id || who.role == Role::Admin => Ok(o),
         _ => Err(Error::NotFound(format!("no order {id}"))),
-    }
-}
-
-async fn write(call: &Call, command: CatalogCommand, status: u16) -> Result<Output, Error> {
-    match call.write(Command::Catalog(command)).await? {
-        (Reply::Book(b), index) => Output::written(status, b, index),
-        (Reply::Order(o), index) => Output::written(status, o, index),
-        (other, _) => Err(crate::auth::ops::unexpected(other)),
     }
 }

@@ -3,13 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::battery::{self, BatterySummary};
-use super::{Actor, Bucket, DevicePatch, EnergyCommand, NewDevice, ReadingRow, MAX_BATCH};
+use super::battery::{self, BatterySample, BatterySummary};
+use super::{
+    Actor, Aggregate, Bucket, Device, DevicePatch, EnergyCommand, EnergySummary, NewDevice, ReadingRow, MAX_BATCH,
+};
 use crate::auth::{Identity, Role};
 use crate::error::{FieldError, Validator};
-use crate::page::PageParams;
-use crate::services::{ById, Call, Id, Output};
-use crate::{Command, Error, Reply};
+use crate::page::{Page, PageParams};
+use crate::services::{service_ops, Body, Call, Deleted, Operation};
+use crate::Error;
 
 /// One reading as clients send it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -59,13 +61,6 @@ pub struct ReadingsQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WithRange<T> {
-    pub id: i64,
-    #[serde(flatten)]
-    pub query: T,
-}
-
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatteryUploaded {
     pub device_id: i64,
@@ -79,124 +74,262 @@ pub struct BatteryUploaded {
 /// Most buckets per page of readings.
 pub const MAX_READINGS_PAGE: u32 = 1000;
 
-pub async fn handle(call: &Call) -> Result<Output, Error> {
-    match call.req.op.as_str() {
-        "devices.create" => {
-            let who = call.caller()?;
-            let device: NewDevice = call.input()?;
-            let mut v = Validator::default();
-            v.check(super::valid_name(&device.name), "name", "required, at most 100 characters");
-            v.finish()?;
-            write_device(call, EnergyCommand::CreateDevice { owner_id: who.user_id, device }, 201).await
+/// The battery summary as served.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BatteryReport {
+    pub device_id: i64,
+    /// Absent when the range holds no samples.
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<BatterySummary>,
+}
+
+impl ReadingsInput {
+    /// The readings, whichever of the three shapes they came in.
+    pub fn into_list(self) -> Vec<ReadingInput> {
+        match self {
+            ReadingsInput::Batch { readings } | ReadingsInput::List(readings) => readings,
+            ReadingsInput::One(r) => vec![r],
         }
-        "devices.list" => {
-            let actor = actor(call.caller()?);
-            let page: PageParams = call.input()?;
-            let (limit, after) = (page.limit(crate::page::MAX_LIMIT)?, page.int_cursor()?);
-            Output::ok(call.read(move |db| Ok(super::list_devices(db, actor, limit, after)?)).await?)
-        }
-        "devices.get" => {
-            let actor = actor(call.caller()?);
-            let Id { id } = call.input::<Id>()?;
-            Output::ok(call.read(move |db| Ok(super::visible_device(db, id, actor)??)).await?)
-        }
-        "devices.update" => {
-            let actor = actor(call.caller()?);
-            let ById { id, body } = call.input::<ById<DevicePatch>>()?;
-            let mut v = Validator::default();
-            v.check(body.name.as_deref().is_none_or(super::valid_name), "name", "required, at most 100 characters");
-            v.finish()?;
-            write_device(call, EnergyCommand::UpdateDevice { device_id: id, actor, patch: body }, 200).await
-        }
-        "devices.delete" => {
-            let actor = actor(call.caller()?);
-            let Id { id } = call.input::<Id>()?;
-            let (_, index) = call.write(Command::Energy(EnergyCommand::DeleteDevice { device_id: id, actor })).await?;
-            Output::written(200, serde_json::json!({ "deleted": id }), index)
-        }
-        "readings.add" => {
-            let actor = actor(call.caller()?);
-            let ById { id, body } = call.input::<ById<ReadingsInput>>()?;
-            let readings = parse_readings(body)?;
-            let command = EnergyCommand::AddReadings { device_id: id, actor, readings };
-            match call.write(Command::Energy(command)).await? {
-                (Reply::Count(stored), index) => Output::written(201, ReadingsStored { device_id: id, stored }, index),
-                (other, _) => Err(crate::auth::ops::unexpected(other)),
-            }
-        }
-        "readings.query" => {
-            let actor = actor(call.caller()?);
-            let WithRange { id, query } = call.input::<WithRange<ReadingsQuery>>()?;
-            let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
-            let page = PageParams { limit: query.limit, cursor: None };
-            let limit = page.limit(MAX_READINGS_PAGE).map(|l| if query.limit.is_none() { 100 } else { l })?;
-            let after = query.cursor.as_deref().map(cursor_ms).transpose()?;
-            let bucket = query.bucket.unwrap_or_default();
-            let page = call
-                .read(move |db| {
-                    super::visible_device(db, id, actor)??;
-                    Ok(super::readings(db, id, bucket, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX), limit, after)?)
-                })
-                .await?;
-            Output::ok(page)
-        }
-        "energy.summary" => {
-            let who = call.caller()?.user_id;
-            let q: RangeQuery = call.input()?;
-            let (from, to) = range(q.from.as_deref(), q.to.as_deref())?;
-            Output::ok(call.read(move |db| Ok(super::summary(db, who, from, to)?)).await?)
-        }
-        "battery.upload" => {
-            let actor = actor(call.caller()?);
-            let ById { id, body } = call.input::<ById<String>>()?;
-            let samples = battery::parse_csv(&body).map_err(|errors| {
-                Error::Validation(
-                    errors
-                        .into_iter()
-                        .map(|e| FieldError {
-                            field: match e.column {
-                                Some(c) => format!("line {}, column {c}", e.line),
-                                None => format!("line {}", e.line),
-                            },
-                            message: e.message,
-                        })
-                        .collect(),
-                )
-            })?;
-            let summary = battery::summarize(&samples);
-            let command = EnergyCommand::AddBatterySamples { device_id: id, actor, samples };
-            match call.write(Command::Energy(command)).await? {
-                (Reply::Count(stored), index) => {
-                    Output::written(201, BatteryUploaded { device_id: id, stored, summary }, index)
-                }
-                (other, _) => Err(crate::auth::ops::unexpected(other)),
-            }
-        }
-        "battery.summary" | "battery.chart" => {
-            let actor = actor(call.caller()?);
-            let WithRange { id, query } = call.input::<WithRange<RangeQuery>>()?;
-            let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
-            let (device, samples) = call
-                .read(move |db| {
-                    let device = super::visible_device(db, id, actor)??;
-                    if device.kind != super::DeviceKind::Battery {
-                        return Err(super::not_a_battery(id).into());
-                    }
-                    Ok((device, super::battery_samples(db, id, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX))?))
-                })
-                .await?;
-            if call.req.op == "battery.chart" {
-                let title = format!("{}: state of charge", device.name);
-                Ok(Output::Text {
-                    content_type: "image/svg+xml",
-                    body: super::chart::render_soc_chart(&samples, &title),
-                })
-            } else {
-                Output::ok(serde_json::json!({ "device_id": id, "summary": battery::summarize(&samples) }))
-            }
-        }
-        other => Err(Error::NotFound(format!("the energy service has no operation {other:?}"))),
     }
+}
+
+service_ops! {
+    /// The energy service's operations.
+    EnergyOp => Energy {
+        CreateDevice, ListDevices, GetDevice, UpdateDevice, DeleteDevice,
+        AddReadings, QueryReadings, Summary, UploadBattery, GetBatterySummary, BatteryChart,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateDevice {
+    pub device: NewDevice,
+}
+
+impl Operation for CreateDevice {
+    type Output = Device;
+    const STATUS: u16 = 201;
+
+    async fn handle(self, call: &Call) -> Result<Device, Error> {
+        let who = call.caller()?;
+        let mut v = Validator::default();
+        v.check(super::valid_name(&self.device.name), "name", "required, at most 100 characters");
+        v.finish()?;
+        call.write(EnergyCommand::CreateDevice { owner_id: who.user_id, device: self.device }).await
+    }
+}
+
+/// The caller's devices (all devices for an admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListDevices {
+    pub page: PageParams,
+}
+
+impl Operation for ListDevices {
+    type Output = Page<Device>;
+
+    async fn handle(self, call: &Call) -> Result<Page<Device>, Error> {
+        let actor = actor(call.caller()?);
+        let (limit, after) = (self.page.limit(crate::page::MAX_LIMIT)?, self.page.int_cursor()?);
+        call.read(move |db| Ok(super::list_devices(db, actor, limit, after)?)).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct GetDevice {
+    pub id: i64,
+}
+
+impl Operation for GetDevice {
+    type Output = Device;
+
+    async fn handle(self, call: &Call) -> Result<Device, Error> {
+        let (actor, id) = (actor(call.caller()?), self.id);
+        call.read(move |db| Ok(super::visible_device(db, id, actor)??)).await
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateDevice {
+    pub id: i64,
+    pub patch: DevicePatch,
+}
+
+impl Operation for UpdateDevice {
+    type Output = Device;
+
+    async fn handle(self, call: &Call) -> Result<Device, Error> {
+        let actor = actor(call.caller()?);
+        let mut v = Validator::default();
+        v.check(self.patch.name.as_deref().is_none_or(super::valid_name), "name", "required, at most 100 characters");
+        v.finish()?;
+        call.write(EnergyCommand::UpdateDevice { device_id: self.id, actor, patch: self.patch }).await
+    }
+}
+
+/// Deletes a device with its readings and battery samples.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct DeleteDevice {
+    pub id: i64,
+}
+
+impl Operation for DeleteDevice {
+    type Output = Deleted;
+
+    async fn handle(self, call: &Call) -> Result<Deleted, Error> {
+        let actor = actor(call.caller()?);
+        call.write::<()>(EnergyCommand::DeleteDevice { device_id: self.id, actor }).await?;
+        Ok(Deleted { deleted: self.id })
+    }
+}
+
+/// Stores readings of one device (a timestamp sent again replaces its reading).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddReadings {
+    pub id: i64,
+    pub readings: Vec<ReadingInput>,
+}
+
+impl Operation for AddReadings {
+    type Output = ReadingsStored;
+    const STATUS: u16 = 201;
+
+    async fn handle(self, call: &Call) -> Result<ReadingsStored, Error> {
+        let actor = actor(call.caller()?);
+        let readings = parse_readings(self.readings)?;
+        let stored = call.write(EnergyCommand::AddReadings { device_id: self.id, actor, readings }).await?;
+        Ok(ReadingsStored { device_id: self.id, stored })
+    }
+}
+
+/// Readings of one device, raw or aggregated, a page at a time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryReadings {
+    pub id: i64,
+    pub query: ReadingsQuery,
+}
+
+impl Operation for QueryReadings {
+    type Output = Page<Aggregate>;
+
+    async fn handle(self, call: &Call) -> Result<Page<Aggregate>, Error> {
+        let actor = actor(call.caller()?);
+        let (id, query) = (self.id, self.query);
+        let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
+        let page = PageParams { limit: query.limit, cursor: None };
+        let limit = page.limit(MAX_READINGS_PAGE).map(|l| if query.limit.is_none() { 100 } else { l })?;
+        let after = query.cursor.as_deref().map(cursor_ms).transpose()?;
+        let bucket = query.bucket.unwrap_or_default();
+        call.read(move |db| {
+            super::visible_device(db, id, actor)??;
+            Ok(super::readings(db, id, bucket, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX), limit, after)?)
+        })
+        .await
+    }
+}
+
+/// The caller's consumption, generation and self-sufficiency across their devices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub range: RangeQuery,
+}
+
+impl Operation for Summary {
+    type Output = EnergySummary;
+
+    async fn handle(self, call: &Call) -> Result<EnergySummary, Error> {
+        let who = call.caller()?.user_id;
+        let (from, to) = range(self.range.from.as_deref(), self.range.to.as_deref())?;
+        call.read(move |db| Ok(super::summary(db, who, from, to)?)).await
+    }
+}
+
+/// Battery samples of one device, as CSV text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadBattery {
+    pub id: i64,
+    pub csv: String,
+}
+
+impl Operation for UploadBattery {
+    type Output = BatteryUploaded;
+    const STATUS: u16 = 201;
+
+    async fn handle(self, call: &Call) -> Result<BatteryUploaded, Error> {
+        let actor = actor(call.caller()?);
+        let samples = battery::parse_csv(&self.csv).map_err(|errors| {
+            Error::Validation(
+                errors
+                    .into_iter()
+                    .map(|e| FieldError {
+                        field: match e.column {
+                            Some(c) => format!("line {}, column {c}", e.line),
+                            None => format!("line {}", e.line),
+                        },
+                        message: e.message,
+                    })
+                    .collect(),
+            )
+        })?;
+        let summary = battery::summarize(&samples);
+        let stored = call.write(EnergyCommand::AddBatterySamples { device_id: self.id, actor, samples }).await?;
+        Ok(BatteryUploaded { device_id: self.id, stored, summary })
+    }
+}
+
+/// Summary of the stored battery series in a range.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetBatterySummary {
+    pub id: i64,
+    pub range: RangeQuery,
+}
+
+impl Operation for GetBatterySummary {
+    type Output = BatteryReport;
+
+    async fn handle(self, call: &Call) -> Result<BatteryReport, Error> {
+        let (_, samples) = battery_series(call, self.id, &self.range).await?;
+        Ok(BatteryReport { device_id: self.id, summary: battery::summarize(&samples) })
+    }
+}
+
+/// The battery series in a range as an SVG chart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatteryChart {
+    pub id: i64,
+    pub range: RangeQuery,
+}
+
+/// An SVG document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Svg(pub String);
+
+impl Operation for BatteryChart {
+    type Output = Svg;
+
+    async fn handle(self, call: &Call) -> Result<Svg, Error> {
+        let (device, samples) = battery_series(call, self.id, &self.range).await?;
+        let title = format!("{}: state of charge", device.name);
+        Ok(Svg(super::chart::render_soc_chart(&samples, &title)))
+    }
+
+    fn encode(output: Svg) -> Result<Body, Error> {
+        Ok(Body::text("image/svg+xml", output.0))
+    }
+}
+
+/// A battery device visible to the caller, with its samples in the range.
+async fn battery_series(call: &Call, id: i64, range_q: &RangeQuery) -> Result<(Device, Vec<BatterySample>), Error> {
+    let actor = actor(call.caller()?);
+    let (from, to) = range(range_q.from.as_deref(), range_q.to.as_deref())?;
+    call.read(move |db| {
+        let device = super::visible_device(db, id, actor)??;
+        if device.kind != super::DeviceKind::Battery {
+            return Err(super::not_a_battery(id).into());
+        }
+        Ok((device, super::battery_samples(db, id, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX))?))
+    })
+    .await
 }
 
 pub(crate) fn actor(who: &Identity) -> Actor {
@@ -232,11 +365,7 @@ pub fn range(from: Option<&str>, to: Option<&str>) -> Result<(Option<i64>, Optio
 }
 
 /// Checks every reading; reports up to 20 bad ones by index.
-fn parse_readings(input: ReadingsInput) -> Result<Vec<ReadingRow>, Error> {
-    let list = match input {
-        ReadingsInput::Batch { readings } | ReadingsInput::List(readings) => readings,
-        ReadingsInput::One(r) => vec![r],
-    };
+fn parse_readings(list: Vec<ReadingInput>) -> Result<Vec<ReadingRow>, Error> {
     let mut v = Validator::default();
     if list.is_empty() || list.len() > MAX_BATCH {
         v.fail("readings", format!("send 1 to {MAX_BATCH} readings, not {}", list.len()));
@@ -266,11 +395,4 @@ fn parse_readings(input: ReadingsInput) -> Result<Vec<ReadingRow>, Error> {
     }
     v.finish()?;
     Ok(rows)
-}
-
-async fn write_device(call: &Call, command: EnergyCommand, status: u16) -> Result<Output, Error> {
-    match call.write(Command::Energy(command)).await? {
-        (Reply::Device(d), index) => Output::written(status, d, index),
-        (other, _) => Err(crate::auth::ops::unexpected(other)),
-    }
 }

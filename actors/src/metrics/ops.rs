@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::system::NodeSample;
-use crate::services::{Call, Output};
+use crate::services::{service_ops, Call, Operation};
 use crate::Error;
 
 /// The process group of the metrics instances of one node.
@@ -38,30 +38,54 @@ pub struct HistoryQuery {
     pub step: Option<u32>,
 }
 
+service_ops! {
+    /// The metrics service's operations, about the node whose instance serves them.
+    MetricsOp => Metrics { Latest, History, After }
+}
+
+/// This node's latest sample (none before the first).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Latest;
+
+impl Operation for Latest {
+    type Output = Option<SampleView>;
+
+    async fn handle(self, call: &Call) -> Result<Option<SampleView>, Error> {
+        Ok(call.ctx.hub.latest().map(|s| SampleView::new(&call.ctx.node_name, s)))
+    }
+}
+
+/// This node's samples over a time range.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AfterInput {
+pub struct History {
+    pub query: HistoryQuery,
+}
+
+impl Operation for History {
+    type Output = Vec<SampleView>;
+
+    async fn handle(self, call: &Call) -> Result<Vec<SampleView>, Error> {
+        let q = self.query;
+        let (from, to) = crate::energy::ops::range(q.from.as_deref(), q.to.as_deref())?;
+        let to = to.unwrap_or(i64::MAX);
+        let from = from.unwrap_or_else(|| crate::time::wall_ms() - crate::time::HOUR_MS);
+        let step_ms = i64::from(q.step.unwrap_or(1).max(1)) * 1000;
+        let node = call.ctx.node_name.as_str();
+        Ok(call.ctx.hub.range(from, to, step_ms).into_iter().map(|s| SampleView::new(node, s)).collect())
+    }
+}
+
+/// This node's samples taken after a time (the live stream's poll).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct After {
     pub after_ms: i64,
 }
 
-pub async fn handle(call: &Call) -> Result<Output, Error> {
-    let hub = &call.ctx.hub;
-    let node = call.ctx.node_name.as_str();
-    match call.req.op.as_str() {
-        "latest" => Output::ok(hub.latest().map(|s| SampleView::new(node, s))),
-        "history" => {
-            let q: HistoryQuery = call.input()?;
-            let (from, to) = crate::energy::ops::range(q.from.as_deref(), q.to.as_deref())?;
-            let to = to.unwrap_or(i64::MAX);
-            let from = from.unwrap_or_else(|| crate::time::wall_ms() - crate::time::HOUR_MS);
-            let step_ms = i64::from(q.step.unwrap_or(1).max(1)) * 1000;
-            let samples: Vec<SampleView> =
-                hub.range(from, to, step_ms).into_iter().map(|s| SampleView::new(node, s)).collect();
-            Output::ok(samples)
-        }
-        "after" => {
-            let input: AfterInput = call.input()?;
-            Output::ok(hub.after(input.after_ms).into_iter().map(|s| SampleView::new(node, s)).collect::<Vec<_>>())
-        }
-        other => Err(Error::NotFound(format!("the metrics service has no operation {other:?}"))),
+impl Operation for After {
+    type Output = Vec<SampleView>;
+
+    async fn handle(self, call: &Call) -> Result<Vec<SampleView>, Error> {
+        let node = call.ctx.node_name.as_str();
+        Ok(call.ctx.hub.after(self.after_ms).into_iter().map(|s| SampleView::new(node, s)).collect())
     }
 }

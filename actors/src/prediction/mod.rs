@@ -6,7 +6,7 @@ pub mod forecast;
 use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
-use crate::services::{Call, Output};
+use crate::services::{service_ops, Call, Operation};
 use crate::time::{self, DAY_MS, HOUR_MS};
 use crate::{Error, Rejection};
 use forecast::{ForecastError, Interval};
@@ -19,14 +19,6 @@ pub struct ForecastQuery {
     pub horizon: Option<String>,
     /// `hour` (default) or `day`.
     pub interval: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ForecastInput {
-    /// The device; absent for the user's total.
-    pub id: Option<i64>,
-    #[serde(flatten)]
-    pub query: ForecastQuery,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -69,32 +61,56 @@ pub struct ForecastResponse {
     pub points: Vec<ForecastPoint>,
 }
 
-pub async fn handle(call: &Call) -> Result<Output, Error> {
-    match call.req.op.as_str() {
-        "forecast.device" | "forecast.user" => forecast_op(call).await,
-        other => Err(Error::NotFound(format!("the prediction service has no operation {other:?}"))),
+service_ops! {
+    /// The prediction service's operations.
+    PredictionOp => Prediction { DeviceForecast, UserForecast }
+}
+
+/// Consumption forecast of one device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceForecast {
+    pub id: i64,
+    pub query: ForecastQuery,
+}
+
+impl Operation for DeviceForecast {
+    type Output = ForecastResponse;
+
+    async fn handle(self, call: &Call) -> Result<ForecastResponse, Error> {
+        forecast_op(call, Some(self.id), self.query).await
     }
 }
 
-async fn forecast_op(call: &Call) -> Result<Output, Error> {
+/// Forecast of the caller's total consumption across their devices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserForecast {
+    pub query: ForecastQuery,
+}
+
+impl Operation for UserForecast {
+    type Output = ForecastResponse;
+
+    async fn handle(self, call: &Call) -> Result<ForecastResponse, Error> {
+        forecast_op(call, None, self.query).await
+    }
+}
+
+async fn forecast_op(call: &Call, device_id: Option<i64>, query: ForecastQuery) -> Result<ForecastResponse, Error> {
     let who = call.caller()?.clone();
-    let input: ForecastInput = call.input()?;
     let field = |field: &str, message: String| Error::Validation(vec![FieldError { field: field.into(), message }]);
-    let interval: Interval = input
-        .query
+    let interval: Interval = query
         .interval
         .as_deref()
         .unwrap_or("hour")
         .parse()
         .map_err(|_| field("interval", "must be hour or day".into()))?;
-    let horizon = forecast::parse_horizon(input.query.horizon.as_deref().unwrap_or("24h"), interval)
+    let horizon = forecast::parse_horizon(query.horizon.as_deref().unwrap_or("24h"), interval)
         .map_err(|e| field("horizon", e.to_string()))?;
     let slot_ms = match interval {
         Interval::Hour => HOUR_MS,
         Interval::Day => DAY_MS,
     };
     let max_slots = interval.max_history();
-    let device_id = input.id;
     let actor = crate::energy::ops::actor(&who);
     let series = call
         .read(move |db| {
@@ -122,7 +138,7 @@ async fn forecast_op(call: &Call) -> Result<Output, Error> {
         Err(e) => return Err(Error::Internal(e.to_string())),
     };
     let last_slot = first_ms + (len as i64 - 1) * slot_ms;
-    Output::ok(ForecastResponse {
+    Ok(ForecastResponse {
         device_id,
         interval: interval.as_str().into(),
         horizon,

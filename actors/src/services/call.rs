@@ -1,17 +1,16 @@
-//! One request being served by a worker: the caller, the typed input, and the two ways to
-//! touch state — a write proposed through Raft, or a read of the local replica at the
-//! request's consistency level. Every service operation is written against this.
+//! One request being served by a worker: the caller and the two ways to touch state — a
+//! write proposed through Raft, or a read of the local replica at the request's
+//! consistency level. Every operation's handler is written against this.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use panal_raft::rusqlite::Connection;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use super::{ServiceContext, ServiceRequest, ServiceResponse};
+use super::{Body, Operation, RequestMeta, ServiceContext, ServiceResponse};
 use crate::auth::{Identity, Role};
-use crate::{Command, Error, Reply};
+use crate::{Command, Error, FromReply};
 
 /// Deadline for a write, including forwarding and retries across an election.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,51 +19,50 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Call {
     pub ctx: Arc<ServiceContext>,
-    pub req: ServiceRequest,
+    pub meta: RequestMeta,
+    /// The pool slot of the worker serving the call.
+    pub slot: usize,
+    /// Log index of the last write this call made (0: none), for `X-Panal-Index`.
+    written: AtomicU64,
 }
 
-/// What an operation answers: JSON, or text such as HTML and SVG.
+/// An operation's successful answer, encoded.
 #[derive(Debug)]
-pub enum Output {
-    Json { status: u16, body: serde_json::Value, index: Option<u64> },
-    Text { content_type: &'static str, body: String },
+pub struct Answer {
+    pub status: u16,
+    pub body: Body,
+    pub index: Option<u64>,
 }
 
-impl Output {
-    pub fn ok(body: impl Serialize) -> Result<Output, Error> {
-        Ok(Output::Json { status: 200, body: to_json(body)?, index: None })
-    }
-
-    /// A write's answer, carrying its log index for `X-Panal-Index`.
-    pub fn written(status: u16, body: impl Serialize, index: u64) -> Result<Output, Error> {
-        Ok(Output::Json { status, body: to_json(body)?, index: Some(index) })
-    }
-
+impl Answer {
     pub fn into_response(self, node: &str) -> ServiceResponse {
-        match self {
-            Output::Json { status, body, index } => {
-                ServiceResponse { status, body, node: node.into(), index, content_type: None, retry_after: None }
-            }
-            Output::Text { content_type, body } => ServiceResponse {
-                status: 200,
-                body: serde_json::Value::String(body),
-                node: node.into(),
-                index: None,
-                content_type: Some(content_type.into()),
-                retry_after: None,
-            },
+        ServiceResponse {
+            status: self.status,
+            content_type: self.body.content_type.into(),
+            body: self.body.bytes,
+            node: node.into(),
+            index: self.index,
+            retry_after: None,
         }
     }
 }
 
-fn to_json(body: impl Serialize) -> Result<serde_json::Value, Error> {
-    serde_json::to_value(body).map_err(|e| Error::Internal(format!("cannot encode the answer: {e}")))
-}
-
 impl Call {
+    pub fn new(ctx: Arc<ServiceContext>, meta: RequestMeta, slot: usize) -> Self {
+        Self { ctx, meta, slot, written: AtomicU64::new(0) }
+    }
+
+    /// Serves `op` and encodes its answer; the compiler ties the handler's result to
+    /// the operation's declared output.
+    pub async fn run<Op: Operation>(&self, op: Op) -> Result<Answer, Error> {
+        let output = op.handle(self).await?;
+        let index = self.written.load(Ordering::Relaxed);
+        Ok(Answer { status: Op::STATUS, body: Op::encode(output)?, index: (index > 0).then_some(index) })
+    }
+
     /// The verified caller; requests without a token are refused.
     pub fn caller(&self) -> Result<&Identity, Error> {
-        self.req
+        self.meta
             .identity
             .as_ref()
             .ok_or_else(|| Error::InvalidToken("missing token: send Authorization: Bearer <token>".into()))
@@ -79,15 +77,13 @@ impl Call {
         Ok(who)
     }
 
-    /// The request's input, typed.
-    pub fn input<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        T::deserialize(&self.req.body).map_err(|e| Error::BadRequest("invalid_body", e.to_string()))
-    }
-
-    /// Proposes `command`; a rejection becomes an error. Returns the reply and its index.
-    pub async fn write(&self, command: Command) -> Result<(Reply, u64), Error> {
-        let out = self.ctx.replica.write(&command, self.req.idempotency_key.clone(), WRITE_TIMEOUT).await?;
-        Ok((out.response?, out.index))
+    /// Proposes `command`; a rejection becomes an error. The reply is decoded into the
+    /// type the caller expects (`()` when it needs none); the index is kept for the answer.
+    pub async fn write<R: FromReply>(&self, command: impl Into<Command>) -> Result<R, Error> {
+        let out = self.ctx.replica.write(&command.into(), self.meta.idempotency_key.clone(), WRITE_TIMEOUT).await?;
+        self.written.store(out.index, Ordering::Relaxed);
+        R::from_reply(out.response?)
+            .map_err(|other| Error::Internal(format!("unexpected reply from the state machine: {other:?}")))
     }
 
     /// Reads the local replica once it satisfies the request's consistency level.
@@ -96,20 +92,7 @@ impl Call {
         f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let (value, _) =
-            self.ctx.replica.read(self.req.consistency, self.req.min_index, READ_TIMEOUT, move |db| f(db)).await?;
+            self.ctx.replica.read(self.meta.consistency, self.meta.min_index, READ_TIMEOUT, move |db| f(db)).await?;
         value
     }
-}
-
-/// The input of an operation on one resource: its id (from the path).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Id {
-    pub id: i64,
-}
-
-/// The input of a change to one resource: its id (from the path) and the request body.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ById<T> {
-    pub id: i64,
-    pub body: T,
 }

@@ -3,16 +3,20 @@
 //! the gateway sends them (locally or across the actor mesh).
 
 mod call;
+mod op;
 mod supervisor;
+#[cfg(test)]
+mod tests;
 mod worker;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use call::{ById, Call, Id, Output, READ_TIMEOUT, WRITE_TIMEOUT};
+pub use call::{Answer, Call, READ_TIMEOUT, WRITE_TIMEOUT};
+pub(crate) use op::service_ops;
+pub use op::{Body, Deleted, Operation, Ping, PingReply, ServiceCall};
 pub use supervisor::{describe_metrics, start_services, RestartPolicy, ServiceSupervisor, SupervisorMsg};
 pub use worker::{ServiceWorker, WorkerMsg};
 
@@ -49,10 +53,6 @@ impl Service {
     pub fn group(self) -> String {
         format!("panal.svc.{}", self.name())
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 impl std::str::FromStr for Service {
@@ -62,57 +62,52 @@ impl std::str::FromStr for Service {
     }
 }
 
-/// A request to a service instance. Serialised to bytes for the mesh.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceRequest {
-    /// The operation, e.g. `ping`.
-    pub op: String,
+/// What travels with every operation besides its input: who asks, how a read must be
+/// served, and what makes a write safe to retry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestMeta {
     /// The caller, verified by the gateway that received the HTTP request.
     pub identity: Option<Identity>,
-    /// The operation's input: path and query parameters and the JSON body, merged.
-    pub body: serde_json::Value,
     /// For reads: the level, and the client's last seen write index (`X-Panal-Index`).
-    #[serde(default)]
     pub consistency: Consistency,
-    #[serde(default)]
     pub min_index: u64,
     /// For writes: the client's `Idempotency-Key`, or one the gateway made, so that a
     /// retry on another instance never applies the write twice.
-    #[serde(default)]
     pub idempotency_key: Option<String>,
-    /// The socket address of the HTTP client, for per-address limits (login throttling).
-    #[serde(default)]
-    pub client: Option<std::net::IpAddr>,
+    /// The gateway's request id, written into error bodies by the worker.
+    pub request_id: String,
+    /// The client's socket address, as the gateway saw it.
+    pub client: Option<std::net::SocketAddr>,
+}
+
+/// A request to a service instance: one typed operation and its metadata. Sent as
+/// MessagePack, locally or across the mesh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceRequest {
+    pub call: ServiceCall,
+    pub meta: RequestMeta,
 }
 
 impl ServiceRequest {
-    pub fn new(op: &str, identity: Option<Identity>, body: serde_json::Value) -> Self {
-        Self {
-            op: op.into(),
-            identity,
-            body,
-            consistency: Consistency::Session,
-            min_index: 0,
-            idempotency_key: None,
-            client: None,
-        }
+    pub fn new(call: impl Into<ServiceCall>, meta: RequestMeta) -> Self {
+        Self { call: call.into(), meta }
     }
 }
 
-/// A service instance's answer.
+/// A service instance's answer. The body is already encoded (JSON, or text for HTML and
+/// SVG) so the gateway passes it to HTTP as it is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceResponse {
     pub status: u16,
-    pub body: serde_json::Value,
+    /// `Content-Type` of `body`.
+    pub content_type: String,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
     /// Name of the node whose worker served the request.
     pub node: String,
     /// `X-Panal-Index` of a write, if the request wrote.
     pub index: Option<u64>,
-    /// Set for text answers (HTML, SVG); `body` then holds the text as a JSON string.
-    #[serde(default)]
-    pub content_type: Option<String>,
-    /// `Retry-After` seconds for 429 and 503 answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Retry-After` (seconds) of a 503.
     pub retry_after: Option<u32>,
 }
 
@@ -136,8 +131,8 @@ pub struct ServiceContext {
     pub replica: Replica,
     /// This node's metrics samples (the metrics service's state).
     pub hub: Arc<crate::metrics::collector::MetricsHub>,
-    /// Artificial latency per service (ms), set by the chaos API.
-    delays: [AtomicU64; 5],
+    /// Artificial latency per service (ms), set by the chaos API; absent means none.
+    delays: RwLock<HashMap<Service, u64>>,
     health: RwLock<BTreeMap<Service, ServiceHealth>>,
 }
 
@@ -159,11 +154,16 @@ impl ServiceContext {
     }
 
     pub fn set_delay_ms(&self, service: Service, ms: u64) {
-        self.delays[service.index()].store(ms, Ordering::Relaxed);
+        let mut delays = self.delays.write().unwrap_or_else(|p| p.into_inner());
+        if ms == 0 {
+            delays.remove(&service);
+        } else {
+            delays.insert(service, ms);
+        }
     }
 
     pub fn delay_ms(&self, service: Service) -> u64 {
-        self.delays[service.index()].load(Ordering::Relaxed)
+        self.delays.read().unwrap_or_else(|p| p.into_inner()).get(&service).copied().unwrap_or(0)
     }
 
     pub fn health(&self) -> BTreeMap<Service, ServiceHealth> {
@@ -175,11 +175,12 @@ impl ServiceContext {
     }
 }
 
-/// Serialises an envelope for the mesh.
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
+/// Serialises an envelope for the mesh (MessagePack, fields by name so that optional
+/// and renamed fields decode as they were written).
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(v)
 }
 
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(bytes)
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
 }

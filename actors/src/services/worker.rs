@@ -8,12 +8,13 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
-use super::{decode, encode, Call, Service, ServiceContext, ServiceRequest, ServiceResponse};
+use super::{decode, encode, Body, Call, Service, ServiceContext, ServiceRequest, ServiceResponse};
+use crate::Error;
 
 /// Messages a worker accepts, locally or over the mesh (payloads are serde bytes).
 #[derive(RactorClusterMessage)]
 pub enum WorkerMsg {
-    /// A serialised [`ServiceRequest`]; the reply is a serialised [`ServiceResponse`].
+    /// A [`ServiceRequest`] as MessagePack; the reply is a [`ServiceResponse`] as MessagePack.
     #[rpc]
     Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// Chaos: panic with this message.
@@ -61,9 +62,18 @@ impl Actor for ServiceWorker {
                     }
                     let response = match decode::<ServiceRequest>(&bytes) {
                         Ok(req) => serve(&ctx, service, slot, req).await,
-                        Err(e) => error(&ctx, 400, "invalid_request", &format!("undecodable service request: {e}")),
+                        Err(e) => {
+                            let e = Error::BadRequest("invalid_request", format!("undecodable service request: {e}"));
+                            error(&ctx, &e, "")
+                        }
                     };
-                    let _ = reply.send(encode(&response));
+                    match encode(&response) {
+                        Ok(bytes) => {
+                            let _ = reply.send(bytes);
+                        }
+                        // Dropping the port tells the gateway the instance answered nothing.
+                        Err(e) => tracing::error!(service = service.name(), error = %e, "cannot encode an answer"),
+                    }
                 });
             }
         }
@@ -71,77 +81,40 @@ impl Actor for ServiceWorker {
     }
 }
 
-fn error(ctx: &ServiceContext, status: u16, code: &str, message: &str) -> ServiceResponse {
+fn error(ctx: &ServiceContext, e: &Error, request_id: &str) -> ServiceResponse {
+    let (status, _, retry_after) = e.http();
     ServiceResponse {
         status,
-        body: crate::error::error_body(code, message, "", None),
+        content_type: Body::JSON.into(),
+        body: serde_json::to_vec(&e.body(request_id)).unwrap_or_default(),
         node: ctx.node_name.clone(),
         index: None,
-        content_type: None,
-        retry_after: None,
+        retry_after,
     }
 }
 
 /// Runs one operation of the service and turns its outcome into the answer.
-async fn serve(ctx: &Arc<ServiceContext>, service: Service, slot: usize, req: ServiceRequest) -> ServiceResponse {
-    if req.op == "ping" {
-        return ping(ctx, service, slot, req).await;
+pub(super) async fn serve(
+    ctx: &Arc<ServiceContext>,
+    service: Service,
+    slot: usize,
+    req: ServiceRequest,
+) -> ServiceResponse {
+    let ServiceRequest { call: op, meta } = req;
+    let request_id = meta.request_id.clone();
+    if op.service() != service {
+        let e = Error::NotFound(format!("the {} service does not serve {}", service.name(), op.name()));
+        return error(ctx, &e, &request_id);
     }
-    let call = Call { ctx: ctx.clone(), req };
-    let outcome = match service {
-        Service::Auth => crate::auth::ops::handle(&call).await,
-        Service::Catalog => crate::catalog::ops::handle(&call).await,
-        Service::Energy => crate::energy::ops::handle(&call).await,
-        Service::Prediction => crate::prediction::handle(&call).await,
-        Service::Metrics => crate::metrics::ops::handle(&call).await,
-    };
-    match outcome {
-        Ok(out) => out.into_response(&ctx.node_name),
+    let name = op.name();
+    let call = Call::new(ctx.clone(), meta, slot);
+    match op.serve(&call).await {
+        Ok(answer) => answer.into_response(&ctx.node_name),
         Err(e) => {
-            let (status, _, retry_after) = e.http();
-            if status >= 500 {
-                tracing::error!(service = service.name(), op = %call.req.op, error = %e, "service operation failed");
+            if e.http().0 >= 500 {
+                tracing::error!(service = service.name(), op = name, error = %e, "service operation failed");
             }
-            ServiceResponse {
-                status,
-                body: e.body(""),
-                node: ctx.node_name.clone(),
-                index: None,
-                content_type: None,
-                retry_after,
-            }
+            error(ctx, &e, &request_id)
         }
-    }
-}
-
-/// `ping`: one read of the local replica, the same work as the baseline's query.
-async fn ping(ctx: &ServiceContext, service: Service, slot: usize, req: ServiceRequest) -> ServiceResponse {
-    match req.op.as_str() {
-        "ping" => {
-            let users = ctx
-                .replica
-                .state_machine()
-                .read(|db| db.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)))
-                .await;
-            match users {
-                Ok(Ok(users)) => ServiceResponse {
-                    status: 200,
-                    body: serde_json::json!({
-                        "service": service.name(),
-                        "node": ctx.node_name,
-                        "worker": format!("{}/{}/{}", ctx.node_name, service.name(), slot),
-                        "users": users,
-                        "caller": req.identity.as_ref().map(|i| &i.username),
-                    }),
-                    node: ctx.node_name.clone(),
-                    index: None,
-                    content_type: None,
-                    retry_after: None,
-                },
-                Ok(Err(e)) => error(ctx, 500, "internal", &e.to_string()),
-                Err(e) => error(ctx, 503, "unavailable", &e.to_string()),
-            }
-        }
-        other => error(ctx, 404, "not_found", &format!("the {} service has no operation {other:?}", service.name())),
     }
 }

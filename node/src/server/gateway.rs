@@ -118,12 +118,14 @@ impl Gateway {
         }
     }
 
-    /// Sends `req` to an instance of `service`; if `idempotent`, retries on other
-    /// instances (other nodes first) when the chosen one is lost.
-    pub async fn call(&self, service: Service, req: &ServiceRequest, idempotent: bool) -> Result<ServiceResponse> {
-        let bytes = encode(req);
+    /// Sends `req` to an instance of its service; retries on other instances (other
+    /// nodes first) when the chosen one is lost. Every call is safe to retry: reads change
+    /// nothing and every write carries its idempotency key.
+    pub async fn call(&self, req: &ServiceRequest) -> Result<ServiceResponse> {
+        let service = req.call.service();
+        let bytes = encode(req).map_err(|e| Error::Internal(format!("cannot encode a service request: {e}")))?;
         let mut tried: Vec<ActorId> = Vec::new();
-        let attempts = if idempotent { 3 } else { 1 };
+        let attempts = 3;
         let mut last_loss = String::new();
         for _ in 0..attempts {
             let instance = self.choose(service, &tried)?;
@@ -165,7 +167,8 @@ impl Gateway {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Unavailable("unreachable", format!("{name} is not connected to this node's mesh")))?;
-        let call = self.call_instance(Service::Metrics, &instance, encode(req));
+        let bytes = encode(req).map_err(|e| Error::Internal(format!("cannot encode a service request: {e}")))?;
+        let call = self.call_instance(Service::Metrics, &instance, bytes);
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(Attempt::Done(resp))) => Ok(resp),
             Ok(Ok(Attempt::Lost(why))) => Err(Error::Unavailable("unreachable", format!("{name}: {why}"))),

@@ -3,20 +3,20 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use panal_actors::catalog::ops::{NewOrder, ShipRequest};
+use panal_actors::catalog::ops::{
+    CreateBook, DeleteBook, GetBook, GetInvoice, GetOrder, ListBooks, ListOrders, ListSales, NewOrder, PayOrder,
+    PlaceOrder, ShipOrder, ShipRequest, UpdateBook,
+};
 use panal_actors::catalog::payment::CardPayment;
 use panal_actors::catalog::{Book, BookPatch, BookQuery, Invoice, NewBook, Order};
 use panal_actors::page::{Page, PageParams};
-use panal_actors::services::Service;
-use serde_json::json;
+use panal_actors::services::Deleted;
 
 use super::extract::{CallMeta, Caller, JsonBody, QueryParams};
 use super::openapi::ApiErrors;
 use super::services::call;
 use super::AppState;
 use crate::error::Result;
-
-const CATALOG: Service = Service::Catalog;
 
 /// Publishes a listing; the caller is its seller.
 #[utoipa::path(post, path = "/api/v1/books", tag = "catalog", security(("bearer" = [])), request_body = NewBook,
@@ -27,7 +27,7 @@ pub async fn create_book(
     m: CallMeta,
     JsonBody(b): JsonBody<NewBook>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "books.create", Some(c), json!(b), m).await
+    call(&s, c, m, CreateBook { book: b }).await
 }
 
 /// Lists books, filtered by words (`q`) and author, a page at a time.
@@ -39,7 +39,7 @@ pub async fn list_books(
     m: CallMeta,
     QueryParams(q): QueryParams<BookQuery>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "books.list", c, json!(q), m).await
+    call(&s, c, m, ListBooks { query: q }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/books/{id}", tag = "catalog", params(("id" = i64, Path)),
@@ -50,7 +50,7 @@ pub async fn get_book(
     m: CallMeta,
     Path(id): Path<i64>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "books.get", c, json!({ "id": id }), m).await
+    call(&s, c, m, GetBook { id }).await
 }
 
 /// Changes a listing (its seller or an admin).
@@ -63,14 +63,14 @@ pub async fn update_book(
     Path(id): Path<i64>,
     JsonBody(b): JsonBody<BookPatch>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "books.update", Some(c), json!({ "id": id, "body": b }), m).await
+    call(&s, c, m, UpdateBook { id, patch: b }).await
 }
 
 /// Removes a listing (its seller or an admin). Existing orders are kept.
 #[utoipa::path(delete, path = "/api/v1/books/{id}", tag = "catalog", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 200, description = "deleted"), ApiErrors))]
+    responses((status = 200, body = Deleted), ApiErrors))]
 pub async fn delete_book(State(s): State<AppState>, c: Caller, m: CallMeta, Path(id): Path<i64>) -> Result<Response> {
-    call(&s, CATALOG, "books.delete", Some(c), json!({ "id": id }), m).await
+    call(&s, c, m, DeleteBook { id }).await
 }
 
 /// Places an order: reserves the stock for 15 minutes, or fails with 409 `out_of_stock`.
@@ -82,7 +82,7 @@ pub async fn create_order(
     m: CallMeta,
     JsonBody(b): JsonBody<NewOrder>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "orders.create", Some(c), json!(b), m).await
+    call(&s, c, m, PlaceOrder { order: b }).await
 }
 
 /// The caller's orders as buyer.
@@ -94,7 +94,7 @@ pub async fn list_orders(
     m: CallMeta,
     QueryParams(p): QueryParams<PageParams>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "orders.list", Some(c), json!(p), m).await
+    call(&s, c, m, ListOrders { page: p }).await
 }
 
 /// The caller's sales (orders of their listings).
@@ -106,14 +106,14 @@ pub async fn list_sales(
     m: CallMeta,
     QueryParams(p): QueryParams<PageParams>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "sales.list", Some(c), json!(p), m).await
+    call(&s, c, m, ListSales { page: p }).await
 }
 
 /// One order with its status history (its buyer, its seller or an admin).
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "catalog", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Order), ApiErrors))]
 pub async fn get_order(State(s): State<AppState>, c: Caller, m: CallMeta, Path(id): Path<i64>) -> Result<Response> {
-    call(&s, CATALOG, "orders.get", Some(c), json!({ "id": id }), m).await
+    call(&s, c, m, GetOrder { id }).await
 }
 
 /// Pays an order by card (simulated). Test cards: 4242 4242 4242 4242 approves,
@@ -129,7 +129,7 @@ pub async fn pay_order(
     Path(id): Path<i64>,
     JsonBody(b): JsonBody<CardPayment>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "orders.pay", Some(c), json!({ "id": id, "body": b }), m).await
+    call(&s, c, m, PayOrder { id, card: b }).await
 }
 
 /// Ships a paid order (its seller or an admin): carrier, tracking number; the parcel is
@@ -143,7 +143,7 @@ pub async fn ship_order(
     Path(id): Path<i64>,
     JsonBody(b): JsonBody<ShipRequest>,
 ) -> Result<Response> {
-    call(&s, CATALOG, "orders.ship", Some(c), json!({ "id": id, "body": b }), m).await
+    call(&s, c, m, ShipOrder { id, ship: b }).await
 }
 
 /// The invoice of a paid order, as JSON or, with `Accept: text/html`, as a printable page.
@@ -152,5 +152,5 @@ pub async fn ship_order(
               (status = 200, body = String, content_type = "text/html"), ApiErrors))]
 pub async fn invoice(State(s): State<AppState>, c: Caller, m: CallMeta, Path(id): Path<i64>) -> Result<Response> {
     let html = m.wants_html;
-    call(&s, CATALOG, "orders.invoice", Some(c), json!({ "id": id, "html": html }), m).await
+    call(&s, c, m, GetInvoice { id, html }).await
 }

@@ -10,14 +10,15 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
-use panal_actors::metrics::ops::{HistoryQuery, SampleView};
-use panal_actors::services::ServiceRequest;
+use panal_actors::metrics::ops::{After, History, HistoryQuery, Latest, SampleView};
+use panal_actors::services::{Operation, RequestMeta, ServiceRequest, ServiceResponse};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
 
 use super::extract::QueryParams;
+use super::services::respond;
 use super::{Admin, AppState};
 use crate::error::{Error, Result};
 
@@ -38,13 +39,23 @@ pub struct NodeMetrics {
 }
 
 /// Calls `op` on the metrics instance of node `name`.
-async fn ask(s: &AppState, name: &str, op: &str, body: serde_json::Value) -> Result<serde_json::Value> {
-    let req = ServiceRequest::new(op, None, body);
-    let resp = s.gateway.call_node(name, &req, PER_NODE_TIMEOUT).await?;
+async fn ask<Op: Operation>(s: &AppState, name: &str, op: Op) -> Result<ServiceResponse> {
+    let meta = RequestMeta { request_id: crate::error::current_request_id(), ..Default::default() };
+    s.gateway.call_node(name, &ServiceRequest::new(op, meta), PER_NODE_TIMEOUT).await
+}
+
+/// Calls `op` on node `name` and decodes its answer.
+async fn ask_typed<Op>(s: &AppState, name: &str, op: Op) -> Result<Op::Output>
+where
+    Op: Operation,
+    Op::Output: DeserializeOwned,
+{
+    let resp = ask(s, name, op).await?;
     if resp.status != 200 {
         return Err(Error::Unavailable("peer_unavailable", format!("{name} answered {}", resp.status)));
     }
-    Ok(resp.body)
+    serde_json::from_slice(&resp.body)
+        .map_err(|e| Error::Unavailable("peer_unavailable", format!("{name} answered an undecodable body: {e}")))
 }
 
 /// The latest sample of every member.
@@ -55,9 +66,8 @@ pub async fn nodes(State(s): State<AppState>, _: Admin) -> Json<Vec<NodeMetrics>
     let rows = futures::future::join_all(members.into_iter().map(|(id, node, role)| {
         let s = s.clone();
         async move {
-            let answer = ask(&s, &node.name, "latest", json!({})).await;
-            let (latest, error) = match answer {
-                Ok(v) => (serde_json::from_value::<Option<SampleView>>(v).ok().flatten(), None),
+            let (latest, error) = match ask_typed(&s, &node.name, Latest).await {
+                Ok(latest) => (latest, None),
                 Err(e) => (None, Some(e.to_string())),
             };
             NodeMetrics {
@@ -86,7 +96,8 @@ pub async fn history(
     if !s.replica.members().iter().any(|(_, n, _)| n.name == name) {
         return Err(Error::NotFound(format!("no member named {name:?}")));
     }
-    Ok(Json(ask(&s, &name, "history", json!(q)).await?).into_response())
+    // The node's answer as it is: its 400 for a bad range is the client's mistake.
+    Ok(respond(ask(&s, &name, History { query: q }).await?))
 }
 
 /// Live samples of every node as Server-Sent Events (`event: sample`, data = a sample with
@@ -113,13 +124,12 @@ pub async fn stream(
             let answers = futures::future::join_all(names.iter().map(|name| {
                 let after = *sent.get(name).unwrap_or(&start);
                 let s = s.clone();
-                async move { ask(&s, name, "after", json!({ "after_ms": after })).await }
+                async move { ask_typed(&s, name, After { after_ms: after }).await }
             }))
             .await;
             let mut fresh: Vec<SampleView> = Vec::new();
             for (name, answer) in names.iter().zip(answers) {
-                let Ok(v) = answer else { continue };
-                let samples: Vec<SampleView> = serde_json::from_value(v).unwrap_or_default();
+                let Ok(samples) = answer else { continue };
                 if let Some(last) = samples.iter().map(|s| s.sample.ts_ms).max() {
                     sent.insert(name.clone(), last);
                 }

@@ -3,20 +3,21 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use panal_actors::energy::ops::{BatteryUploaded, RangeQuery, ReadingsInput, ReadingsQuery, ReadingsStored};
+use panal_actors::energy::ops::{
+    AddReadings, BatteryChart, BatteryReport, BatteryUploaded, CreateDevice, DeleteDevice, GetBatterySummary,
+    GetDevice, ListDevices, QueryReadings, RangeQuery, ReadingsInput, ReadingsQuery, ReadingsStored, Summary,
+    UpdateDevice, UploadBattery,
+};
 use panal_actors::energy::{Aggregate, Device, DevicePatch, EnergySummary, NewDevice};
 use panal_actors::page::{Page, PageParams};
-use panal_actors::prediction::{ForecastQuery, ForecastResponse};
-use panal_actors::services::Service;
-use serde_json::json;
+use panal_actors::prediction::{DeviceForecast, ForecastQuery, ForecastResponse, UserForecast};
+use panal_actors::services::Deleted;
 
 use super::extract::{CallMeta, Caller, JsonBody, QueryParams};
 use super::openapi::ApiErrors;
 use super::services::call;
 use super::AppState;
 use crate::error::{Error, Result};
-
-const ENERGY: Service = Service::Energy;
 
 #[utoipa::path(post, path = "/api/v1/devices", tag = "energy", security(("bearer" = [])), request_body = NewDevice,
     responses((status = 201, body = Device), ApiErrors))]
@@ -26,7 +27,7 @@ pub async fn create_device(
     m: CallMeta,
     JsonBody(b): JsonBody<NewDevice>,
 ) -> Result<Response> {
-    call(&s, ENERGY, "devices.create", Some(c), json!(b), m).await
+    call(&s, c, m, CreateDevice { device: b }).await
 }
 
 /// The caller's devices (all devices for an admin).
@@ -38,13 +39,13 @@ pub async fn list_devices(
     m: CallMeta,
     QueryParams(p): QueryParams<PageParams>,
 ) -> Result<Response> {
-    call(&s, ENERGY, "devices.list", Some(c), json!(p), m).await
+    call(&s, c, m, ListDevices { page: p }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "energy", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Device), ApiErrors))]
 pub async fn get_device(State(s): State<AppState>, c: Caller, m: CallMeta, Path(id): Path<i64>) -> Result<Response> {
-    call(&s, ENERGY, "devices.get", Some(c), json!({ "id": id }), m).await
+    call(&s, c, m, GetDevice { id }).await
 }
 
 #[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "energy", security(("bearer" = [])), params(("id" = i64, Path)),
@@ -56,14 +57,14 @@ pub async fn update_device(
     Path(id): Path<i64>,
     JsonBody(b): JsonBody<DevicePatch>,
 ) -> Result<Response> {
-    call(&s, ENERGY, "devices.update", Some(c), json!({ "id": id, "body": b }), m).await
+    call(&s, c, m, UpdateDevice { id, patch: b }).await
 }
 
 /// Deletes a device with its readings and battery samples.
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "energy", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 200, description = "deleted"), ApiErrors))]
+    responses((status = 200, body = Deleted), ApiErrors))]
 pub async fn delete_device(State(s): State<AppState>, c: Caller, m: CallMeta, Path(id): Path<i64>) -> Result<Response> {
-    call(&s, ENERGY, "devices.delete", Some(c), json!({ "id": id }), m).await
+    call(&s, c, m, DeleteDevice { id }).await
 }
 
 /// Stores one reading or a batch of up to 10,000. A timestamp sent again replaces its reading.
@@ -76,7 +77,7 @@ pub async fn add_readings(
     Path(id): Path<i64>,
     JsonBody(b): JsonBody<ReadingsInput>,
 ) -> Result<Response> {
-    call(&s, ENERGY, "readings.add", Some(c), json!({ "id": id, "body": b }), m).await
+    call(&s, c, m, AddReadings { id, readings: b.into_list() }).await
 }
 
 /// Readings in `[from, to)`, raw or aggregated per hour, day or month (sum, min, max, count).
@@ -89,9 +90,7 @@ pub async fn readings(
     Path(id): Path<i64>,
     QueryParams(q): QueryParams<ReadingsQuery>,
 ) -> Result<Response> {
-    let mut body = json!(q);
-    body["id"] = json!(id);
-    call(&s, ENERGY, "readings.query", Some(c), body, m).await
+    call(&s, c, m, QueryReadings { id, query: q }).await
 }
 
 /// The caller's consumption, generation, net and self-sufficiency across their devices.
@@ -103,7 +102,7 @@ pub async fn summary(
     m: CallMeta,
     QueryParams(q): QueryParams<RangeQuery>,
 ) -> Result<Response> {
-    call(&s, ENERGY, "energy.summary", Some(c), json!(q), m).await
+    call(&s, c, m, Summary { range: q }).await
 }
 
 /// Uploads battery data as CSV (timestamp, state of charge %, voltage, current, temperature;
@@ -123,13 +122,13 @@ pub async fn upload_battery(
     if !(ct.starts_with("text/csv") || ct.starts_with("text/plain") || ct.is_empty()) {
         return Err(Error::BadRequest("unsupported_media_type", "send the CSV with Content-Type: text/csv".into()));
     }
-    call(&s, ENERGY, "battery.upload", Some(c), json!({ "id": id, "body": body }), m).await
+    call(&s, c, m, UploadBattery { id, csv: body }).await
 }
 
 /// Summary of the stored battery series in `[from, to)`: SoC min/max/mean, equivalent
 /// full cycles, energy in/out, time below 20 %.
 #[utoipa::path(get, path = "/api/v1/devices/{id}/battery", tag = "energy", security(("bearer" = [])),
-    params(("id" = i64, Path), RangeQuery), responses((status = 200, description = "summary"), ApiErrors))]
+    params(("id" = i64, Path), RangeQuery), responses((status = 200, body = BatteryReport), ApiErrors))]
 pub async fn battery_summary(
     State(s): State<AppState>,
     c: Caller,
@@ -137,9 +136,7 @@ pub async fn battery_summary(
     Path(id): Path<i64>,
     QueryParams(q): QueryParams<RangeQuery>,
 ) -> Result<Response> {
-    let mut body = json!(q);
-    body["id"] = json!(id);
-    call(&s, ENERGY, "battery.summary", Some(c), body, m).await
+    call(&s, c, m, GetBatterySummary { id, range: q }).await
 }
 
 /// The battery series in `[from, to)` as an SVG chart (state of charge and voltage).
@@ -153,9 +150,7 @@ pub async fn battery_chart(
     Path(id): Path<i64>,
     QueryParams(q): QueryParams<RangeQuery>,
 ) -> Result<Response> {
-    let mut body = json!(q);
-    body["id"] = json!(id);
-    call(&s, ENERGY, "battery.chart", Some(c), body, m).await
+    call(&s, c, m, BatteryChart { id, range: q }).await
 }
 
 /// Consumption forecast of one device with 80 % and 95 % intervals and a backtest error.
@@ -168,9 +163,7 @@ pub async fn device_forecast(
     Path(id): Path<i64>,
     QueryParams(q): QueryParams<ForecastQuery>,
 ) -> Result<Response> {
-    let mut body = json!(q);
-    body["id"] = json!(id);
-    call(&s, Service::Prediction, "forecast.device", Some(c), body, m).await
+    call(&s, c, m, DeviceForecast { id, query: q }).await
 }
 
 /// Forecast of the caller's total consumption across their devices.
@@ -182,5 +175,5 @@ pub async fn user_forecast(
     m: CallMeta,
     QueryParams(q): QueryParams<ForecastQuery>,
 ) -> Result<Response> {
-    call(&s, Service::Prediction, "forecast.user", Some(c), json!(q), m).await
+    call(&s, c, m, UserForecast { query: q }).await
 }

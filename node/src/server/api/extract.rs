@@ -190,8 +190,8 @@ pub struct CallMeta {
     pub read: ReadOptions,
     pub idempotency_key: String,
     pub wants_html: bool,
-    /// The client's socket address (never a forwarded-for header, which clients choose).
-    pub client: Option<std::net::IpAddr>,
+    /// The client's socket address, when the server knows it.
+    pub client: Option<std::net::SocketAddr>,
 }
 
 impl FromRequestParts<AppState> for CallMeta {
@@ -205,8 +205,9 @@ impl FromRequestParts<AppState> for CallMeta {
             .get(axum::http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"));
-        let client = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-        Ok(CallMeta { read, idempotency_key: key.unwrap_or_else(panal_raft::auto_idempotency_key), wants_html, client })
+        let client = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        let idempotency_key = key.unwrap_or_else(panal_raft::auto_idempotency_key);
+        Ok(CallMeta { read, idempotency_key, wants_html, client })
     }
 }
 

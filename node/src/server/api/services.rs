@@ -1,57 +1,49 @@
 //! Service routes through the gateway, and the chaos hooks used by drills.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use panal_actors::services::{Service, ServiceRequest, ServiceResponse, WorkerMsg};
-use serde::Deserialize;
+use panal_actors::services::{Operation, Ping, RequestMeta, Service, ServiceRequest, ServiceResponse, WorkerMsg};
+use serde::{Deserialize, Serialize};
 
 use super::extract::{CallMeta, Caller, JsonBody};
 use super::{Admin, AppState};
 use crate::error::{Error, Result};
 
-/// Sends one operation to an instance of `service` (wherever the balancing policy picks)
-/// and maps its answer to HTTP. Every route of every service goes through here.
-pub async fn call(
+/// Sends one typed operation to an instance of its service (wherever the balancing
+/// policy picks) and maps its answer to HTTP. Every route of every service goes through here.
+pub async fn call<Op: Operation>(
     s: &AppState,
-    service: Service,
-    op: &str,
-    caller: Option<Caller>,
-    body: serde_json::Value,
+    caller: impl Into<Option<Caller>>,
     meta: CallMeta,
+    op: Op,
 ) -> Result<Response> {
-    let mut req = ServiceRequest::new(op, caller.map(|c| c.0), body);
-    req.consistency = meta.read.consistency;
-    req.min_index = meta.read.min_index;
-    req.idempotency_key = Some(meta.idempotency_key);
-    req.client = meta.client;
-    // Safe to retry on another instance: every write carries its idempotency key.
-    Ok(respond(s.gateway.call(service, &req, true).await?))
+    let meta = RequestMeta {
+        identity: caller.into().map(|c| c.0),
+        consistency: meta.read.consistency,
+        min_index: meta.read.min_index,
+        idempotency_key: Some(meta.idempotency_key),
+        request_id: crate::error::current_request_id(),
+        client: meta.client,
+    };
+    Ok(respond(s.gateway.call(&ServiceRequest::new(op, meta)).await?))
 }
 
-/// Turns a service answer into the HTTP response, naming the node that served it.
-fn respond(resp: ServiceResponse) -> Response {
+/// Turns a service answer into the HTTP response, naming the node that served it. The
+/// body was encoded once by the worker and is passed on as it is.
+pub fn respond(resp: ServiceResponse) -> Response {
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut body = resp.body;
-    if let Some(err) = body.get_mut("error").and_then(|e| e.as_object_mut()) {
-        err.insert("request_id".into(), crate::error::current_request_id().into());
-    }
-    let mut out = match (&resp.content_type, body) {
-        (Some(ct), serde_json::Value::String(text)) => {
-            let ct = HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("text/plain"));
-            (status, [(axum::http::header::CONTENT_TYPE, ct)], text).into_response()
-        }
-        (_, body) => (status, Json(body)).into_response(),
-    };
+    let content_type = HeaderValue::from_str(&resp.content_type).unwrap_or(HeaderValue::from_static("text/plain"));
+    let mut out = (status, [(header::CONTENT_TYPE, content_type)], resp.body).into_response();
     if let Ok(v) = HeaderValue::from_str(&resp.node) {
         out.headers_mut().insert("x-panal-node", v);
     }
     if let Some(index) = resp.index {
         out.headers_mut().insert("x-panal-index", HeaderValue::from(index));
     }
-    if let Some(secs) = resp.retry_after {
-        out.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(seconds) = resp.retry_after {
+        out.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     out
 }
@@ -62,25 +54,58 @@ fn parse_service(name: &str) -> Result<Service> {
 
 /// `GET /api/v1/{service}/ping`: answered by a worker of the service somewhere in the
 /// cluster. The caller's verified identity, if any, travels with the request.
-pub async fn ping(State(s): State<AppState>, Path(service): Path<String>, caller: Option<Caller>) -> Result<Response> {
+/// Only an authenticated caller is told the number of accounts.
+pub async fn ping(
+    State(s): State<AppState>,
+    Path(service): Path<String>,
+    caller: Option<Caller>,
+    meta: CallMeta,
+) -> Result<Response> {
     let service = parse_service(&service)?;
-    let req = ServiceRequest::new("ping", caller.map(|c| c.0), serde_json::Value::Null);
-    Ok(respond(s.gateway.call(service, &req, true).await?))
+    call(&s, caller, meta, Ping { service }).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PanicRequest {
     service: String,
     node: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DelayRequest {
     service: String,
     ms: u64,
     node: Option<String>,
+}
+
+/// Chaos answers: what was done, on which node.
+#[derive(Debug, Serialize)]
+pub struct Panicked {
+    node: String,
+    service: &'static str,
+    /// Id of the worker that panicked.
+    panicked: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Delayed {
+    node: String,
+    service: &'static str,
+    delay_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Crashing {
+    node: String,
+    crashing: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Isolated {
+    node: String,
+    isolated_for_seconds: u64,
 }
 
 fn chaos_enabled(s: &AppState) -> Result<()> {
@@ -97,7 +122,7 @@ async fn forward_chaos(
     node: &str,
     path: &str,
     headers: &HeaderMap,
-    body: serde_json::Value,
+    body: &impl Serialize,
 ) -> Result<Option<Response>> {
     if node == &*s.node_name {
         return Ok(None);
@@ -108,14 +133,19 @@ async fn forward_chaos(
         .into_iter()
         .find(|(_, n, _)| n.name == node)
         .ok_or_else(|| Error::NotFound(format!("no member named {node:?}")))?;
-    let mut req = s.http.post(format!("http://{}{path}", target.1.api_addr)).json(&body);
+    let mut req = s.http.post(format!("http://{}{path}", target.1.api_addr)).json(body);
     if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
         req = req.header(axum::http::header::AUTHORIZATION, auth);
     }
     let resp = req.send().await.map_err(|e| Error::Unavailable("peer_unavailable", format!("{node}: {e}")))?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    Ok(Some((status, Json(body)).into_response()))
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let body = resp.bytes().await.map_err(|e| Error::Unavailable("peer_unavailable", format!("{node}: {e}")))?;
+    let mut out = (status, body).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(Some(out))
 }
 
 /// `POST /api/v1/admin/chaos/panic`: one worker of the service panics.
@@ -128,8 +158,7 @@ pub async fn chaos_panic(
     chaos_enabled(&s)?;
     let service = parse_service(&req.service).map_err(|e| Error::BadRequest("invalid_service", e.to_string()))?;
     if let Some(node) = &req.node {
-        let body = serde_json::json!({ "service": req.service, "node": node });
-        if let Some(resp) = forward_chaos(&s, node, "/api/v1/admin/chaos/panic", &headers, body).await? {
+        if let Some(resp) = forward_chaos(&s, node, "/api/v1/admin/chaos/panic", &headers, &req).await? {
             return Ok(resp);
         }
     }
@@ -149,7 +178,8 @@ pub async fn chaos_panic(
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    Ok(Json(serde_json::json!({ "node": &*s.node_name, "service": service.name(), "panicked": format!("{}", worker.get_id()) })).into_response())
+    let panicked = worker.get_id().to_string();
+    Ok(Json(Panicked { node: s.node_name.to_string(), service: service.name(), panicked }).into_response())
 }
 
 /// `POST /api/v1/admin/chaos/delay`: this node's instances of the service answer `ms` later.
@@ -165,15 +195,13 @@ pub async fn chaos_delay(
         return Err(Error::BadRequest("invalid_body", "ms must be at most 60000".into()));
     }
     if let Some(node) = &req.node {
-        let body = serde_json::json!({ "service": req.service, "ms": req.ms, "node": node });
-        if let Some(resp) = forward_chaos(&s, node, "/api/v1/admin/chaos/delay", &headers, body).await? {
+        if let Some(resp) = forward_chaos(&s, node, "/api/v1/admin/chaos/delay", &headers, &req).await? {
             return Ok(resp);
         }
     }
     tracing::warn!(by = %who.username, service = service.name(), ms = req.ms, "chaos: delaying instances");
     s.services.set_delay_ms(service, req.ms);
-    Ok(Json(serde_json::json!({ "node": &*s.node_name, "service": service.name(), "delay_ms": req.ms }))
-        .into_response())
+    Ok(Json(Delayed { node: s.node_name.to_string(), service: service.name(), delay_ms: req.ms }).into_response())
 }
 
 /// How long a crashing node waits before exiting, so that its 202 reaches the caller.
@@ -190,7 +218,7 @@ pub async fn chaos_crash(State(s): State<AppState>, Admin(who): Admin) -> Result
         // A non-zero status, so that a supervisor with restart-on-failure restarts it.
         std::process::exit(137);
     });
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "node": &*s.node_name, "crashing": true }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Crashing { node: s.node_name.to_string(), crashing: true })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,5 +244,5 @@ pub async fn chaos_isolate(
     }
     tracing::warn!(by = %who.username, seconds = req.seconds, "chaos: isolating this node from its peers");
     s.replica.peer_client().isolation().isolate_for(std::time::Duration::from_secs(req.seconds));
-    Ok(Json(serde_json::json!({ "node": &*s.node_name, "isolated_for_seconds": req.seconds })).into_response())
+    Ok(Json(Isolated { node: s.node_name.to_string(), isolated_for_seconds: req.seconds }).into_response())
 }
