@@ -38,8 +38,8 @@ pub async fn restore(backup: PathBuf, args: StartArgs) -> Result<()> {
 
 async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     let data_dir = args.data_dir.clone();
-    protect_data_dir(&data_dir)?;
     identity::check_writable(&data_dir)?;
+    protect_data_dir(&data_dir)?;
     let existing = identity::load(&data_dir)?;
     if let Some(id) = &existing {
         if args.init || args.join.is_some() {
