@@ -40,7 +40,8 @@ pub async fn run(args: LoginFloodBench) -> Result<Report> {
     let cluster = LocalCluster::up(dir.path(), 1, 0, args.base_port, &flags).await?;
     let node = &cluster.nodes[0];
     let pid = node.pid().ok_or_else(|| Error::Fatal("the node is not running".into()))?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // `panal up` logged in as admin: let the hashing threads release that block first.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let idle = rss_mib(pid)?;
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -100,8 +101,8 @@ pub async fn run(args: LoginFloodBench) -> Result<Report> {
         title: "Memory under a login flood".into(),
         command: format!("panal bench login-flood --attempts {} --clients {}", args.attempts, args.clients),
         method: format!(
-            "One node (`panal up`, `--login-free-failures {}`); {} wrong logins for `admin` from {} concurrent \
-             clients ({flood_secs:.1} s). RSS is VmRSS of the node process, sampled every 20 ms during the flood. \
+            "One node (`panal up`, `--login-free-failures {}`), idle for 15 s; {} wrong logins for `admin` \
+             from {} concurrent clients ({flood_secs:.1} s). RSS is VmRSS of the node process, sampled every 20 ms during the flood. \
              Before issue 13 a node went from 21 to 382 MiB after 100 sequential wrong logins.",
             args.free_failures, args.attempts, args.clients
         ),
