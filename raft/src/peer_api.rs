@@ -53,7 +53,7 @@ pub async fn require_peer_key(State(key): State<String>, headers: HeaderMap, req
         let remote =
             req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.to_string());
         let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::warn!(path = %req.uri().path(), remote = remote.as_deref().unwrap_or("-"), forwarded_for, present = !presented.is_empty(), "rejected peer request with a missing or wrong cluster key");
+        tracing::warn!(path = %req.uri().path(), remote = %remote.as_deref().unwrap_or("-"), forwarded_for = %forwarded_for, present = !presented.is_empty(), "rejected peer request with a missing or wrong cluster key");
         return (StatusCode::UNAUTHORIZED, "missing or wrong cluster key").into_response();
     }
     next.run(req).await

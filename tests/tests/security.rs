@@ -184,8 +184,28 @@ fn slowloris(addr: &str) -> Duration {
 /// connections (over a cap of 500) do not stop `/ready` or logins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_and_idle_connections_cannot_exhaust_the_ports() {
-    let c = Cluster::start(1, 0, &["--header-timeout", "3", "--max-connections", "500"]).await;
+    let c = Cluster::start(1, 0, &["--header-timeout", "3", "--idle-timeout", "4", "--max-connections", "500"]).await;
     let ip = c.nodes[0].ip.clone();
+
+    // An idle keep-alive connection is closed after the idle timeout.
+    let idle_closed = tokio::task::spawn_blocking({
+        let addr = format!("{ip}:7700");
+        move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            let answered = Instant::now();
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            answered.elapsed()
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("idle keep-alive connection closed after {:.1} s", idle_closed.as_secs_f64());
+    assert!(idle_closed < Duration::from_secs(7), "idle keep-alive connection open {idle_closed:?}");
     for port in [7700, 7701] {
         let open = tokio::task::spawn_blocking({
             let addr = format!("{ip}:{port}");
@@ -307,6 +327,35 @@ async fn secrets_at_rest_and_token_lifetimes() {
     let manager = tokens["manager"].as_str().unwrap();
     let join_secret = manager.split('-').nth(3).unwrap();
     assert!(!text.contains(join_secret), "the backup holds a join secret");
+
+    // Wrong join tokens are throttled per address: 429 after the free failures.
+    let wrong = manager.replace(join_secret, &"0".repeat(join_secret.len()));
+    let join = format!("http://{}/join", c.nodes[0].peer());
+    let node = json!({"name": "intruder", "api_addr": "x:1", "peer_addr": "x:2", "mesh_addr": "x:3"});
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = c.http.post(&join).json(&json!({"token": wrong, "node": node})).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert_eq!(statuses[6], 429, "{statuses:?}");
+
+    // A rejected peer request is logged with its socket address; X-Forwarded-For only as a claim.
+    let r = c
+        .http
+        .post(format!("http://{}/raft/status", c.nodes[0].peer()))
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    poll("the rejected peer request in the log", || {
+        let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
+        let line = log.lines().find(|l| l.contains("rejected peer request")).map(String::from);
+        async move { line.is_some_and(|l| l.contains("remote=127.") && l.contains("forwarded_for=203.0.113.9")) }
+    })
+    .await;
 
     // Token lifetimes (--token-ttl 5).
     let me = c.send(0, Call::new("GET", "/api/v1/auth/me").token(&login(&c).await)).await;

@@ -111,7 +111,8 @@ pub struct Limits {
     /// Seconds a client may take to send a request's headers on the api and peer ports.
     #[arg(long, env = "PANAL_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout: u64,
-    /// Seconds an idle keep-alive connection is kept open on the api and peer ports.
+    /// Seconds a connection with no request in flight is kept open on the api and peer
+    /// ports (waiting for a request's headers is bounded by --header-timeout as well).
     #[arg(long, env = "PANAL_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
     /// Open connections per port (api, peer); at the cap the longest-idle one is closed

@@ -68,8 +68,35 @@ impl Slot {
     }
 }
 
-/// Marks a request in flight until dropped.
+/// Marks a request in flight until dropped: with its response body, so a streaming
+/// answer (the metrics stream) keeps its connection busy until the body ends.
 struct Busy(Arc<Slot>);
+
+/// A response body that keeps its connection busy while it is being sent.
+struct TrackedBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Busy {
     fn new(slot: Arc<Slot>) -> Self {
@@ -190,9 +217,8 @@ pub async fn serve(
             let busy = Busy::new(busy_slot.clone());
             let call = tower_service.clone().oneshot(req);
             async move {
-                let response = call.await;
-                drop(busy);
-                response
+                let response = call.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|inner| TrackedBody { inner, _busy: busy }))
             }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
