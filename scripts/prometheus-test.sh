@@ -8,12 +8,20 @@
 #   3. `panal up --dir <tmp> --base-port <free>` in the background, in its own
 #      process group, until it prints its banner (every node ready);
 #   4. `promtool check metrics` on one node's /metrics (no lint problem allowed);
-#   5. prometheus with scripts/prometheus.yml, its targets rewritten to the
-#      cluster's ports and a 1 s scrape interval (checked by promtool check
-#      config), TSDB in the temp dir, web UI on a free loopback port;
+#      `promtool check rules` on scripts/prometheus-rules.yml and `promtool test
+#      rules` on scripts/prometheus-rules.test.yml (each alert fires, or not, on
+#      given series);
+#   5. prometheus with scripts/prometheus.yml and its alert rules, its targets
+#      rewritten to the cluster's ports and a 1 s scrape and evaluation interval
+#      (checked by promtool check config), TSDB in the temp dir, web UI on a free
+#      loopback port;
 #   6. poll /api/v1/targets until the 3 targets are up, then /api/v1/query
 #      until `panal_node_info == 1` and `panal_node_processes` each return
-#      exactly one series per node.
+#      exactly one series per node; the per-service restart, failure, retry and
+#      in-flight series exist at start for every service of every node, and
+#      `panal_process_cpu_seconds_total` is a counter; every alert rule is
+#      evaluated without error and none fires on the healthy cluster; every
+#      query of scripts/grafana-dashboard.json returns data.
 # Every wait polls with a deadline. The cluster, prometheus and the temp dir
 # are removed on every exit path. Prints PASS or FAIL; exits non-zero on FAIL.
 #
@@ -179,6 +187,16 @@ if ! promtool check metrics <"$WORK/metrics.txt" >"$WORK/promtool.log" 2>&1; the
 fi
 [[ ! -s $WORK/promtool.log ]] || { cat "$WORK/promtool.log" >&2; fail "promtool check metrics printed warnings"; }
 log "promtool check metrics: $NODE1/metrics clean ($lines samples)"
+for series in panal_actor_restarts_total panal_service_failures_total panal_gateway_retries_total; do
+	grep -q "^# TYPE $series counter\$" "$WORK/metrics.txt" || fail "$series is not a counter in $NODE1/metrics"
+done
+grep -q '^# TYPE panal_process_cpu_seconds_total counter$' "$WORK/metrics.txt" ||
+	fail "panal_process_cpu_seconds_total is not a counter in $NODE1/metrics"
+promtool check rules "$REPO_ROOT/scripts/prometheus-rules.yml" >"$WORK/rules.log" 2>&1 ||
+	{ cat "$WORK/rules.log" >&2; fail "promtool check rules rejected scripts/prometheus-rules.yml"; }
+promtool test rules "$REPO_ROOT/scripts/prometheus-rules.test.yml" >"$WORK/rules-test.log" 2>&1 ||
+	{ cat "$WORK/rules-test.log" >&2; fail "promtool test rules: scripts/prometheus-rules.test.yml failed"; }
+log "promtool check rules and test rules: alert rules clean and tested"
 
 # --- 5. prometheus ------------------------------------------------------------
 sed -e "s/127\.0\.0\.1:7700\b/127.0.0.1:${PORTS[0]}/" \
@@ -186,6 +204,7 @@ sed -e "s/127\.0\.0\.1:7700\b/127.0.0.1:${PORTS[0]}/" \
 	-e "s/127\.0\.0\.1:7720\b/127.0.0.1:${PORTS[2]}/" \
 	-e 's/^\(\s*\(scrape\|evaluation\)_interval:\).*/\1 1s/' \
 	"$REPO_ROOT/scripts/prometheus.yml" >"$WORK/prometheus.yml"
+cp "$REPO_ROOT/scripts/prometheus-rules.yml" "$WORK/prometheus-rules.yml"
 for port in "${PORTS[@]}"; do
 	grep -q "127.0.0.1:$port\$" "$WORK/prometheus.yml" || fail "target 127.0.0.1:$port missing from the generated config"
 done
@@ -210,6 +229,8 @@ import urllib.request
 
 prom, mode, targets = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 want = set(targets)
+dashboard = sys.argv[4] if len(sys.argv) > 4 else None
+SERVICES = ["auth", "catalog", "energy", "prediction", "metrics"]
 
 
 def get(path, **params):
@@ -245,18 +266,51 @@ elif mode in ("series", "report"):
     procs = one_per_node("panal_node_processes")
     if not all(float(s["value"][1]) > 0 for s in procs):
         sys.exit("panal_node_processes: a node reports no processes: %r" % procs)
+    # Present from start at 0 for every service of every node, before any event.
+    for name in ["panal_actor_restarts_total", "panal_service_failures_total",
+                 "panal_gateway_retries_total", "panal_gateway_in_flight"]:
+        series = get("/api/v1/query", query=name)["result"]
+        have = {(s["metric"].get("instance"), s["metric"].get("service")) for s in series}
+        missing = sorted((i, s) for i in want for s in SERVICES if (i, s) not in have)
+        if missing:
+            sys.exit("%s: no series for %r" % (name, missing))
+    one_per_node("panal_process_cpu_seconds_total")
     if mode == "report":
         for s in sorted(info, key=lambda s: s["metric"]["instance"]):
             p = next(x for x in procs if x["metric"]["instance"] == s["metric"]["instance"])
             print("prometheus-test:   %s name=%s role=%s panal_node_processes=%s (source=%s)" % (
                 s["metric"]["instance"], s["metric"]["name"], s["metric"]["role"],
                 p["value"][1], p["metric"].get("source")))
+elif mode == "alerts":
+    groups = get("/api/v1/rules")["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    if len(rules) != 6:
+        sys.exit("rules: want the 6 rules of prometheus-rules.yml, got %r" % [r.get("name") for r in rules])
+    bad = [(r["name"], r.get("health"), r.get("lastError")) for r in rules if r.get("health") != "ok"]
+    if bad:
+        sys.exit("rules not (yet) evaluated cleanly: %r" % bad)
+    firing = [(r["name"], r.get("state")) for r in rules if r.get("state") != "inactive"]
+    if firing:
+        sys.exit("alerts pending or firing on a healthy cluster: %r" % firing)
+elif mode == "dashboard":
+    with open(dashboard) as f:
+        panels = json.load(f)["panels"]
+    exprs = [(p["title"], t["expr"]) for p in panels for t in p["targets"]]
+    for title, expr in exprs:
+        if not get("/api/v1/query", query=expr)["result"]:
+            sys.exit("dashboard panel %r: no data for %s" % (title, expr))
+    print("prometheus-test:   %d dashboard queries in %d panels return data" % (len(exprs), len(panels)))
 EOF
 TARGETS=$(printf '127.0.0.1:%s,' "${PORTS[@]}")
 TARGETS=${TARGETS%,}
-check() { python3 "$WORK/check.py" "$PROM" "$1" "$TARGETS" 2>"$WORK/check.log"; }
+DASHBOARD=$REPO_ROOT/scripts/grafana-dashboard.json
+check() { python3 "$WORK/check.py" "$PROM" "$1" "$TARGETS" "$DASHBOARD" >/dev/null 2>"$WORK/check.log"; }
 wait_for "3 healthy targets in $PROM/api/v1/targets" check targets
 log "prometheus: 3 targets up"
 wait_for "one panal_node_info and one panal_node_processes series per node" check series
 python3 "$WORK/check.py" "$PROM" report "$TARGETS"
+wait_for "every alert rule evaluated, none firing" check alerts
+log "prometheus: 6 alert rules evaluated, none firing"
+wait_for "data for every dashboard query" check dashboard
+python3 "$WORK/check.py" "$PROM" dashboard "$TARGETS" "$DASHBOARD"
 echo "prometheus-test: PASS"

@@ -76,8 +76,10 @@ async fn every_documented_route_answers_as_documented() {
             // Creations and changes first (pay before ship before the invoice), reads next,
             // then what ends things: deletes, then logout.
             let order = match (method.as_str(), template.as_str()) {
-                (_, "/api/v1/auth/logout") => 4,
-                ("DELETE", _) => 3,
+                (_, "/api/v1/auth/logout") => 5,
+                // Before the device itself goes.
+                ("DELETE", "/api/v1/devices/{id}/readings") => 3,
+                ("DELETE", _) => 4,
                 ("GET", _) => 2,
                 ("PATCH", _) => 1,
                 _ => 0,

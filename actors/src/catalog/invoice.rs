@@ -1,6 +1,11 @@
 //! Invoices: issued in the same entry that marks an order paid, numbered from a per-cluster
 //! counter in that same transaction (so numbers have no gaps and never repeat), with tax
 //! by currency, as JSON or as a printable HTML page.
+//!
+//! One rule for tax: listed prices include it. The buyer is charged the order's
+//! `total_cents` (quantity × unit price), and the invoice's `total_cents` is that same
+//! amount; it shows the tax contained in it (`tax_cents`) and the amount before tax
+//! (`subtotal_cents = total_cents - tax_cents`).
 
 use panal_raft::rusqlite::{self, params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -8,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::Order;
 use crate::time;
 
-/// Tax rate in basis points by currency: EUR 21 %, GBP 20 %, USD 0 % (prices exclude tax).
+/// Tax rate in basis points by currency: EUR 21 %, GBP 20 %, USD 0 % (prices include tax).
 pub fn tax_rate_bp(currency: &str) -> i64 {
     match currency {
         "EUR" => 2100,
@@ -17,9 +22,12 @@ pub fn tax_rate_bp(currency: &str) -> i64 {
     }
 }
 
-/// `amount × rate`, rounded half up to the cent.
-pub fn tax_cents(amount_cents: i64, rate_bp: i64) -> i64 {
-    (amount_cents * rate_bp + 5_000) / 10_000
+/// The tax contained in a price that includes it: `gross × rate / (1 + rate)`, rounded
+/// half up to the cent.
+pub fn included_tax_cents(gross_cents: i64, rate_bp: i64) -> i64 {
+    let divisor = 10_000 + rate_bp;
+    // i128: a large order's cents times a rate in basis points may not fit in i64.
+    ((i128::from(gross_cents) * i128::from(rate_bp) * 2 + i128::from(divisor)) / (2 * i128::from(divisor))) as i64
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -79,9 +87,10 @@ pub(crate) fn issue(db: &Connection, order: &Order, now: i64) -> rusqlite::Resul
         [],
         |r| r.get(0),
     )?;
-    let subtotal = order.quantity * order.unit_price_cents;
+    // What the buyer was charged: the order's total, tax included.
+    let total = order.total_cents;
     let rate = tax_rate_bp(&order.currency);
-    let tax = tax_cents(subtotal, rate);
+    let tax = included_tax_cents(total, rate);
     let invoice = Invoice {
         number,
         reference: format!("INV-{number:06}"),
@@ -93,12 +102,12 @@ pub(crate) fn issue(db: &Connection, order: &Order, now: i64) -> rusqlite::Resul
             description: order.book_title.clone(),
             quantity: order.quantity,
             unit_price_cents: order.unit_price_cents,
-            total_cents: subtotal,
+            total_cents: total,
         }],
-        subtotal_cents: subtotal,
+        subtotal_cents: total - tax,
         tax_rate_bp: rate,
         tax_cents: tax,
-        total_cents: subtotal + tax,
+        total_cents: total,
         currency: order.currency.clone(),
     };
     let body = serde_json::to_string(&invoice).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -146,9 +155,9 @@ td,th{{border-bottom:1px solid #ccc;padding:.4em;text-align:left}}.n{{text-align
 <h1>Invoice {reference}</h1><p>Issued {issued} for order {order}</p>\
 <p><strong>Seller:</strong> {seller} &nbsp; <strong>Buyer:</strong> {buyer}</p>\
 <table><tr><th>Item</th><th class=\"n\">Qty</th><th class=\"n\">Unit price</th><th class=\"n\">Amount</th></tr>{lines}\
-<tr><td colspan=\"3\">Subtotal</td><td class=\"n\">{subtotal}</td></tr>\
-<tr><td colspan=\"3\">Tax ({rate}.{rate_frac:02} %)</td><td class=\"n\">{tax}</td></tr>\
-<tr><th colspan=\"3\">Total</th><th class=\"n\">{total}</th></tr></table></body></html>\n",
+<tr><th colspan=\"3\">Total (tax included)</th><th class=\"n\">{total}</th></tr>\
+<tr><td colspan=\"3\">Amount before tax</td><td class=\"n\">{subtotal}</td></tr>\
+<tr><td colspan=\"3\">Tax included ({rate}.{rate_frac:02} %)</td><td class=\"n\">{tax}</td></tr></table></body></html>\n",
         reference = escape(&inv.reference),
         issued = time::rfc3339(inv.issued_ms),
         order = inv.order_id,
@@ -167,11 +176,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tax_rounds_half_up_to_the_cent() {
-        assert_eq!(tax_cents(1000, 2100), 210);
-        assert_eq!(tax_cents(1, 2100), 0);
-        assert_eq!(tax_cents(3, 2100), 1); // 0.63 → 1
-        assert_eq!(tax_cents(999, 0), 0);
+    fn included_tax_rounds_half_up_to_the_cent() {
+        assert_eq!(included_tax_cents(1210, 2100), 210);
+        assert_eq!(included_tax_cents(5000, 2100), 868); // 867.77 → 868
+        assert_eq!(included_tax_cents(1200, 2000), 200);
+        assert_eq!(included_tax_cents(1, 2100), 0); // 0.17 → 0
+        assert_eq!(included_tax_cents(3, 2100), 1); // 0.52 → 1
+        assert_eq!(included_tax_cents(999, 0), 0);
+        assert_eq!(included_tax_cents(12_100_000_000, 2100), 2_100_000_000);
     }
 
     #[test]
@@ -189,16 +201,16 @@ mod tests {
                 unit_price_cents: 1050,
                 total_cents: 2100,
             }],
-            subtotal_cents: 2100,
+            subtotal_cents: 1736,
             tax_rate_bp: 2100,
-            tax_cents: 441,
-            total_cents: 2541,
+            tax_cents: 364,
+            total_cents: 2100,
             currency: "EUR".into(),
         };
         let html = render_html(&inv);
         assert!(html.contains("&lt;script&gt;"));
         assert!(!html.contains("<script>"));
-        assert!(html.contains("25.41 EUR"));
-        assert!(html.contains("Tax (21.00 %)"));
+        assert!(html.contains("21.00 EUR"));
+        assert!(html.contains("Tax included (21.00 %)"));
     }
 }

@@ -97,6 +97,13 @@ impl NewBook {
         v.finish()
     }
 
+    /// The listing as stored: titles and authors without surrounding blanks.
+    fn normalized(mut self) -> NewBook {
+        self.title = self.title.trim().to_string();
+        self.author = self.author.trim().to_string();
+        self
+    }
+
     fn patched(mut self, p: BookPatch) -> NewBook {
         self.title = p.title.unwrap_or(self.title);
         self.author = p.author.unwrap_or(self.author);
@@ -328,16 +335,21 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: CatalogCommand
                 Err(r) => return Ok(Err(r)),
             };
             let current = NewBook {
-                title: book.title,
-                author: book.author,
-                description: book.description,
+                title: book.title.clone(),
+                author: book.author.clone(),
+                description: book.description.clone(),
                 price_cents: book.price_cents,
-                currency: book.currency,
+                currency: book.currency.clone(),
                 stock: book.stock,
             };
-            let next = current.patched(patch);
+            let next = current.clone().patched(patch).normalized();
             if let Err(e) = next.validate() {
                 return Ok(Err(Rejection::new("validation_failed", e.to_string())));
+            }
+            // A patch that changes nothing (empty, or every field as it is) is not a change:
+            // `updated_at` keeps telling when the listing last changed.
+            if next == current {
+                return Ok(Ok(Reply::Book(book)));
             }
             db.prepare_cached(
                 "UPDATE books SET title = ?2, author = ?3, description = ?4, price_cents = ?5, currency = ?6,
@@ -415,7 +427,12 @@ fn pay(db: &Connection, now: i64, order_id: i64, buyer_id: i64, outcome: Payment
         return Ok(Err(Rejection::not_found(format!("no order {order_id}"))));
     };
     if order.buyer_id != buyer_id {
-        return Ok(Err(Rejection::forbidden("only the buyer may pay an order")));
+        // The seller and admins see the order: they are told why not. To anyone else the
+        // order does not exist, as when they try to read it.
+        if order.seller_id == buyer_id || is_admin(db, buyer_id)? {
+            return Ok(Err(Rejection::forbidden("only the buyer may pay an order")));
+        }
+        return Ok(Err(Rejection::not_found(format!("no order {order_id}"))));
     }
     match order.status {
         OrderStatus::PendingPayment if order.reserved_until_ms > now => {}
@@ -462,7 +479,11 @@ fn ship(
         return Ok(Err(Rejection::not_found(format!("no order {order_id}"))));
     };
     if order.seller_id != actor.user_id && !actor.admin {
-        return Ok(Err(Rejection::forbidden("only the seller or an admin may ship an order")));
+        // As for payment: the buyer sees the order and is told why not; others get 404.
+        if order.buyer_id == actor.user_id {
+            return Ok(Err(Rejection::forbidden("only the seller or an admin may ship an order")));
+        }
+        return Ok(Err(Rejection::not_found(format!("no order {order_id}"))));
     }
     if order.status != OrderStatus::Paid {
         return Ok(Err(Rejection::new(
@@ -553,6 +574,10 @@ pub async fn drive_time(replica: crate::Replica) {
     }
 }
 
+fn is_admin(db: &Connection, user_id: i64) -> rusqlite::Result<bool> {
+    Ok(crate::auth::user(db, user_id)?.is_some_and(|u| u.role == crate::auth::Role::Admin))
+}
+
 fn add_event(db: &Connection, order_id: i64, event: &str, at_ms: i64, note: Option<&str>) -> rusqlite::Result<()> {
     db.prepare_cached(
         "INSERT INTO order_events (order_id, seq, event, at_ms, note)
@@ -600,7 +625,7 @@ pub fn book_by_id(db: &Connection, id: i64) -> rusqlite::Result<Option<Book>> {
 pub struct BookQuery {
     /// Words to find in the title, author or description.
     pub q: Option<String>,
-    /// Exact author (case-insensitive).
+    /// Exact author (case-insensitive); empty: any author.
     pub author: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -614,6 +639,8 @@ fn like_pattern(text: &str) -> String {
 /// Listings in id order, filtered, one page.
 pub fn list_books(db: &Connection, q: &BookQuery, limit: u32, after: i64) -> rusqlite::Result<Page<Book>> {
     let pattern = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(like_pattern);
+    // `?author=` (empty) filters nothing, as `?q=` does.
+    let author = q.author.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let rows = db
         .prepare_cached(&format!(
             "SELECT {BOOK_COLUMNS} FROM books b LEFT JOIN users u ON u.id = b.seller_id
@@ -622,7 +649,7 @@ pub fn list_books(db: &Connection, q: &BookQuery, limit: u32, after: i64) -> rus
                AND (?3 IS NULL OR b.author = ?3 COLLATE NOCASE)
              ORDER BY b.id LIMIT ?4"
         ))?
-        .query_map(params![after, pattern, q.author.as_deref().map(str::trim), limit + 1], book_row)?
+        .query_map(params![after, pattern, author, limit + 1], book_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Page::from_rows(rows, limit, |b| b.id.to_string()))
 }

@@ -115,7 +115,9 @@ fn payment_issues_gapless_invoices_and_declines_keep_the_reservation() {
     assert_eq!(after_decline.status, OrderStatus::PendingPayment);
     assert_eq!(after_decline.history.last().unwrap().event, "payment_declined");
     let wrong = db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: OTHER, outcome: approved() });
-    assert_eq!(wrong.unwrap_err().code, "forbidden");
+    assert_eq!(wrong.unwrap_err().code, "not_found", "a stranger cannot see the order, so cannot pay it");
+    let by_seller = db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: SELLER, outcome: approved() });
+    assert_eq!(by_seller.unwrap_err().code, "forbidden", "the seller sees the order and is told why not");
     let paid_b = order_of(db.apply(CatalogCommand::Pay { order_id: b.id, buyer_id: BUYER, outcome: approved() }));
     let paid_a = order_of(db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: BUYER, outcome: approved() }));
     assert_eq!((paid_b.invoice_number, paid_a.invoice_number), (Some(1), Some(2)));
@@ -123,7 +125,10 @@ fn payment_issues_gapless_invoices_and_declines_keep_the_reservation() {
     let again = db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: BUYER, outcome: approved() });
     assert_eq!(again.unwrap_err().code, "invalid_state");
     let inv = invoice::by_order(&db.db, b.id).unwrap().unwrap();
-    assert_eq!((inv.subtotal_cents, inv.tax_cents, inv.total_cents), (2000, 420, 2420));
+    // Prices include tax: the invoice's total is what the order charged, 21 % of it is tax.
+    assert_eq!(inv.total_cents, paid_b.total_cents);
+    assert_eq!((inv.subtotal_cents, inv.tax_cents, inv.total_cents), (1653, 347, 2000));
+    assert_eq!(inv.lines.iter().map(|l| l.total_cents).sum::<i64>(), inv.total_cents);
     assert_eq!((inv.seller.username.as_str(), inv.buyer.username.as_str()), ("seller", "buyer"));
 }
 
@@ -162,6 +167,12 @@ fn shipping_moves_along_with_the_clock() {
         address: "1 Main St".into(),
     });
     assert_eq!(by_buyer.unwrap_err().code, "forbidden");
+    let by_stranger = db.apply(CatalogCommand::Ship {
+        order_id: o.id,
+        actor: Actor { user_id: OTHER, admin: false },
+        address: "1 Main St".into(),
+    });
+    assert_eq!(by_stranger.unwrap_err().code, "not_found");
     let shipped = order_of(db.apply(CatalogCommand::Ship {
         order_id: o.id,
         actor: Actor { user_id: OTHER, admin: true },
@@ -238,6 +249,29 @@ fn book_lists_filter_and_paginate() {
     assert_eq!(list_books(&db.db, &q("spice"), 10, 0).unwrap().items.len(), 5);
     let by = BookQuery { author: Some("frank herbert".into()), ..Default::default() };
     assert_eq!(list_books(&db.db, &by, 10, 0).unwrap().items.len(), 5);
+    for empty in ["", "  "] {
+        let any = BookQuery { author: Some(empty.into()), ..Default::default() };
+        assert_eq!(list_books(&db.db, &any, 10, 0).unwrap().items.len(), 6, "?author={empty:?} filters nothing");
+    }
+}
+
+#[test]
+fn a_patch_that_changes_nothing_keeps_updated_at() {
+    let mut db = Db::new();
+    let book = db.book(3);
+    db.now = T0 + HOUR_MS;
+    let seller = Actor { user_id: SELLER, admin: false };
+    let same = BookPatch { title: Some(" Dune ".into()), stock: Some(3), ..Default::default() };
+    for patch in [BookPatch::default(), same] {
+        let r = db.apply(CatalogCommand::UpdateBook { book_id: book.id, actor: seller, patch });
+        assert_eq!(r, Ok(Reply::Book(book.clone())));
+    }
+    let changed = db.apply(CatalogCommand::UpdateBook {
+        book_id: book.id,
+        actor: seller,
+        patch: BookPatch { stock: Some(4), ..Default::default() },
+    });
+    assert!(matches!(changed, Ok(Reply::Book(b)) if b.updated_ms == T0 + HOUR_MS && b.stock == 4));
 }
 
 #[test]

@@ -10,6 +10,7 @@ use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
 use crate::page::Page;
+use crate::prediction::forecast::SlotReadings;
 use crate::time;
 use crate::{Rejection, Reply, Response};
 
@@ -17,6 +18,26 @@ use battery::BatterySample;
 
 /// Most readings accepted in one request.
 pub const MAX_BATCH: usize = 10_000;
+
+/// How far ahead of the cluster's time a reading may be stamped: meters' clocks drift a
+/// little, but a reading from the future is a mistake (and would anchor forecasts there).
+pub const MAX_AHEAD_MS: i64 = 5 * time::MINUTE_MS;
+
+/// Decimal places of every kWh figure the API returns (3: watt-hours). Sums of stored
+/// readings are rounded to it, so `17.42` never comes out as `17.419999999999998`.
+pub const KWH_DECIMALS: i32 = 3;
+
+/// Rounds a kWh figure to [`KWH_DECIMALS`] places.
+pub fn round_kwh(kwh: f64) -> f64 {
+    let scale = 10f64.powi(KWH_DECIMALS);
+    let rounded = (kwh * scale).round() / scale;
+    // Beyond 2^53 / 1000 the product is no longer exact: the input is as precise as it gets.
+    if rounded.is_finite() {
+        rounded
+    } else {
+        kwh
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -117,6 +138,13 @@ pub enum EnergyCommand {
         actor: Actor,
         samples: Vec<BatterySample>,
     },
+    /// Deletes the device's readings in `[from, to)` (an absent bound is open).
+    DeleteReadings {
+        device_id: i64,
+        actor: Actor,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    },
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -154,6 +182,24 @@ pub fn valid_name(name: &str) -> bool {
     !name.trim().is_empty() && name.chars().count() <= 100
 }
 
+/// The first reading stamped more than [`MAX_AHEAD_MS`] after `now_ms`, as
+/// `(index, message)`. Shared by the edge (with this node's clock) and `apply` (with the
+/// entry's replicated clock, which decides).
+pub fn first_from_the_future(readings: &[ReadingRow], now_ms: i64) -> Option<(usize, String)> {
+    let latest = now_ms.saturating_add(MAX_AHEAD_MS);
+    readings.iter().position(|r| r.ts_ms > latest).map(|i| {
+        (
+            i,
+            format!(
+                "{} is in the future: readings may be at most {} minutes ahead of the cluster's time ({})",
+                time::rfc3339(readings[i].ts_ms),
+                MAX_AHEAD_MS / time::MINUTE_MS,
+                time::rfc3339(now_ms)
+            ),
+        )
+    })
+}
+
 /// Checks one reading's values (timestamps are checked where they are parsed).
 pub fn valid_reading(r: &ReadingRow) -> Result<(), &'static str> {
     let ok = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && (0.0..=1_000_000.0).contains(&v));
@@ -184,11 +230,15 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: EnergyCommand)
                 Ok(d) => d,
                 Err(r) => return Ok(Err(r)),
             };
-            let name = patch.name.unwrap_or(device.name);
+            let name = patch.name.unwrap_or_else(|| device.name.clone());
             if !valid_name(&name) {
                 return Ok(Err(Rejection::new("validation_failed", "name: required, at most 100 characters")));
             }
             let kind = patch.kind.unwrap_or(device.kind);
+            // A patch that changes nothing leaves `updated_at` alone.
+            if name.trim() == device.name && kind == device.kind {
+                return Ok(Ok(Reply::Device(device)));
+            }
             db.execute(
                 "UPDATE devices SET name = ?2, kind = ?3, updated_ms = ?4 WHERE id = ?1",
                 params![device_id, name.trim(), kind.as_str(), now],
@@ -214,6 +264,9 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: EnergyCommand)
             if let Some((i, e)) = readings.iter().enumerate().find_map(|(i, r)| valid_reading(r).err().map(|e| (i, e)))
             {
                 return Ok(Err(Rejection::new("validation_failed", format!("readings[{i}]: {e}"))));
+            }
+            if let Some((i, e)) = first_from_the_future(&readings, now) {
+                return Ok(Err(Rejection::new("validation_failed", format!("readings[{i}].ts: {e}"))));
             }
             let mut insert = db.prepare_cached(
                 "INSERT INTO readings (device_id, ts_ms, consumption_kwh, generation_kwh) VALUES (?1, ?2, ?3, ?4)
@@ -244,7 +297,26 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: EnergyCommand)
             }
             Ok(Ok(Reply::Count(samples.len() as u64)))
         }
+        EnergyCommand::DeleteReadings { device_id, actor, from_ms, to_ms } => {
+            if let Err(r) = owned_device(db, device_id, actor)? {
+                return Ok(Err(r));
+            }
+            if let (Some(from), Some(to)) = (from_ms, to_ms) {
+                if from >= to {
+                    return Ok(Err(Rejection::new("validation_failed", "to: must be after from")));
+                }
+            }
+            Ok(Ok(Reply::Count(delete_readings(db, device_id, from_ms, to_ms)?)))
+        }
     }
+}
+
+/// Deletes one device's readings in `[from, to)`; returns how many went.
+fn delete_readings(db: &Connection, device_id: i64, from_ms: Option<i64>, to_ms: Option<i64>) -> rusqlite::Result<u64> {
+    let deleted = db
+        .prepare_cached("DELETE FROM readings WHERE device_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3")?
+        .execute(params![device_id, from_ms.unwrap_or(i64::MIN), to_ms.unwrap_or(i64::MAX)])?;
+    Ok(deleted as u64)
 }
 
 pub fn not_a_battery(device_id: i64) -> Rejection {
@@ -336,7 +408,7 @@ fn bucket_expr(bucket: Bucket) -> &'static str {
 }
 
 fn stats(sum: Option<f64>, min: Option<f64>, max: Option<f64>) -> Option<Stats> {
-    Some(Stats { sum: sum?, min: min?, max: max? })
+    Some(Stats { sum: round_kwh(sum?), min: round_kwh(min?), max: round_kwh(max?) })
 }
 
 /// Readings of one device in `[from, to)`, aggregated per bucket, one page of buckets.
@@ -403,6 +475,7 @@ pub fn summary(
         params![owner_id, from_ms.unwrap_or(i64::MIN), to_ms.unwrap_or(i64::MAX)],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
+    let (consumption, generation) = (round_kwh(consumption), round_kwh(generation));
     Ok(EnergySummary {
         from_ms,
         to_ms,
@@ -410,43 +483,59 @@ pub fn summary(
         readings,
         consumption_kwh: consumption,
         generation_kwh: generation,
-        net_kwh: consumption - generation,
-        self_sufficiency: (consumption > 0.0).then(|| generation.min(consumption) / consumption),
+        net_kwh: round_kwh(consumption - generation),
+        // A share to 4 places (0.01 %).
+        self_sufficiency: (consumption > 0.0).then(|| (generation.min(consumption) / consumption * 1e4).round() / 1e4),
     })
 }
 
 /// Hourly (or daily) consumption of one device or of all the owner's devices, from the
 /// first slot with data up to the last, at most `max_slots` slots back from the last.
-/// Slots without readings are `None`. Returns the start of the first slot and the series.
+/// Only slots that ended by `now_ms` count: the slot in progress (and any reading stamped
+/// later) is left out, so a forecast learns from finished slots only. Slots without
+/// readings are `None`. Returns the start of the first slot and the series.
 pub fn consumption_series(
     db: &Connection,
     device_id: Option<i64>,
     owner_id: i64,
     slot_ms: i64,
     max_slots: usize,
-) -> rusqlite::Result<Option<(i64, Vec<Option<f64>>)>> {
-    let sql = "SELECT (r.ts_ms / ?3) * ?3 AS slot, sum(r.consumption_kwh) FROM readings r
-               JOIN devices d ON d.id = r.device_id
+    now_ms: i64,
+) -> rusqlite::Result<Option<(i64, Vec<Option<SlotReadings>>)>> {
+    let until = now_ms.div_euclid(slot_ms) * slot_ms;
+    let sql = "SELECT (r.ts_ms / ?3) * ?3 AS slot, sum(r.consumption_kwh), count(*), min(r.ts_ms), max(r.ts_ms)
+               FROM readings r JOIN devices d ON d.id = r.device_id
                WHERE (?1 IS NULL OR r.device_id = ?1) AND d.owner_id = ?2 AND r.consumption_kwh IS NOT NULL
-                 AND r.ts_ms >= ?4
+                 AND r.ts_ms >= ?4 AND r.ts_ms < ?5
                GROUP BY slot ORDER BY slot";
     let last: Option<i64> = db.query_row(
         "SELECT max(r.ts_ms) FROM readings r JOIN devices d ON d.id = r.device_id
-         WHERE (?1 IS NULL OR r.device_id = ?1) AND d.owner_id = ?2 AND r.consumption_kwh IS NOT NULL",
-        params![device_id, owner_id],
+         WHERE (?1 IS NULL OR r.device_id = ?1) AND d.owner_id = ?2 AND r.consumption_kwh IS NOT NULL AND r.ts_ms < ?3",
+        params![device_id, owner_id, until],
         |r| r.get(0),
     )?;
     let Some(last) = last else { return Ok(None) };
     let last_slot = last / slot_ms * slot_ms;
     let earliest = last_slot - (max_slots as i64 - 1) * slot_ms;
-    let rows: Vec<(i64, f64)> = db
+    let rows: Vec<(i64, SlotReadings)> = db
         .prepare_cached(sql)?
-        .query_map(params![device_id, owner_id, slot_ms, earliest], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![device_id, owner_id, slot_ms, earliest, until], |r| {
+            let slot: i64 = r.get(0)?;
+            Ok((
+                slot,
+                SlotReadings {
+                    value: r.get(1)?,
+                    count: r.get(2)?,
+                    first_ms: r.get::<_, i64>(3)? - slot,
+                    last_ms: r.get::<_, i64>(4)? - slot,
+                },
+            ))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let Some(&(first, _)) = rows.first() else { return Ok(None) };
     let mut series = vec![None; ((last_slot - first) / slot_ms + 1) as usize];
-    for (slot, value) in rows {
-        series[((slot - first) / slot_ms) as usize] = Some(value);
+    for (slot, readings) in rows {
+        series[((slot - first) / slot_ms) as usize] = Some(readings);
     }
     Ok(Some((first, series)))
 }

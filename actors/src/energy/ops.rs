@@ -97,7 +97,7 @@ service_ops! {
     /// The energy service's operations.
     EnergyOp => Energy {
         CreateDevice, ListDevices, GetDevice, UpdateDevice, DeleteDevice,
-        AddReadings, QueryReadings, Summary, UploadBattery, GetBatterySummary, BatteryChart,
+        AddReadings, QueryReadings, DeleteReadings, Summary, UploadBattery, GetBatterySummary, BatteryChart,
     }
 }
 
@@ -197,6 +197,11 @@ impl Operation for AddReadings {
     async fn handle(self, call: &Call) -> Result<ReadingsStored, Error> {
         let actor = actor(call.caller()?);
         let readings = parse_readings(self.readings)?;
+        // Named at the edge with this node's clock; `apply` decides with the entry's.
+        let now = call.read(|db| Ok(crate::time::app_now(db)?)).await?;
+        if let Some((i, e)) = super::first_from_the_future(&readings, now) {
+            return Err(Error::Validation(vec![FieldError { field: format!("readings[{i}].ts"), message: e }]));
+        }
         let stored = call.write(EnergyCommand::AddReadings { device_id: self.id, actor, readings }).await?;
         Ok(ReadingsStored { device_id: self.id, stored })
     }
@@ -225,6 +230,31 @@ impl Operation for QueryReadings {
             Ok(super::readings(db, id, bucket, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX), limit, after)?)
         })
         .await
+    }
+}
+
+/// Deletes one device's readings in `[from, to)`; an absent bound is open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteReadings {
+    pub id: i64,
+    pub range: RangeQuery,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReadingsDeleted {
+    pub device_id: i64,
+    /// Readings deleted.
+    pub deleted: u64,
+}
+
+impl Operation for DeleteReadings {
+    type Output = ReadingsDeleted;
+
+    async fn handle(self, call: &Call) -> Result<ReadingsDeleted, Error> {
+        let actor = actor(call.caller()?);
+        let (from_ms, to_ms) = range(self.range.from.as_deref(), self.range.to.as_deref())?;
+        let deleted = call.write(EnergyCommand::DeleteReadings { device_id: self.id, actor, from_ms, to_ms }).await?;
+        Ok(ReadingsDeleted { device_id: self.id, deleted })
     }
 }
 

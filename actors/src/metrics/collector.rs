@@ -11,6 +11,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::ring::Ring;
 use super::system::{NodeSample, Sampler};
 
+/// The `service` label of the collector's restarts in `panal_actor_restarts_total`.
+pub const COLLECTOR_SERVICE: &str = "metrics_collector";
+
 /// Samples kept per node: one hour at the default interval of one second.
 pub const RING_CAPACITY: usize = 3600;
 
@@ -55,7 +58,7 @@ impl MetricsHub {
     }
 }
 
-/// HELP text of the gauges [`record`] sets and of the collector's failure counter.
+/// HELP text of the series [`record`] sets and of the collector's failure counter.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_gauge!(
@@ -70,7 +73,10 @@ pub fn describe() {
     describe_gauge!("panal_node_load5", "Load average of the node over 5 minutes.");
     describe_gauge!("panal_node_load15", "Load average of the node over 15 minutes.");
     describe_gauge!("panal_process_resident_memory_bytes", "Resident memory of this panal process.");
-    describe_gauge!("panal_process_cpu_seconds", "CPU time (user + system) this panal process used since it started.");
+    describe_counter!(
+        "panal_process_cpu_seconds_total",
+        "CPU time (user + system) this panal process used since it started, in whole seconds."
+    );
     describe_gauge!("panal_process_open_fds", "Open file descriptors of this panal process.");
     describe_gauge!(
         "panal_node_processes",
@@ -93,7 +99,9 @@ fn record(s: &NodeSample) {
     gauge!("panal_node_load5").set(s.load5);
     gauge!("panal_node_load15").set(s.load15);
     gauge!("panal_process_resident_memory_bytes").set(s.process_rss_bytes as f64);
-    gauge!("panal_process_cpu_seconds").set(s.process_cpu_seconds);
+    // A counter, so that `rate()` applies; the recorder's counters are integers, whole
+    // seconds are precise enough over an alerting window.
+    metrics::counter!("panal_process_cpu_seconds_total").absolute(s.process_cpu_seconds.max(0.0) as u64);
     gauge!("panal_process_open_fds").set(s.process_open_fds as f64);
     let source = match s.source {
         super::procs::ProcSource::Module => "module",
@@ -178,7 +186,7 @@ pub async fn start(hub: Arc<MetricsHub>, proc_root: PathBuf, interval: Duration)
     tokio::spawn(async move {
         loop {
             let _ = handle.await;
-            metrics::counter!("panal_actor_restarts_total", "service" => "metrics_collector").increment(1);
+            metrics::counter!("panal_actor_restarts_total", "service" => COLLECTOR_SERVICE).increment(1);
             tracing::warn!("the metrics collector stopped; restarting it");
             tokio::time::sleep(Duration::from_secs(1)).await;
             match Actor::spawn(None, Collector, args()).await {

@@ -25,6 +25,9 @@
 //!
 //! # Input handling
 //!
+//! * Stored slots become history through [`complete_slots`]: a slot whose readings do not reach across
+//!   it (the day in progress, a first day that began mid-way) counts as missing, so it is neither fitted
+//!   nor backtested as a low value.
 //! * Only the most recent [`max_history`] slots are considered (8 weeks hourly, 1 year daily), which
 //!   bounds the cost of a request.
 //! * Non-finite readings (NaN, ±∞) are treated as missing. Leading missing slots are dropped. Only real
@@ -283,6 +286,36 @@ pub fn parse_horizon(s: &str, interval: Interval) -> Result<usize, ForecastError
     };
     validate_horizon(interval, steps)?;
     Ok(steps)
+}
+
+/// What the store knows of one slot of history: the summed value, how many readings made
+/// it, and where the first and last of them fall (milliseconds from the slot's start).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlotReadings {
+    pub value: f64,
+    pub count: u32,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Share of its length a slot's readings must reach across for the slot to be complete.
+pub const MIN_COVERAGE: f64 = 0.9;
+
+/// The history to fit on: each slot's value, or `None` for a slot without readings or an
+/// incomplete one. A slot is complete when its readings reach from its start to its end:
+/// the span from its first to its last reading, plus one typical spacing (the slot's
+/// length over the median number of readings per slot), covers at least [`MIN_COVERAGE`]
+/// of it. A day in progress or a first day that began at noon would otherwise be fitted
+/// (and backtested) as a day of low consumption; gaps inside a slot are not detected.
+pub fn complete_slots(slots: &[Option<SlotReadings>], slot_ms: i64) -> Vec<Option<f64>> {
+    let mut counts: Vec<u32> = slots.iter().flatten().map(|s| s.count.max(1)).collect();
+    counts.sort_unstable();
+    let Some(&typical) = counts.get(counts.len() / 2) else {
+        return vec![None; slots.len()];
+    };
+    let spacing = slot_ms as f64 / f64::from(typical);
+    let needed = MIN_COVERAGE * slot_ms as f64;
+    slots.iter().map(|s| s.filter(|s| (s.last_ms - s.first_ms) as f64 + spacing >= needed).map(|s| s.value)).collect()
 }
 
 /// Forecasts the `horizon` slots following `history`.

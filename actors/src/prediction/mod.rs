@@ -5,6 +5,7 @@ pub mod forecast;
 
 use serde::{Deserialize, Serialize};
 
+use crate::energy::round_kwh;
 use crate::error::FieldError;
 use crate::services::{service_ops, Call, Operation};
 use crate::time::{self, DAY_MS, HOUR_MS};
@@ -118,13 +119,15 @@ async fn forecast_op(call: &Call, device_id: Option<i64>, query: ForecastQuery) 
                 Some(id) => crate::energy::visible_device(db, id, actor)??.owner_id,
                 None => actor.user_id,
             };
-            Ok(crate::energy::consumption_series(db, device_id, owner, slot_ms, max_slots)?)
+            let now = time::app_now(db)?;
+            Ok(crate::energy::consumption_series(db, device_id, owner, slot_ms, max_slots, now)?)
         })
         .await?;
     let need = forecast::min_history(interval);
-    let Some((first_ms, history)) = series else {
+    let Some((first_ms, slots)) = series else {
         return Err(insufficient(0, need, interval));
     };
+    let history = forecast::complete_slots(&slots, slot_ms);
     // Model fitting is CPU work: off the async threads.
     let result = tokio::task::spawn_blocking(move || {
         forecast::forecast(&history, interval, horizon).map(|f| (f, history.len()))
@@ -145,17 +148,21 @@ async fn forecast_op(call: &Call, device_id: Option<i64>, query: ForecastQuery) 
         model: f.model,
         seasonal_periods: f.seasonal_periods,
         history_len: f.history_len,
-        backtest: BacktestError { window: f.backtest.window, mae: f.backtest.mae, mape: f.backtest.mape },
+        backtest: BacktestError {
+            window: f.backtest.window,
+            mae: round_kwh(f.backtest.mae),
+            mape: f.backtest.mape.map(|m| (m * 100.0).round() / 100.0),
+        },
         points: f
             .points
             .into_iter()
             .map(|p| ForecastPoint {
                 ts_ms: last_slot + p.step as i64 * slot_ms,
-                value: p.value,
-                lower_80: p.lower_80,
-                upper_80: p.upper_80,
-                lower_95: p.lower_95,
-                upper_95: p.upper_95,
+                value: round_kwh(p.value),
+                lower_80: round_kwh(p.lower_80),
+                upper_80: round_kwh(p.upper_80),
+                lower_95: round_kwh(p.lower_95),
+                upper_95: round_kwh(p.upper_95),
             })
             .collect(),
     })

@@ -83,6 +83,10 @@ pub struct StartArgs {
     /// module is loaded, else a scan of the process directories).
     #[arg(long, env = "PANAL_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// Origins of browser clients allowed to call the API (CORS), comma-separated:
+    /// `https://console.example.com`, or `*` for any. Off by default.
+    #[arg(long = "cors-origin", env = "PANAL_CORS_ORIGIN", value_delimiter = ',', value_parser = super::api::cors::parse_origin)]
+    pub cors_origins: Vec<String>,
     #[command(flatten)]
     pub limits: Limits,
 }

@@ -152,6 +152,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         .install_recorder()
         .map_err(|e| Error::Fatal(format!("cannot install the metrics recorder: {e}")))?;
     crate::server::api::describe_metrics();
+    panal_actors::metrics::register_zero_series();
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -194,8 +195,8 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
             .map_err(|e| Error::Fatal(e.to_string()))?,
     };
     let shutdown = shutdown_signal();
-    let api_server =
-        crate::server::listen::serve(api_listener, api::router(state), http_limits, stop_rx.clone(), "api");
+    let api_router = api::cors::wrap(api::router(state), &args.cors_origins);
+    let api_server = crate::server::listen::serve(api_listener, api_router, http_limits, stop_rx.clone(), "api");
 
     if let Some(pending) = identity.pending_join.clone() {
         let replica = replica.clone();

@@ -343,3 +343,70 @@ fn history_longer_than_max_is_truncated() {
     assert_eq!(f.history_len, MAX_HISTORY_HOURS);
     assert_well_formed(&f, 24);
 }
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+/// Daily slots of an hourly series whose hour 0 sits `offset` hours into its day.
+fn daily_slots(hourly: &[f64], offset: usize) -> Vec<Option<SlotReadings>> {
+    let mut slots: Vec<Option<SlotReadings>> = vec![None; (offset + hourly.len()).div_ceil(24)];
+    for (i, v) in hourly.iter().enumerate() {
+        let (day, hour) = ((offset + i) / 24, ((offset + i) % 24) as i64 * HOUR);
+        let s = slots[day].get_or_insert(SlotReadings { value: 0.0, count: 0, first_ms: hour, last_ms: hour });
+        s.value += v;
+        s.count += 1;
+        s.last_ms = hour;
+    }
+    slots
+}
+
+#[test]
+fn incomplete_slots_are_missing_whatever_the_cadence() {
+    let slot = |count, first_ms, last_ms| Some(SlotReadings { value: 1.0, count, first_ms, last_ms });
+    // Hourly readings in daily slots: a whole day, a day begun at noon, three hours of today.
+    let days =
+        [slot(24, 0, 23 * HOUR), slot(12, 12 * HOUR, 23 * HOUR), None, slot(24, 0, 23 * HOUR), slot(3, 0, 2 * HOUR)];
+    assert_eq!(complete_slots(&days, DAY), [Some(1.0), None, None, Some(1.0), None]);
+    // One reading per slot is the cadence: every such slot is whole.
+    let daily_meter = [slot(1, 0, 0), slot(1, 0, 0), slot(1, 0, 0)];
+    assert_eq!(complete_slots(&daily_meter, DAY), [Some(1.0); 3]);
+    // Quarter-hourly readings in hourly slots: a missing last quarter makes the hour short,
+    // a missing quarter inside it does not show.
+    let q = 15 * 60_000;
+    let hours = [slot(4, 0, 3 * q), slot(3, 0, 2 * q), slot(3, 0, 3 * q), slot(4, 0, 3 * q)];
+    assert_eq!(complete_slots(&hours, HOUR), [Some(1.0), None, Some(1.0), Some(1.0)]);
+    // A meter that moved from hourly to quarter-hourly readings: its old days stay whole.
+    let moved = [slot(24, 0, 23 * HOUR), slot(96, 0, DAY - q), slot(96, 0, DAY - q)];
+    assert_eq!(complete_slots(&moved, DAY), [Some(1.0); 3]);
+    assert_eq!(complete_slots(&[None, None], DAY), [None, None]);
+}
+
+#[test]
+fn daily_forecast_from_hourly_readings_skips_partial_days() {
+    // Ten weeks of hourly readings starting at noon and ending three hours into a day,
+    // then the rest of that day and the seven days the forecast should predict.
+    let offset = 12;
+    let train_hours = 70 * 24 - offset + 3;
+    let data = synthetic_hourly(offset + train_hours + 8 * 24, 11);
+    let data = &data[offset..];
+    let (train, rest) = data.split_at(train_hours);
+    let slots = daily_slots(train, offset);
+    let history = complete_slots(&slots, DAY);
+    assert_eq!((history.first(), history.last()), (Some(&None), Some(&None)), "first and last day are partial");
+
+    let f = forecast(&history, Interval::Day, 7).expect("forecast");
+    assert_well_formed(&f, 7);
+    // The partial day is history's last slot (missing): step 1 is the day after it.
+    let actual: Vec<f64> = rest[21..21 + 7 * 24].chunks(24).map(|d| d.iter().sum::<f64>()).collect();
+    let pred: Vec<f64> = f.points.iter().map(|p| p.value).collect();
+    let m = mape(&actual, &pred);
+    let backtest = f.backtest.mape.unwrap();
+    println!("daily from hourly: {} MAPE {m:.2}%, backtest {backtest:.2}%", f.model);
+    assert!(m < 10.0, "MAPE {m:.2}% predicting {pred:?} for {actual:?}");
+    assert!(backtest < 10.0, "{:?}", f.backtest);
+
+    // Fitted on the raw sums instead, the partial day sits in the backtest window.
+    let raw: Vec<Option<f64>> = slots.iter().map(|s| s.map(|s| s.value)).collect();
+    let naive = forecast(&raw, Interval::Day, 7).unwrap();
+    assert!(naive.backtest.mape.unwrap() > 2.0 * backtest, "{:?} vs {:?}", naive.backtest, f.backtest);
+}

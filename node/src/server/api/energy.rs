@@ -4,9 +4,9 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use panal_actors::energy::ops::{
-    AddReadings, BatteryChart, BatteryReport, BatteryUploaded, CreateDevice, DeleteDevice, GetBatterySummary,
-    GetDevice, ListDevices, QueryReadings, RangeQuery, ReadingsInput, ReadingsQuery, ReadingsStored, Summary,
-    UpdateDevice, UploadBattery,
+    AddReadings, BatteryChart, BatteryReport, BatteryUploaded, CreateDevice, DeleteDevice, DeleteReadings,
+    GetBatterySummary, GetDevice, ListDevices, QueryReadings, RangeQuery, ReadingsDeleted, ReadingsInput,
+    ReadingsQuery, ReadingsStored, Summary, UpdateDevice, UploadBattery,
 };
 use panal_actors::energy::{Aggregate, Device, DevicePatch, EnergySummary, NewDevice};
 use panal_actors::page::{Page, PageParams};
@@ -91,6 +91,20 @@ pub async fn readings(
     QueryParams(q): QueryParams<ReadingsQuery>,
 ) -> Result<Response> {
     call(&s, c, m, QueryReadings { id, query: q }).await
+}
+
+/// Deletes the device's readings in `[from, to)` (an absent bound is open): the owner's way
+/// to remove a mistaken range.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}/readings", tag = "energy", security(("bearer" = [])),
+    params(("id" = i64, Path), RangeQuery), responses((status = 200, body = ReadingsDeleted), ApiErrors))]
+pub async fn delete_readings(
+    State(s): State<AppState>,
+    c: Caller,
+    m: CallMeta,
+    Path(id): Path<i64>,
+    QueryParams(q): QueryParams<RangeQuery>,
+) -> Result<Response> {
+    call(&s, c, m, DeleteReadings { id, range: q }).await
 }
 
 /// The caller's consumption, generation, net and self-sufficiency across their devices.

@@ -6,6 +6,7 @@ mod auth;
 mod catalog;
 mod cluster;
 mod cluster_view;
+pub mod cors;
 mod energy;
 mod extract;
 pub mod openapi;
@@ -76,7 +77,7 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(catalog::invoice))
         .routes(routes!(energy::create_device, energy::list_devices))
         .routes(routes!(energy::get_device, energy::update_device, energy::delete_device))
-        .routes(routes!(energy::add_readings, energy::readings))
+        .routes(routes!(energy::add_readings, energy::readings, energy::delete_readings))
         .routes(routes!(energy::summary))
         .routes(routes!(energy::upload_battery))
         .routes(routes!(energy::battery_summary))

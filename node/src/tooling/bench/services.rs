@@ -75,7 +75,6 @@ const HOT_BOOKS: usize = 8;
 const HOT_STOCK: i64 = 1_000_000;
 /// First reading timestamp of the ingest mix, 2020-01-01T00:00:00Z.
 const READINGS_FROM_MS: i64 = 1_577_836_800_000;
-const HOUR_MS: i64 = 3_600_000;
 const BENCH_PASSWORD: &str = "bench-password";
 
 /// One mix run against one system.
@@ -337,7 +336,7 @@ async fn run_mix(
             let batch = args.batch;
             let r = load(system, args.connections, duration, move |seq| {
                 let device = seed.devices[conn(seq) % seed.devices.len()];
-                // Each request of a connection covers the next `batch` hours of its device.
+                // Each request of a connection covers the next `batch` seconds of its device.
                 let body = readings_body(nth(seq) as i64 * batch as i64, batch);
                 let req = http
                     .post(format!("{}/api/v1/devices/{device}/readings", urls[seq as usize % urls.len()]))
@@ -377,8 +376,10 @@ async fn succeeded(req: reqwest::RequestBuilder, mix: Mix, shown: Arc<AtomicU64>
     false
 }
 
-/// `{"readings": [...]}` with `n` hourly readings from hour `first_hour` of the ingest range.
-fn readings_body(first_hour: i64, n: usize) -> String {
+/// `{"readings": [...]}` with `n` readings one second apart from second `first` of the ingest
+/// range (seconds, not hours: millions of readings must stay in the past, where readings are
+/// accepted).
+fn readings_body(first: i64, n: usize) -> String {
     use std::fmt::Write;
     let mut body = String::with_capacity(16 + n * 64);
     body.push_str("{\"readings\":[");
@@ -386,9 +387,9 @@ fn readings_body(first_hour: i64, n: usize) -> String {
         if k > 0 {
             body.push(',');
         }
-        let hour = first_hour + k;
-        let ts = panal_actors::time::rfc3339(READINGS_FROM_MS + hour * HOUR_MS);
-        let kwh = 0.2 + (hour * 37 % 100) as f64 / 50.0;
+        let second = first + k;
+        let ts = panal_actors::time::rfc3339(READINGS_FROM_MS + second * 1000);
+        let kwh = 0.2 + (second * 37 % 100) as f64 / 50.0;
         let _ = write!(body, "{{\"ts\":\"{ts}\",\"consumption_kwh\":{kwh:.3}}}");
     }
     body.push_str("]}");

@@ -1,6 +1,7 @@
 //! The drill's figures, pure functions of the history: failover time per fault (fault →
 //! first acknowledged write sent after it), the longest window without an acknowledged
-//! write, errors and retries by kind, throughput per second.
+//! write, errors and retries by kind, throughput per second. Business rejections (the
+//! cluster worked and a rule said no: `out_of_stock`…) are counted apart from failures.
 
 use std::collections::BTreeMap;
 
@@ -8,9 +9,17 @@ use serde::Serialize;
 
 use super::history::{History, Ms, Outcome};
 
+/// Whether an answer is a business rule's refusal (`out_of_stock`, `own_listing`,
+/// `card_declined`…: 402, 409, 422) rather than a failure: the cluster answered correctly.
+pub fn is_rejection(status: u16) -> bool {
+    matches!(status, 402 | 409 | 422)
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct KindCounts {
     pub ok: u64,
+    /// Refused by a business rule (see [`is_rejection`]).
+    pub rejected: u64,
     pub failed: u64,
     pub indeterminate: u64,
     /// Attempts beyond the first.
@@ -32,7 +41,9 @@ pub struct Second {
     pub second: usize,
     pub ok: u64,
     pub writes_ok: u64,
+    /// Failed attempts (business rejections not included).
     pub errors: u64,
+    pub rejected: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -40,6 +51,8 @@ pub struct Figures {
     pub duration_s: f64,
     pub ops: u64,
     pub ok: u64,
+    /// Operations refused by a business rule: not failures.
+    pub rejected: u64,
     pub failed: u64,
     pub indeterminate: u64,
     /// Acknowledged operations per second over the whole workload.
@@ -47,6 +60,8 @@ pub struct Figures {
     pub by_kind: BTreeMap<String, KindCounts>,
     /// Failed attempts by error kind (JSON error code, `timeout`, `connection…`).
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// Attempts refused by a business rule, by error code.
+    pub rejections_by_kind: BTreeMap<String, u64>,
     pub retries: u64,
     pub failovers: Vec<Failover>,
     /// Median failover time over the faults that hit the leader.
@@ -83,6 +98,10 @@ pub fn figures(h: &History) -> Figures {
                 counts.ok += 1;
                 f.ok += 1;
             }
+            Outcome::Failed(_) if op.attempts.last().is_some_and(|a| is_rejection(a.status)) => {
+                counts.rejected += 1;
+                f.rejected += 1;
+            }
             Outcome::Failed(_) => {
                 counts.failed += 1;
                 f.failed += 1;
@@ -93,7 +112,11 @@ pub fn figures(h: &History) -> Figures {
             }
         }
         for a in &op.attempts {
-            if let Some(kind) = &a.error {
+            let Some(kind) = &a.error else { continue };
+            if is_rejection(a.status) {
+                *f.rejections_by_kind.entry(kind.clone()).or_default() += 1;
+                f.per_second[bucket(a.end)].rejected += 1;
+            } else {
                 *f.errors_by_kind.entry(kind.clone()).or_default() += 1;
                 f.per_second[bucket(a.end)].errors += 1;
             }
@@ -190,5 +213,31 @@ mod tests {
         assert_eq!(f.per_second[1].ok, 1);
         assert_eq!(f.per_second[2].ok, 1);
         assert_eq!(f.ops_per_second, 0.75);
+    }
+
+    #[test]
+    fn business_rejections_are_not_failures() {
+        let sold_out = Op {
+            client: 0,
+            kind: OpKind::Purchase { key: "k".into(), buyer_id: 1, book_id: 1, quantity: 1, order_id: None },
+            attempts: vec![Attempt {
+                node: 0,
+                start: 10.0,
+                end: 20.0,
+                status: 409,
+                error: Some("out_of_stock".into()),
+            }],
+            outcome: Outcome::Failed("out_of_stock".into()),
+        };
+        let mut lost = write(30.0, 40.0, Outcome::Failed("not_found".into()), &[]);
+        lost.attempts[0].status = 404;
+        let h = History { ops: vec![sold_out, lost], end: 1000.0, ..Default::default() };
+        let f = figures(&h);
+        assert_eq!((f.ok, f.rejected, f.failed), (0, 1, 1));
+        assert_eq!(f.by_kind["purchase"].rejected, 1);
+        assert_eq!(f.rejections_by_kind["out_of_stock"], 1);
+        assert!(!f.errors_by_kind.contains_key("out_of_stock"));
+        assert_eq!((f.per_second[0].errors, f.per_second[0].rejected), (1, 1));
+        assert!(is_rejection(422) && is_rejection(402) && !is_rejection(400) && !is_rejection(503));
     }
 }

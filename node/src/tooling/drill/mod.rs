@@ -203,24 +203,27 @@ async fn drill(args: &DrillArgs, seed: u64, target: &mut Target) -> Result<bool>
     Ok(checks.iter().all(checker::Check::passed))
 }
 
-/// Once a second: elapsed time, current fault, acknowledged ops/s and failed attempts.
+/// Once a second: elapsed time, current fault, acknowledged ops/s, failed attempts and,
+/// apart from them, business rejections (`out_of_stock`…: the cluster worked).
 async fn show_progress(w: Arc<Workload>, log: Arc<FaultLog>, duration: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let (mut ok_before, mut err_before) = (0, 0);
+    let (mut ok_before, mut err_before, mut rej_before) = (0, 0, 0);
     loop {
         tick.tick().await;
         let ok = w.progress.ok.load(Ordering::Relaxed);
         let errors = w.progress.errors.load(Ordering::Relaxed);
+        let rejections = w.progress.rejections.load(Ordering::Relaxed);
         let fault = log.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         eprintln!(
-            "[{:>4.0}s/{}s] fault: {fault:<28} {:>5} ops/s  {:>4} errors/s  ({errors} errors in all)",
+            "[{:>4.0}s/{}s] fault: {fault:<28} {:>5} ops/s  {:>4} errors/s  {:>4} rejected/s  ({errors} errors, {rejections} business rejections in all)",
             w.t0.elapsed().as_secs_f64(),
             duration.as_secs(),
             ok - ok_before,
-            errors - err_before
+            errors - err_before,
+            rejections - rej_before
         );
-        (ok_before, err_before) = (ok, errors);
+        (ok_before, err_before, rej_before) = (ok, errors, rejections);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The drill's report: a terminal summary with PASS/FAIL per check, and in the report
-//! directory `report.md`, `figures.json`, `timeline.svg` (throughput and errors per second,
-//! faults marked) and `history.json` (every operation, for a closer look at a failure).
+//! directory `report.md`, `figures.json`, `timeline.svg` (throughput, errors and business
+//! rejections per second, faults marked) and `history.json` (every operation, for a closer look at a failure).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -35,8 +35,8 @@ pub fn summary(h: &History, f: &Figures, checks: &[Check]) -> String {
     );
     let _ = writeln!(
         s,
-        "operations: {} ({} ok, {} refused, {} indeterminate), {:.0} ok/s, {} retries",
-        f.ops, f.ok, f.failed, f.indeterminate, f.ops_per_second, f.retries
+        "operations: {} ({} ok, {} rejected by business rules, {} failed, {} indeterminate), {:.0} ok/s, {} retries",
+        f.ops, f.ok, f.rejected, f.failed, f.indeterminate, f.ops_per_second, f.retries
     );
     let _ = writeln!(
         s,
@@ -49,6 +49,10 @@ pub fn summary(h: &History, f: &Figures, checks: &[Check]) -> String {
     if !f.errors_by_kind.is_empty() {
         let errors: Vec<String> = f.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(s, "errors: {}", errors.join(", "));
+    }
+    if !f.rejections_by_kind.is_empty() {
+        let rejections: Vec<String> = f.rejections_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(s, "business rejections (not failures): {}", rejections.join(", "));
     }
     for c in checks {
         let _ = writeln!(s, "  {} {:<28} ({} checked) {}", verdict(c), c.name, c.checked, c.description);
@@ -83,7 +87,11 @@ fn markdown(h: &History, f: &Figures, checks: &[Check], command: &str) -> String
     let _ = writeln!(s, "| figure | value |\n|---|---:|");
     let _ = writeln!(s, "| workload | {:.1} s |", f.duration_s);
     let _ = writeln!(s, "| operations | {} |", f.ops);
-    let _ = writeln!(s, "| acknowledged / refused / indeterminate | {} / {} / {} |", f.ok, f.failed, f.indeterminate);
+    let _ = writeln!(
+        s,
+        "| acknowledged / rejected by business rules / failed / indeterminate | {} / {} / {} / {} |",
+        f.ok, f.rejected, f.failed, f.indeterminate
+    );
     let _ = writeln!(s, "| acknowledged operations per second | {:.0} |", f.ops_per_second);
     let _ = writeln!(s, "| retries | {} |", f.retries);
     let _ = writeln!(s, "| leader failover median (fault → first write) | {} |", ms(f.leader_failover_median_ms));
@@ -97,13 +105,20 @@ fn markdown(h: &History, f: &Figures, checks: &[Check], command: &str) -> String
     );
     let _ = writeln!(
         s,
-        "\n### Operations by kind\n\n| kind | ok | refused | indeterminate | retries |\n|---|---:|---:|---:|---:|"
+        "\n### Operations by kind\n\n| kind | ok | rejected | failed | indeterminate | retries |\n|---|---:|---:|---:|---:|---:|"
     );
     for (k, c) in &f.by_kind {
-        let _ = writeln!(s, "| {k} | {} | {} | {} | {} |", c.ok, c.failed, c.indeterminate, c.retries);
+        let _ = writeln!(s, "| {k} | {} | {} | {} | {} | {} |", c.ok, c.rejected, c.failed, c.indeterminate, c.retries);
     }
     let _ = writeln!(s, "\n### Failed attempts by error\n\n| error | attempts |\n|---|---:|");
     for (k, n) in &f.errors_by_kind {
+        let _ = writeln!(s, "| {k} | {n} |");
+    }
+    let _ = writeln!(
+        s,
+        "\n### Business rejections (the cluster answered; a rule said no)\n\n| rejection | attempts |\n|---|---:|"
+    );
+    for (k, n) in &f.rejections_by_kind {
         let _ = writeln!(s, "| {k} | {n} |");
     }
     let _ = writeln!(
@@ -126,14 +141,14 @@ fn markdown(h: &History, f: &Figures, checks: &[Check], command: &str) -> String
     s
 }
 
-/// Throughput (acknowledged operations) and errors per second as bars, faults as shaded
-/// spans with their names.
+/// Throughput (acknowledged operations), errors and business rejections per second as
+/// bars, faults as shaded spans with their names.
 pub fn timeline_svg(h: &History, f: &Figures) -> String {
     let (w, ht, left, bottom, top) = (900.0, 320.0, 50.0, 40.0, 30.0);
     let plot_w = w - left - 20.0;
     let plot_h = ht - bottom - top;
     let n = f.per_second.len().max(1) as f64;
-    let peak = f.per_second.iter().map(|s| s.ok.max(s.errors)).max().unwrap_or(1).max(1) as f64;
+    let peak = f.per_second.iter().map(|s| s.ok.max(s.errors).max(s.rejected)).max().unwrap_or(1).max(1) as f64;
     let x = |sec: f64| left + sec / n * plot_w;
     let y = |v: f64| top + plot_h - v / peak * plot_h;
     let mut s = String::new();
@@ -141,7 +156,7 @@ pub fn timeline_svg(h: &History, f: &Figures) -> String {
         s,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ht}" viewBox="0 0 {w} {ht}" font-family="sans-serif" font-size="11">
 <rect width="{w}" height="{ht}" fill="#fff"/>
-<text x="{left}" y="18" font-size="13">drill {} — acknowledged ops/s (blue), failed attempts/s (red), faults (shaded)</text>
+<text x="{left}" y="18" font-size="13">drill {} — acknowledged ops/s (blue), failed attempts/s (red), business rejections/s (grey), faults (shaded)</text>
 "##,
         h.scenario
     );
@@ -164,20 +179,31 @@ pub fn timeline_svg(h: &History, f: &Figures) -> String {
         let x0 = x(sec.second as f64);
         let _ = writeln!(
             s,
-            r##"<rect x="{x0:.1}" y="{:.1}" width="{bar:.1}" height="{:.1}" fill="#3b6fd8"><title>{} s: {} ok, {} errors</title></rect>"##,
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{bar:.1}" height="{:.1}" fill="#3b6fd8"><title>{} s: {} ok, {} errors, {} rejected</title></rect>"##,
             y(sec.ok as f64),
             top + plot_h - y(sec.ok as f64),
             sec.second,
             sec.ok,
-            sec.errors
+            sec.errors,
+            sec.rejected
         );
+        if sec.rejected > 0 {
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#9a9a9a"/>"##,
+                x0 + bar / 8.0,
+                y(sec.rejected as f64),
+                bar / 4.0,
+                top + plot_h - y(sec.rejected as f64)
+            );
+        }
         if sec.errors > 0 {
             let _ = writeln!(
                 s,
                 r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#d83b3b"/>"##,
-                x0 + bar / 4.0,
+                x0 + bar / 2.0,
                 y(sec.errors as f64),
-                bar / 2.0,
+                bar / 4.0,
                 top + plot_h - y(sec.errors as f64)
             );
         }

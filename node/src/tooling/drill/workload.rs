@@ -26,6 +26,10 @@ const OP_DEADLINE: Duration = Duration::from_secs(20);
 /// is exercised all along), one sized to sell out mid-drill, two that never run out.
 const BOOKS: usize = 4;
 const TINY_STOCK: i64 = 50;
+/// Share of purchases that still try a book the client saw sold out: the out-of-stock edge
+/// stays exercised, while the rest of the purchases go to books with stock, so the whole
+/// drill exercises purchases that succeed (and business rejections stay a small share).
+const PROBE_SOLD_OUT: f64 = 0.05;
 /// Distinct buyer accounts (shared by the clients; registering hashes a password).
 const MAX_BUYERS: usize = 4;
 /// Readings per ingestion request.
@@ -38,7 +42,10 @@ const PASSWORD: &str = "drill-password";
 #[derive(Debug, Default)]
 pub struct Progress {
     pub ok: AtomicU64,
+    /// Failed attempts (timeouts, 5xx, lost connections…).
     pub errors: AtomicU64,
+    /// Attempts a business rule refused (`out_of_stock`…): the cluster worked.
+    pub rejections: AtomicU64,
 }
 
 /// What the clients need from the seeded data.
@@ -225,7 +232,9 @@ async fn attempts(w: &Workload, first_node: usize, build: &Build<'_>) -> (Vec<At
         let failed = !result.as_ref().is_ok_and(|a| (200..300).contains(&a.status));
         let error = failed.then(|| error_kind(&result));
         if failed {
-            w.progress.errors.fetch_add(1, Ordering::Relaxed);
+            let counter =
+                if super::figures::is_rejection(status) { &w.progress.rejections } else { &w.progress.errors };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         tries.push(Attempt { node, start: w.ms(start), end: w.ms(end), status, error });
         if !failed || !retryable(&result) || Instant::now() >= deadline {
@@ -263,6 +272,8 @@ pub async fn client(w: Arc<Workload>, c: usize, seed: u64, interval: Duration, s
     let mut last_index: u64 = 0;
     let mut next = Instant::now() + interval.mul_f64(rng.random::<f64>());
     let (mut purchases, mut batches) = (0u64, 0i64);
+    // Books this client saw sold out (`out_of_stock`), by seed position.
+    let mut sold_out = vec![false; w.seed.books.len()];
     // Like a client library: stay on a node while it answers, move to the next on failure.
     let home = c % w.urls.len();
     let mut node = home;
@@ -278,7 +289,8 @@ pub async fn client(w: Arc<Workload>, c: usize, seed: u64, interval: Duration, s
         let roll: f64 = rng.random();
         let op = if roll < 0.40 {
             purchases += 1;
-            let book = &w.seed.books[rng.random_range(0..w.seed.books.len())];
+            let pick = pick_book(&mut rng, &sold_out);
+            let book = &w.seed.books[pick];
             let quantity = rng.random_range(1..=3);
             let key = format!("drill-{}-c{c}-p{purchases}", w.run);
             let body = json!({ "book_id": book.id, "quantity": quantity });
@@ -291,6 +303,9 @@ pub async fn client(w: Arc<Workload>, c: usize, seed: u64, interval: Duration, s
             };
             let (tries, answer, maybe) = attempts(&w, node, &build).await;
             let outcome = write_outcome(&answer, tries.last().and_then(|t| t.error.as_deref()), maybe);
+            if matches!(&outcome, Outcome::Failed(code) if code == "out_of_stock") {
+                sold_out[pick] = true;
+            }
             let order_id = answer.as_ref().filter(|_| outcome == Outcome::Ok).and_then(|a| a.body["id"].as_i64());
             if let Some(i) = answer.as_ref().and_then(|a| a.index) {
                 last_index = last_index.max(i);
@@ -302,7 +317,8 @@ pub async fn client(w: Arc<Workload>, c: usize, seed: u64, interval: Duration, s
                 outcome,
             }
         } else if roll < 0.75 {
-            let book = &w.seed.books[rng.random_range(0..w.seed.books.len())];
+            let pick = rng.random_range(0..w.seed.books.len());
+            let book = &w.seed.books[pick];
             let level = if rng.random_bool(0.5) { Level::Session } else { Level::Linearizable };
             let index = last_index.to_string();
             let build = |u: &str| {
@@ -313,6 +329,10 @@ pub async fn client(w: Arc<Workload>, c: usize, seed: u64, interval: Duration, s
             };
             let (tries, answer, _) = attempts(&w, node, &build).await;
             let stock = answer.as_ref().filter(|a| a.status == 200).and_then(|a| a.body["stock"].as_i64());
+            // Stock comes back when unpaid reservations expire.
+            if stock.is_some_and(|s| s > 0) {
+                sold_out[pick] = false;
+            }
             let outcome = match stock {
                 Some(_) => Outcome::Ok,
                 None => {
@@ -347,5 +367,34 @@ pub async fn client(w: Arc<Workload>, c: usize, seed: u64, interval: Duration, s
         };
         node = op.node().unwrap_or(node);
         w.record(op);
+    }
+}
+
+/// The seed position of the book to buy: one with stock as far as this client knows,
+/// except a [`PROBE_SOLD_OUT`] share of purchases that try a book seen sold out.
+fn pick_book(rng: &mut StdRng, sold_out: &[bool]) -> usize {
+    let (gone, left): (Vec<usize>, Vec<usize>) = (0..sold_out.len()).partition(|&i| sold_out[i]);
+    let from = if left.is_empty() || (!gone.is_empty() && rng.random_bool(PROBE_SOLD_OUT)) { &gone } else { &left };
+    from[rng.random_range(0..from.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purchases_go_to_books_with_stock_but_still_probe_sold_out_ones() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let sold_out = [true, false, true, false];
+        let mut picks = [0u32; 4];
+        for _ in 0..10_000 {
+            picks[pick_book(&mut rng, &sold_out)] += 1;
+        }
+        let probes = picks[0] + picks[2];
+        assert!((300..=700).contains(&probes), "about 5% of 10,000 try a sold-out book: {picks:?}");
+        assert!(picks.iter().all(|&n| n > 0), "every book is tried: {picks:?}");
+        let mut rng = StdRng::seed_from_u64(7);
+        assert!((0..100).all(|_| pick_book(&mut rng, &[false, false]) < 2));
+        assert!((0..100).all(|_| pick_book(&mut rng, &[true, true]) < 2), "all sold out: still a book");
     }
 }
