@@ -214,7 +214,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     tokio::spawn(track_readiness(replica.clone(), caught_up));
     tokio::spawn(panal_actors::catalog::drive_time(replica.clone()));
     if let Some((config, password)) = fresh_init {
-        print_init_banner(&config, &password, &node);
+        print_init_banner(&config, &password, &node, &data_dir);
     }
     tracing::info!(node_id = identity.node_id, name = %name, api = %node.api_addr, peer = %node.peer_addr, "node is serving");
 
@@ -464,18 +464,28 @@ fn admin_password_from_env() -> Result<Option<String>> {
     }
 }
 
-fn print_init_banner(config: &ClusterConfig, password: &str, node: &NodeInfo) {
+/// Secrets (a random admin password, the join tokens) are shown on a terminal once and
+/// never written into a log file: without a terminal the password goes to a 0600 file in
+/// the data directory and the tokens stay behind `panal token show`.
+fn print_init_banner(config: &ClusterConfig, password: &str, node: &NodeInfo, data_dir: &std::path::Path) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
     let from_env =
         std::env::var_os("PANAL_ADMIN_PASSWORD").is_some() || std::env::var_os("PANAL_ADMIN_PASSWORD_FILE").is_some();
     println!("Cluster {} initialised; this node ({}) is its first manager.", config.cluster_id, node.name);
     if from_env {
         println!("Admin user: admin (password from PANAL_ADMIN_PASSWORD or PANAL_ADMIN_PASSWORD_FILE)");
-    } else {
+    } else if terminal {
         println!("Admin user: admin   password: {password}   (shown once)");
+    } else {
+        // The umask set by `protect_data_dir` makes it 0600.
+        let file = data_dir.join("initial-admin-password");
+        match std::fs::write(&file, format!("{password}\n")) {
+            Ok(()) => println!("Admin user: admin   password: in {} (read it, then delete it)", file.display()),
+            Err(e) => tracing::error!(error = %e, file = %file.display(), "cannot write the initial admin password"),
+        }
     }
-    use std::io::IsTerminal;
-    // Join tokens are secrets: shown on a terminal once, never written into a log file.
-    if std::io::stdout().is_terminal() {
+    if terminal {
         println!(
             "Join a manager: panal start --join {} --token-file FILE   (token: {})",
             node.peer_addr,
