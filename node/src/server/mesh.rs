@@ -205,7 +205,7 @@ async fn guard(
 }
 
 struct GuardedStream {
-    read: HandshakeGuard,
+    read: HandshakeGuard<tokio::net::tcp::OwnedReadHalf>,
     write: tokio::net::tcp::OwnedWriteHalf,
     label: String,
 }
@@ -229,8 +229,8 @@ const HANDSHAKE_FRAMES: u32 = 3;
 /// after the handshake's frames nothing more is read until the node server reports the
 /// session authenticated; the whole must happen within the handshake timeout. Then it
 /// steps aside (and frees its slot among the authenticating connections).
-struct HandshakeGuard {
-    inner: tokio::net::tcp::OwnedReadHalf,
+struct HandshakeGuard<R> {
+    inner: R,
     max_frame: u64,
     frames: u32,
     header: [u8; 8],
@@ -242,9 +242,9 @@ struct HandshakeGuard {
     label: String,
 }
 
-impl HandshakeGuard {
+impl<R> HandshakeGuard<R> {
     fn new(
-        inner: tokio::net::tcp::OwnedReadHalf,
+        inner: R,
         limits: MeshLimits,
         mut authenticated: watch::Receiver<bool>,
         permit: OwnedSemaphorePermit,
@@ -271,7 +271,7 @@ impl HandshakeGuard {
     }
 }
 
-impl AsyncRead for HandshakeGuard {
+impl<R: AsyncRead + Unpin> AsyncRead for HandshakeGuard<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         if let Some(authenticated) = this.authenticated.as_mut() {
@@ -437,5 +437,97 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
                 misses.remove(&node);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn limits(timeout_ms: u64) -> MeshLimits {
+        MeshLimits {
+            max_unauthenticated: 1,
+            max_handshake_frame: 64,
+            handshake_timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn frame(len: u64) -> Vec<u8> {
+        let mut f = len.to_be_bytes().to_vec();
+        f.extend(std::iter::repeat_n(7u8, usize::try_from(len).unwrap()));
+        f
+    }
+
+    fn guard(
+        timeout_ms: u64,
+    ) -> (HandshakeGuard<tokio::io::DuplexStream>, tokio::io::DuplexStream, watch::Sender<bool>, Arc<Semaphore>) {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        (HandshakeGuard::new(ours, limits(timeout_ms), rx, permit, "test".into()), theirs, tx, slots)
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_before_authentication_is_refused_unread() {
+        let (mut g, mut peer, _tx, _) = guard(5_000);
+        peer.write_all(&(16u64 << 20).to_be_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        let err = loop {
+            match g.read(&mut buf).await {
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(got < 8, "not even the whole length prefix was passed on: {got} bytes");
+    }
+
+    #[tokio::test]
+    async fn after_the_handshake_frames_nothing_is_read_until_authenticated() {
+        let (mut g, mut peer, tx, slots) = guard(5_000);
+        let mut wire = Vec::new();
+        for len in [10, 20, 30] {
+            wire.extend(frame(len));
+        }
+        let handshake = wire.len();
+        wire.extend(frame(1000)); // larger than the handshake limit: fine once authenticated
+        peer.write_all(&wire).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while seen.len() < handshake {
+            let n = g.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen.len(), handshake, "stopped at the end of the handshake");
+        let early = tokio::time::timeout(Duration::from_millis(200), g.read(&mut buf)).await;
+        assert!(early.is_err(), "the next frame waits for authentication");
+        assert_eq!(slots.available_permits(), 0);
+        tx.send(true).unwrap();
+        while seen.len() < wire.len() {
+            let n = g.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen, wire);
+        assert_eq!(slots.available_permits(), 1, "an authenticated connection frees its slot");
+    }
+
+    #[tokio::test]
+    async fn a_handshake_that_does_not_finish_in_time_is_closed() {
+        let (mut g, mut peer, _tx, _) = guard(100);
+        peer.write_all(&frame(10)).await.unwrap();
+        let mut buf = [0u8; 64];
+        let started = Instant::now();
+        let err = loop {
+            match g.read(&mut buf).await {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
