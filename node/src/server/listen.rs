@@ -256,3 +256,39 @@ pub fn raise_open_file_limit() -> u64 {
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_the_cap_the_longest_idle_connection_is_closed_never_a_busy_one() {
+        let connections = Connections::default();
+        let (_, oldest) = connections.add();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (_, newer) = connections.add();
+        let busy_one = Busy::new(oldest.clone());
+        assert!(connections.evict_longest_idle());
+        // The oldest is busy: the other one is told to close.
+        tokio::time::timeout(Duration::from_secs(1), newer.close.notified()).await.unwrap();
+        drop(busy_one);
+        assert!(oldest.idle_for(Instant::now()).is_some());
+        let all_busy = Connections::default();
+        let (_, only) = all_busy.add();
+        let _busy = Busy::new(only);
+        assert!(!all_busy.evict_longest_idle(), "a busy connection is never evicted");
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_limit_are_closed() {
+        let connections = Connections::default();
+        let (_, idle) = connections.add();
+        let (_, busy) = connections.add();
+        let _busy = Busy::new(busy.clone());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        connections.close_idle(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(1), idle.close.notified()).await.unwrap();
+        let none = tokio::time::timeout(Duration::from_millis(100), busy.close.notified()).await;
+        assert!(none.is_err(), "a connection serving a request is left alone");
+    }
+}
