@@ -103,6 +103,12 @@ pub enum Error {
     Sqlite(#[from] panal_raft::rusqlite::Error),
     #[error("password hashing: {0}")]
     Hashing(String),
+    /// A bounded resource (the password hashing queue) is full: 503 with `Retry-After`.
+    #[error("{0}")]
+    Overloaded(String),
+    /// Too many failed attempts for the account or client address: 429 with `Retry-After`.
+    #[error("too many failed attempts; try again in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u32 },
     #[error("{0}")]
     Internal(String),
 }
@@ -119,6 +125,8 @@ impl Error {
             Error::NotFound(_) => (404, "not_found".into(), None),
             Error::Forbidden(_) => (403, "forbidden".into(), None),
             Error::NotInitialized => (503, "not_initialized".into(), Some(1)),
+            Error::Overloaded(_) => (503, "overloaded".into(), Some(1)),
+            Error::TooManyAttempts { retry_after_secs } => (429, "too_many_attempts".into(), Some(*retry_after_secs)),
             Error::Replica(e) => replica_http(e),
             Error::Sqlite(_) | Error::Hashing(_) | Error::Internal(_) => (500, "internal".into(), None),
         }

@@ -24,6 +24,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, cli::Command::Up(_) | cli::Command::Backup(_)) {
+        // They write secrets (admin password, logs, backups): readable by this user only.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
     let result = runtime.block_on(async {
         match cli.command {
             cli::Command::Start(args) => start::run(*args).await,

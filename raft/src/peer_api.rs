@@ -51,8 +51,11 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 pub async fn require_peer_key(State(key): State<String>, headers: HeaderMap, req: Request, next: Next) -> Response {
     let presented = headers.get(PEER_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !constant_time_eq(presented, &key) {
-        let remote = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::warn!(path = %req.uri().path(), remote, present = !presented.is_empty(), "rejected peer request with a missing or wrong cluster key");
+        // The socket address is the fact; X-Forwarded-For is only what the client claims.
+        let remote =
+            req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.to_string());
+        let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::warn!(path = %req.uri().path(), remote = %remote.as_deref().unwrap_or("-"), forwarded_for = %forwarded_for, present = !presented.is_empty(), "rejected peer request with a missing or wrong cluster key");
         return (StatusCode::UNAUTHORIZED, "missing or wrong cluster key").into_response();
     }
     next.run(req).await

@@ -3,9 +3,13 @@
 //! any node, and cluster-wide revocation (logout).
 
 pub mod ops;
+pub mod password;
+pub mod throttle;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use panal_raft::rusqlite::{self, params, Connection, OptionalExtension};
@@ -14,8 +18,44 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Rejection, Reply, Response};
 
-/// Lifetime of an access token.
+/// Default lifetime of an access token (`--token-ttl`).
 pub const TOKEN_TTL_SECS: i64 = 3600;
+
+/// The node's auth limits, set once at start-up from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Lifetime of issued tokens; a token whose `exp - iat` exceeds it is refused, and a
+    /// retired signing key stops verifying this long after its retirement.
+    pub token_ttl_secs: i64,
+    pub hashing: password::HashPoolConfig,
+    pub login_throttle: throttle::ThrottleConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { token_ttl_secs: TOKEN_TTL_SECS, hashing: Default::default(), login_throttle: Default::default() }
+    }
+}
+
+static CONFIG: OnceLock<AuthConfig> = OnceLock::new();
+
+/// Sets the process's auth limits; only the first call counts (start-up, before serving).
+pub fn configure(config: AuthConfig) {
+    if CONFIG.set(config).is_err() {
+        tracing::warn!("auth limits were already set; keeping the first ones");
+    }
+    password::configure(config.hashing);
+}
+
+pub fn config() -> &'static AuthConfig {
+    CONFIG.get_or_init(AuthConfig::default)
+}
+
+/// The login throttle of this node (per account and per client address).
+pub fn login_throttle() -> &'static throttle::Throttle {
+    static THROTTLE: OnceLock<throttle::Throttle> = OnceLock::new();
+    THROTTLE.get_or_init(|| throttle::Throttle::new(config().login_throttle))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -222,46 +262,71 @@ pub fn validate_username(username: &str) -> Result<(), Rejection> {
     }
 }
 
-/// Hashes a password with argon2id and a random salt (PHC string).
+/// Hashes a password with argon2id and a random salt (PHC string) on the calling thread:
+/// for one-off hashes outside request serving (cluster creation). Requests use
+/// [`password::pool`], which bounds memory and concurrency.
 pub fn hash_password(password: &str) -> Result<String, Error> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| Error::Hashing(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| Error::Hashing(e.to_string()))
+    password::hash_now(password)
 }
 
-/// Checks a username and password against the local replica.
-pub fn authenticate(db: &Connection, username: &str, password: &str) -> Result<User, Error> {
-    let row: Option<(User, String)> = db
-        .query_row(
-            "SELECT id, username, email, role, created_ms, password_hash FROM users WHERE username = ?1",
-            [username],
-            |r| {
-                Ok((
-                    User {
-                        id: r.get(0)?,
-                        username: r.get(1)?,
-                        email: r.get(2)?,
-                        role: Role::parse(&r.get::<_, String>(3)?),
-                        created_ms: r.get(4)?,
-                    },
-                    r.get(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    // Hash even for unknown users, so timing does not reveal which usernames exist.
-    let (user, hash) = match row {
-        Some(found) => found,
-        None => {
-            let _ = hash_password(password);
-            return Err(Error::BadCredentials);
-        }
+/// A user and their stored password hash, by username.
+pub fn user_with_hash(db: &Connection, username: &str) -> rusqlite::Result<Option<(User, String)>> {
+    db.query_row(
+        "SELECT id, username, email, role, created_ms, password_hash FROM users WHERE username = ?1",
+        [username],
+        |r| {
+            Ok((
+                User {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    email: r.get(2)?,
+                    role: Role::parse(&r.get::<_, String>(3)?),
+                    created_ms: r.get(4)?,
+                },
+                r.get(5)?,
+            ))
+        },
+    )
+    .optional()
+}
+
+/// The throttle keys of a login attempt: the account, and the client's address if known.
+pub fn login_keys(username: &str, client: Option<IpAddr>) -> Vec<throttle::ThrottleKey> {
+    let mut keys = vec![throttle::ThrottleKey::Account(username.to_string())];
+    keys.extend(client.map(throttle::ThrottleKey::Client));
+    keys
+}
+
+/// Refuses an attempt while one of its keys is locked (before any password is checked).
+pub fn check_throttle(keys: &[throttle::ThrottleKey]) -> Result<(), Error> {
+    login_throttle()
+        .check(keys, Instant::now())
+        .map_err(|wait| Error::TooManyAttempts { retry_after_secs: throttle::retry_after_secs(wait) })
+}
+
+/// Checks `password` against the stored account (`None`: no such user, checked at the
+/// same cost so timing does not reveal which usernames exist) on the hashing pool, and
+/// counts the outcome in the login throttle.
+pub async fn verify_login(
+    keys: &[throttle::ThrottleKey],
+    password: String,
+    found: Option<(User, String)>,
+) -> Result<User, Error> {
+    let (user, hash) = match found {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
     };
-    let parsed = PasswordHash::new(&hash).map_err(|e| Error::Hashing(e.to_string()))?;
-    Argon2::default().verify_password(password.as_bytes(), &parsed).map_err(|_| Error::BadCredentials)?;
-    Ok(user)
+    let matches = password::pool().verify(password, hash).await?;
+    match user {
+        Some(user) if matches => {
+            login_throttle().success(&keys[..1]);
+            Ok(user)
+        }
+        _ => {
+            login_throttle().failure(keys, Instant::now());
+            Err(Error::BadCredentials)
+        }
+    }
 }
 
 fn newest_key(db: &Connection) -> rusqlite::Result<Option<(String, String)>> {
@@ -274,27 +339,29 @@ fn newest_key(db: &Connection) -> rusqlite::Result<Option<(String, String)>> {
 /// Signs an access token for `user` with the newest replicated key.
 pub fn issue_token(db: &Connection, user: &User, now_secs: i64) -> Result<(String, i64), Error> {
     let (kid, secret) = newest_key(db)?.ok_or(Error::NotInitialized)?;
+    let ttl = config().token_ttl_secs;
     let claims = Claims {
         sub: user.username.clone(),
         uid: user.id,
         role: user.role,
         jti: hex::encode(rand::random::<[u8; 16]>()),
         iat: now_secs,
-        exp: now_secs + TOKEN_TTL_SECS,
+        exp: now_secs + ttl,
     };
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(kid);
     let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes()))
         .map_err(|e| Error::InvalidToken(format!("signing failed: {e}")))?;
-    Ok((token, TOKEN_TTL_SECS))
+    Ok((token, ttl))
 }
 
-/// Verifies a bearer token locally: structure, algorithm (HS256 only), key id, signature,
-/// expiry. Every failure is `InvalidToken` with a message naming the problem.
+/// Verifies a bearer token locally: structure, algorithm (HS256 only), key id, key
+/// retirement, signature, expiry and lifetime. Every failure is `InvalidToken` with a
+/// message naming the problem.
 pub fn verify_token(db: &Connection, token: &str) -> Result<Identity, Error> {
     let kid = key_id(token)?;
-    let secret = jwt_secret(db, &kid)?.ok_or_else(unknown_key)?;
-    verify_with_key(token, &secret)
+    let key = signing_key(db, &kid)?.ok_or_else(unknown_key)?;
+    verify_with_key(token, &key, crate::time::wall_ms())
 }
 
 fn invalid(m: &str) -> Error {
@@ -327,18 +394,57 @@ pub fn key_id(token: &str) -> Result<String, Error> {
     header.kid.ok_or_else(|| invalid("token has no key id"))
 }
 
-/// The secret of signing key `kid`. Keys never change once created (rotation adds a new
-/// one), so callers may cache the answer.
-pub fn jwt_secret(db: &Connection, kid: &str) -> rusqlite::Result<Option<String>> {
-    db.query_row("SELECT secret FROM jwt_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional()
+/// Removes from a copy of the state what must not leave the cluster: the signing keys,
+/// the cluster identity and secrets (join secrets included) and the revocation list that
+/// only concerns tokens of those keys. A restore creates new ones; run `VACUUM` after,
+/// so the deleted rows do not linger in free pages.
+pub fn strip_secrets(db: &Connection) -> rusqlite::Result<()> {
+    crate::cluster::forget_identity(db)?;
+    db.execute_batch("DELETE FROM jwt_keys; DELETE FROM revoked_tokens;")
 }
 
-/// Checks signature and expiry with the given key secret.
-pub fn verify_with_key(token: &str, secret: &str) -> Result<Identity, Error> {
+/// A signing key as verification needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub secret: String,
+    /// When a newer key replaced it (ms): it stops verifying one token lifetime later,
+    /// when every token it signed has expired. `None` for the newest key.
+    pub retired_ms: Option<i64>,
+}
+
+/// Signing key `kid`. Secrets never change and a retired key stays retired, so callers
+/// may cache a retired key for good and the newest one briefly.
+pub fn signing_key(db: &Connection, kid: &str) -> rusqlite::Result<Option<SigningKey>> {
+    db.query_row(
+        "SELECT k.secret,
+                (SELECT min(n.created_ms) FROM jwt_keys n
+                  WHERE n.created_ms > k.created_ms OR (n.created_ms = k.created_ms AND n.rowid > k.rowid))
+           FROM jwt_keys k WHERE k.kid = ?1",
+        [kid],
+        |r| Ok(SigningKey { secret: r.get(0)?, retired_ms: r.get(1)? }),
+    )
+    .optional()
+}
+
+/// The secret of signing key `kid`, whether retired or not.
+pub fn jwt_secret(db: &Connection, kid: &str) -> rusqlite::Result<Option<String>> {
+    Ok(signing_key(db, kid)?.map(|k| k.secret))
+}
+
+/// Leeway for clock differences between the node that signed and the one verifying.
+const LEEWAY_SECS: i64 = 5;
+
+/// Checks key retirement, signature, expiry and lifetime (`exp - iat` at most the
+/// configured token lifetime) at wall time `now_ms`.
+pub fn verify_with_key(token: &str, key: &SigningKey, now_ms: i64) -> Result<Identity, Error> {
+    let ttl = config().token_ttl_secs;
+    if key.retired_ms.is_some_and(|retired| now_ms > retired + (ttl + LEEWAY_SECS) * 1000) {
+        return Err(invalid("token was signed with a retired key (every token it signed has expired)"));
+    }
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 5;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
+    validation.leeway = LEEWAY_SECS as u64;
+    validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key.secret.as_bytes()), &validation)
         .map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => invalid("token has expired"),
             ErrorKind::InvalidSignature => invalid("bad token signature"),
@@ -346,6 +452,12 @@ pub fn verify_with_key(token: &str, secret: &str) -> Result<Identity, Error> {
             _ => invalid(&format!("malformed token: {e}")),
         })?;
     let c = data.claims;
+    if c.exp.saturating_sub(c.iat) > ttl {
+        return Err(invalid(&format!("token lifetime exceeds the {ttl} s this cluster allows")));
+    }
+    if c.iat > now_ms / 1000 + LEEWAY_SECS {
+        return Err(invalid("token was issued in the future"));
+    }
     Ok(Identity { user_id: c.uid, username: c.sub, role: c.role, jti: c.jti, expires_at: c.exp })
 }
 
@@ -374,12 +486,20 @@ mod tests {
         }
     }
 
+    fn login(db: &Connection, username: &str, password: &str, client: &str) -> Result<User, Error> {
+        let keys = login_keys(username, Some(client.parse().unwrap()));
+        check_throttle(&keys)?;
+        let found = user_with_hash(db, username).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(verify_login(&keys, password.into(), found))
+    }
+
     #[test]
     fn login_and_verify_round_trip() {
         let (db, _) = db_with_admin();
-        assert!(matches!(authenticate(&db, "admin", "wrong"), Err(Error::BadCredentials)));
-        assert!(matches!(authenticate(&db, "nobody", "x"), Err(Error::BadCredentials)));
-        let user = authenticate(&db, "admin", "correct horse").unwrap();
+        assert!(matches!(login(&db, "admin", "wrong", "192.0.2.1"), Err(Error::BadCredentials)));
+        assert!(matches!(login(&db, "nobody", "x", "192.0.2.1"), Err(Error::BadCredentials)));
+        let user = login(&db, "admin", "correct horse", "192.0.2.1").unwrap();
         let (token, ttl) = issue_token(&db, &user, now()).unwrap();
         assert_eq!(ttl, TOKEN_TTL_SECS);
         let id = verify_token(&db, &token).unwrap();
@@ -418,10 +538,56 @@ mod tests {
     }
 
     #[test]
+    fn wrong_passwords_lock_the_account_and_the_right_one_waits_too() {
+        let (db, _) = db_with_admin();
+        let user = user_with_hash(&db, "admin").unwrap().unwrap().0;
+        // A username of its own: the throttle is process-wide and tests run in parallel.
+        let ctx = ApplyContext { index: 2, now_ms: 0 };
+        let hash = hash_password("the right one").unwrap();
+        create_user(&db, &ctx, "locked-out", &hash, None, Role::User).unwrap().unwrap();
+        let free = config().login_throttle.free_failures;
+        for n in 0..=free {
+            let client = format!("198.51.100.{n}");
+            assert!(matches!(login(&db, "locked-out", "wrong", &client), Err(Error::BadCredentials)));
+        }
+        let refused = login(&db, "locked-out", "the right one", "198.51.100.200").unwrap_err();
+        assert!(matches!(refused, Error::TooManyAttempts { retry_after_secs } if retry_after_secs >= 1), "{refused:?}");
+        assert_eq!(refused.http().0, 429);
+        assert_eq!(refused.http().2, Some(1));
+        // Other accounts from other addresses are unaffected.
+        assert_eq!(login(&db, "admin", "correct horse", "198.51.100.201").unwrap(), user);
+    }
+
+    #[test]
+    fn retired_keys_and_over_long_tokens_are_refused() {
+        let (db, user) = db_with_admin();
+        let ttl = config().token_ttl_secs;
+        let now_ms = now() * 1000;
+        // k1 was replaced two token lifetimes ago: every token it signed has expired.
+        let rotated = ApplyContext { index: 2, now_ms: now_ms - 2 * ttl * 1000 };
+        install_jwt_key(&db, &rotated, "k2", "secret-two").unwrap();
+        let signed_by = |kid: &str, secret: &str, iat: i64, exp: i64| {
+            let claims = Claims { sub: "admin".into(), uid: user.id, role: Role::Admin, jti: "j".into(), iat, exp };
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(kid.into());
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        };
+        // Even a token that claims to be fresh, signed with the retired key, is refused.
+        let forged = signed_by("k1", "secret-one", now(), now() + 60);
+        assert!(message(verify_token(&db, &forged).unwrap_err()).contains("retired"));
+        verify_token(&db, &signed_by("k2", "secret-two", now(), now() + 60)).unwrap();
+        let ten_years = signed_by("k2", "secret-two", now(), now() + 10 * 365 * 86_400);
+        assert!(message(verify_token(&db, &ten_years).unwrap_err()).contains("lifetime"));
+        let key = signing_key(&db, "k1").unwrap().unwrap();
+        assert_eq!(key.retired_ms, Some(rotated.now_ms));
+        assert_eq!(signing_key(&db, "k2").unwrap().unwrap().retired_ms, None);
+    }
+
+    #[test]
     fn rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
         let (db, user) = db_with_admin();
         let (old, _) = issue_token(&db, &user, now()).unwrap();
-        let ctx = ApplyContext { index: 2, now_ms: 10 };
+        let ctx = ApplyContext { index: 2, now_ms: now() * 1000 };
         apply(&db, &ctx, AuthCommand::RotateJwtKey { kid: "k2".into(), secret: "secret-two".into() }).unwrap().unwrap();
         let (new, _) = issue_token(&db, &user, now()).unwrap();
         assert_eq!(key_id(&new).unwrap(), "k2");

@@ -65,9 +65,7 @@ impl Operation for Register {
         super::validate_registration(&mut v, &username, &password, email.as_deref());
         v.finish()?;
         // Hashing is slow and salted at random: done here, once, never inside `apply`.
-        let password_hash = tokio::task::spawn_blocking(move || super::hash_password(&password))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let password_hash = super::password::pool().hash(password).await?;
         call.write(AuthCommand::CreateUser { username, password_hash, email, role: Role::User }).await
     }
 }
@@ -86,13 +84,13 @@ impl Operation for Login {
         if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > 1024 {
             return Err(Error::BadCredentials);
         }
+        // Throttled per account and client address, before any password is checked.
+        let keys = super::login_keys(&username, call.meta.client.map(|a| a.ip()));
+        super::check_throttle(&keys)?;
+        let found = call.read(move |db| Ok(super::user_with_hash(db, &username)?)).await?;
+        let user = super::verify_login(&keys, password, found).await?;
         let now = crate::time::wall_ms() / 1000;
-        let (access_token, expires_in) = call
-            .read(move |db| {
-                let user = super::authenticate(db, &username, &password)?;
-                super::issue_token(db, &user, now)
-            })
-            .await?;
+        let (access_token, expires_in) = call.read(move |db| super::issue_token(db, &user, now)).await?;
         Ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in })
     }
 }

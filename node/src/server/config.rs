@@ -29,14 +29,18 @@ pub struct StartArgs {
     #[arg(long, env = "PANAL_INIT", conflicts_with = "join")]
     pub init: bool,
     /// Join the cluster through any member's peer address HOST[:PORT] (first start only).
-    #[arg(long, env = "PANAL_JOIN", requires = "token")]
+    #[arg(long, env = "PANAL_JOIN")]
     pub join: Option<String>,
     /// How long `--join` keeps trying to reach the member it joins through, in seconds.
     #[arg(long, env = "PANAL_JOIN_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub join_timeout: u64,
-    /// Join token printed by `--init` or `panal token show`.
-    #[arg(long, env = "PANAL_TOKEN", hide_env_values = true)]
+    /// Join token printed by `--init` or `panal token show`. Visible to every local user
+    /// in `ps`: prefer --token-file or the PANAL_TOKEN variable.
+    #[arg(long, env = "PANAL_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// File holding the join token (first line), instead of --token on the command line.
+    #[arg(long, env = "PANAL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Orchestrated bootstrap (first start only): wait until this many nodes of --peers
     /// answer, then exactly one of them creates the cluster and the others join; nodes
     /// beyond this many managers join as workers. Needs --peers and --cluster-token-file.
@@ -86,4 +90,47 @@ pub struct StartArgs {
     /// `https://console.example.com`, or `*` for any. Off by default.
     #[arg(long = "cors-origin", env = "PANAL_CORS_ORIGIN", value_delimiter = ',', value_parser = super::api::cors::parse_origin)]
     pub cors_origins: Vec<String>,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Limits that keep a node's memory, connections and threads bounded whatever strangers send.
+#[derive(Debug, Args, Clone)]
+pub struct Limits {
+    /// Lifetime of issued access tokens in seconds. Tokens whose lifetime (exp - iat) is
+    /// longer are refused, and a rotated-out signing key stops verifying this long after
+    /// its rotation. Use the same value on every node.
+    #[arg(long, env = "PANAL_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(5..=30 * 86_400))]
+    pub token_ttl: i64,
+    /// Password hashing threads (each keeps one 19 MiB argon2 block while busy, released
+    /// after 3 s idle). Default: the number of cores, at most 4.
+    #[arg(long, env = "PANAL_HASH_THREADS")]
+    pub hash_threads: Option<usize>,
+    /// Password checks that may wait for a hashing thread; beyond it: 503 `overloaded`.
+    #[arg(long, env = "PANAL_HASH_QUEUE", default_value_t = 32)]
+    pub hash_queue: usize,
+    /// Failed logins (per account, per client address) allowed before the backoff starts.
+    #[arg(long, env = "PANAL_LOGIN_FREE_FAILURES", default_value_t = 5)]
+    pub login_free_failures: u32,
+    /// Longest login lockout in seconds (the backoff doubles from 1 s up to this).
+    #[arg(long, env = "PANAL_LOGIN_MAX_LOCKOUT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_max_lockout: u64,
+    /// Seconds a client may take to send a request's headers on the api and peer ports.
+    #[arg(long, env = "PANAL_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds a connection with no request in flight is kept open on the api and peer
+    /// ports (waiting for a request's headers is bounded by --header-timeout as well).
+    #[arg(long, env = "PANAL_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+    /// Open connections per port (api, peer); at the cap the longest-idle one is closed
+    /// to make room, so idle connections cannot lock clients out. Lowered to fit the
+    /// open-file limit.
+    #[arg(long, env = "PANAL_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub max_connections: u64,
+    /// Mesh connections that may be authenticating at once; more are closed at once.
+    #[arg(long, env = "PANAL_MESH_MAX_UNAUTHENTICATED", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub mesh_max_unauthenticated: u64,
+    /// Largest mesh frame accepted before the peer has authenticated, in bytes.
+    #[arg(long, env = "PANAL_MESH_MAX_HANDSHAKE_FRAME", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
+    pub mesh_max_handshake_frame: u64,
 }

@@ -5,14 +5,20 @@
 //! that node's actors from every process group) and reconnected later.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use panal_actors::Replica;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeServer, NodeServerMessage, RactorClusterMessage};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
@@ -140,34 +146,269 @@ struct ServerSpec {
     cookie: String,
     name: String,
     host: String,
+    /// The node server connections are handed to (none while isolated).
+    current: Arc<Mutex<Option<ActorRef<NodeServerMessage>>>>,
+    handshakes: Arc<Handshakes>,
 }
 
 impl ServerSpec {
     async fn spawn(&self) -> Result<ActorRef<NodeServerMessage>> {
-        let server =
-            NodeServer::new(self.listen.port(), self.cookie.clone(), self.name.clone(), self.host.clone(), None, None)
-                .with_listen_addr(self.listen.ip());
+        // Its own listener takes a random loopback port nobody is told about: the mesh
+        // port is served by `guard`, which hands it every connection.
+        let server = NodeServer::new(0, self.cookie.clone(), self.name.clone(), self.host.clone(), None, None)
+            .with_listen_addr(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| Error::Fatal(format!("cannot start the actor mesh on {}: {e}", self.listen)))?;
+        // Tell the node server the advertised port, not its private one.
+        let _ = server.cast(NodeServerMessage::PortChanged { port: self.listen.port() });
+        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "panal.mesh.guard".into(),
+            subscription: Box::new(AuthWatcher(self.handshakes.clone())),
+        });
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.clone());
         Ok(server)
+    }
+
+    fn stopped(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
-/// Starts the node server and the task that keeps the mesh connected.
-pub async fn start(listen: SocketAddr, cluster_secret: &str, replica: Replica) -> Result<()> {
+/// Limits on mesh connections before they authenticate.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshLimits {
+    /// Connections authenticating at once; more are closed at once.
+    pub max_unauthenticated: usize,
+    /// Largest frame accepted before authentication.
+    pub max_handshake_frame: u64,
+    /// Time a connection has to authenticate.
+    pub handshake_timeout: Duration,
+}
+
+/// Starts the node server behind the guarded mesh listener, and the task that keeps the
+/// mesh connected.
+pub async fn start(listener: TcpListener, limits: MeshLimits, cluster_secret: &str, replica: Replica) -> Result<()> {
+    let listen = listener.local_addr()?;
     let name = replica.node().name.clone();
     let host = replica.node().mesh_addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
-    let spec = ServerSpec { listen, cookie: cookie(cluster_secret), name: name.clone(), host };
+    let spec = ServerSpec {
+        listen,
+        cookie: cookie(cluster_secret),
+        name: name.clone(),
+        host,
+        current: Default::default(),
+        handshakes: Default::default(),
+    };
     let server = spec.spawn().await?;
     {
         let mut h = handle().lock().unwrap_or_else(|p| p.into_inner());
         h.started = Instant::now();
         h.server = Some(server.clone());
     }
+    tokio::spawn(guard(listener, limits, spec.current.clone(), spec.handshakes.clone()));
     Actor::spawn(None, Probe, name.clone()).await.map_err(|e| Error::Fatal(format!("mesh probe: {e}")))?;
     tokio::spawn(keep_connected(spec, server, replica, name));
     Ok(())
+}
+
+/// Connections still authenticating, by the label the node server knows them by; the
+/// sender flips to true when the node server reports the session authenticated.
+#[derive(Default)]
+struct Handshakes {
+    pending: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl Handshakes {
+    fn begin(&self, label: String) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(label, tx);
+        rx
+    }
+
+    fn end(&self, label: &str, authenticated: bool) {
+        if let Some(tx) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(label) {
+            let _ = tx.send(authenticated);
+        }
+    }
+}
+
+struct AuthWatcher(Arc<Handshakes>);
+
+impl ractor_cluster::NodeEventSubscription for AuthWatcher {
+    fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
+
+    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.0.end(&ses.peer_addr, false);
+    }
+
+    fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.0.end(&ses.peer_addr, true);
+    }
+}
+
+/// Accepts mesh connections: at most `max_unauthenticated` authenticating at once, each
+/// read through a [`HandshakeGuard`], handed to the current node server.
+async fn guard(
+    listener: TcpListener,
+    limits: MeshLimits,
+    current: Arc<Mutex<Option<ActorRef<NodeServerMessage>>>>,
+    handshakes: Arc<Handshakes>,
+) {
+    let authenticating = Arc::new(Semaphore::new(limits.max_unauthenticated));
+    let mut next_id: u64 = 0;
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a mesh connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(server) = current.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            continue; // isolated (chaos drill): no mesh sessions
+        };
+        let Ok(permit) = authenticating.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, max = limits.max_unauthenticated, "too many mesh connections authenticating; closing this one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let label = format!("{remote}#{next_id}");
+        let authenticated = handshakes.begin(label.clone());
+        let (read, write) = stream.into_split();
+        let guarded = HandshakeGuard::new(read, limits, authenticated, permit, label.clone());
+        let stream = GuardedStream { read: guarded, write, label: label.clone() };
+        if server
+            .cast(NodeServerMessage::ConnectionOpenedExternal { stream: Box::new(stream), is_server: true })
+            .is_err()
+        {
+            handshakes.end(&label, false);
+        }
+    }
+}
+
+struct GuardedStream {
+    read: HandshakeGuard<tokio::net::tcp::OwnedReadHalf>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    label: String,
+}
+
+impl ractor_cluster::ClusterBidiStream for GuardedStream {
+    fn split(self: Box<Self>) -> (ractor_cluster::BoxRead, ractor_cluster::BoxWrite) {
+        (Box::new(self.read), Box::new(self.write))
+    }
+
+    fn peer_label(&self) -> Option<String> {
+        Some(self.label.clone())
+    }
+}
+
+/// Client frames a peer sends before the server has authenticated it: its name, its
+/// status (only after an `alive` answer) and its challenge reply.
+const HANDSHAKE_FRAMES: u32 = 3;
+
+/// The read half of an incoming mesh connection until it authenticates: frames (u64
+/// length prefix, then payload) are counted and each must fit `max_handshake_frame`;
+/// after the handshake's frames nothing more is read until the node server reports the
+/// session authenticated; the whole must happen within the handshake timeout. Then it
+/// steps aside (and frees its slot among the authenticating connections).
+struct HandshakeGuard<R> {
+    inner: R,
+    max_frame: u64,
+    frames: u32,
+    header: [u8; 8],
+    header_len: usize,
+    payload_left: u64,
+    authenticated: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    permit: Option<OwnedSemaphorePermit>,
+    label: String,
+}
+
+impl<R> HandshakeGuard<R> {
+    fn new(
+        inner: R,
+        limits: MeshLimits,
+        mut authenticated: watch::Receiver<bool>,
+        permit: OwnedSemaphorePermit,
+        label: String,
+    ) -> Self {
+        let authenticated = Box::pin(async move { authenticated.wait_for(|a| *a).await.is_ok() });
+        Self {
+            inner,
+            max_frame: limits.max_handshake_frame,
+            frames: 0,
+            header: [0; 8],
+            header_len: 0,
+            payload_left: 0,
+            authenticated: Some(authenticated),
+            deadline: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
+            permit: Some(permit),
+            label,
+        }
+    }
+
+    fn refuse(&self, why: &str) -> std::io::Error {
+        tracing::warn!(peer = %self.label, "mesh connection closed before authentication: {why}");
+        std::io::Error::new(std::io::ErrorKind::PermissionDenied, why.to_string())
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HandshakeGuard<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(authenticated) = this.authenticated.as_mut() {
+            match authenticated.as_mut().poll(cx) {
+                Poll::Ready(true) => {
+                    this.authenticated = None;
+                    this.permit = None;
+                }
+                Poll::Ready(false) => return Poll::Ready(Err(this.refuse("the session ended"))),
+                Poll::Pending => {
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(this.refuse("handshake timed out")));
+                    }
+                    let between_frames = this.header_len == 0 && this.payload_left == 0;
+                    if between_frames && this.frames >= HANDSHAKE_FRAMES {
+                        // Whatever comes next needs an authenticated session.
+                        return Poll::Pending;
+                    }
+                    // Read no further than the end of the current header or payload (the
+                    // frames are small: a copy through a stack buffer costs nothing).
+                    let mut chunk = [0u8; 4096];
+                    let want = if this.payload_left > 0 {
+                        usize::try_from(this.payload_left).unwrap_or(usize::MAX)
+                    } else {
+                        8 - this.header_len
+                    };
+                    let want = want.min(chunk.len()).min(buf.remaining());
+                    let mut limited = ReadBuf::new(&mut chunk[..want]);
+                    std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+                    let got = limited.filled();
+                    if this.payload_left > 0 {
+                        this.payload_left -= got.len() as u64;
+                    } else {
+                        this.header[this.header_len..this.header_len + got.len()].copy_from_slice(got);
+                        this.header_len += got.len();
+                        if this.header_len == 8 {
+                            let length = u64::from_be_bytes(this.header);
+                            if length > this.max_frame {
+                                return Poll::Ready(Err(this.refuse("handshake frame too large")));
+                            }
+                            this.header_len = 0;
+                            this.payload_left = length;
+                            this.frames += 1;
+                        }
+                    }
+                    buf.put_slice(got);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
 }
 
 /// Closes every mesh session and the listener (a partition drill): the server first, so it
@@ -197,11 +438,13 @@ async fn follow_isolation(
     let next = match server {
         Some(server) if removed => {
             tracing::warn!("removed from the cluster: closing every mesh session");
+            spec.stopped();
             shut_down(server).await;
             None
         }
         Some(server) if isolated => {
             tracing::warn!("isolated (chaos drill): closing every mesh session");
+            spec.stopped();
             shut_down(server).await;
             None
         }
@@ -327,6 +570,7 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
 mod tests {
     use super::*;
     use panal_raft::{MemberRole, NodeInfo};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn sessions_of_strangers_and_misplaced_nodes_are_refused() {
@@ -341,5 +585,90 @@ mod tests {
         assert_eq!(session_mismatch("n2", "10.0.0.2:7702", &members), None);
         assert!(session_mismatch("n9", "10.0.0.9:7702", &members).unwrap().contains("not a member"));
         assert!(session_mismatch("n2", "10.0.0.1:7702", &members).unwrap().contains("wrong node"));
+    }
+
+    fn limits(timeout_ms: u64) -> MeshLimits {
+        MeshLimits {
+            max_unauthenticated: 1,
+            max_handshake_frame: 64,
+            handshake_timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn frame(len: u64) -> Vec<u8> {
+        let mut f = len.to_be_bytes().to_vec();
+        f.extend(std::iter::repeat_n(7u8, usize::try_from(len).unwrap()));
+        f
+    }
+
+    fn guard(
+        timeout_ms: u64,
+    ) -> (HandshakeGuard<tokio::io::DuplexStream>, tokio::io::DuplexStream, watch::Sender<bool>, Arc<Semaphore>) {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        (HandshakeGuard::new(ours, limits(timeout_ms), rx, permit, "test".into()), theirs, tx, slots)
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_before_authentication_is_refused_unread() {
+        let (mut g, mut peer, _tx, _) = guard(5_000);
+        peer.write_all(&(16u64 << 20).to_be_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        let err = loop {
+            match g.read(&mut buf).await {
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(got < 8, "not even the whole length prefix was passed on: {got} bytes");
+    }
+
+    #[tokio::test]
+    async fn after_the_handshake_frames_nothing_is_read_until_authenticated() {
+        let (mut g, mut peer, tx, slots) = guard(5_000);
+        let mut wire = Vec::new();
+        for len in [10, 20, 30] {
+            wire.extend(frame(len));
+        }
+        let handshake = wire.len();
+        wire.extend(frame(1000)); // larger than the handshake limit: fine once authenticated
+        peer.write_all(&wire).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while seen.len() < handshake {
+            let n = g.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen.len(), handshake, "stopped at the end of the handshake");
+        let early = tokio::time::timeout(Duration::from_millis(200), g.read(&mut buf)).await;
+        assert!(early.is_err(), "the next frame waits for authentication");
+        assert_eq!(slots.available_permits(), 0);
+        tx.send(true).unwrap();
+        while seen.len() < wire.len() {
+            let n = g.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen, wire);
+        assert_eq!(slots.available_permits(), 1, "an authenticated connection frees its slot");
+    }
+
+    #[tokio::test]
+    async fn a_handshake_that_does_not_finish_in_time_is_closed() {
+        let (mut g, mut peer, _tx, _) = guard(100);
+        peer.write_all(&frame(10)).await.unwrap();
+        let mut buf = [0u8; 64];
+        let started = Instant::now();
+        let err = loop {
+            match g.read(&mut buf).await {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

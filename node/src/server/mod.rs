@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod gateway;
 pub mod identity;
+pub mod listen;
 pub mod mesh;
 pub mod peer;
 pub mod start;

@@ -7,11 +7,16 @@
 //!    waits until it has caught up, and promotes it for a manager token. Forwarded to the
 //!    leader by the replica.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use panal_actors::auth::throttle::{retry_after_secs, Throttle, ThrottleConfig, ThrottleKey};
 use panal_actors::cluster::{ClusterCommand, JoinRole, JoinToken};
 use panal_actors::{Command, Replica, Reply};
 use panal_raft::NodeInfo;
@@ -47,7 +52,9 @@ pub struct ActivateRequest {
 
 /// Peer-port routes: the replica's Raft RPC plus the join protocol.
 pub fn router(replica: Replica) -> Router {
-    let open = Router::new().route("/join", post(admit)).with_state(replica.clone());
+    let admission =
+        Admission { replica: replica.clone(), throttle: Arc::new(Throttle::new(ThrottleConfig::default())) };
+    let open = Router::new().route("/join", post(admit)).with_state(admission);
     let authenticated =
         replica.authenticated(Router::new().route("/join/activate", post(activate)).with_state(replica.clone()));
     let isolation = replica.peer_client().isolation().clone();
@@ -59,15 +66,37 @@ pub fn router(replica: Replica) -> Router {
         .layer(axum::middleware::from_fn_with_state(isolation, panal_raft::refuse_while_isolated))
 }
 
-async fn admit(State(replica): State<Replica>, body: axum::body::Bytes) -> Response {
+/// `/join`'s state: wrong join tokens are throttled per client address (per node, like
+/// logins), so a token cannot be guessed at network speed.
+#[derive(Clone)]
+struct Admission {
+    replica: Replica,
+    throttle: Arc<Throttle>,
+}
+
+async fn admit(
+    State(admission): State<Admission>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    let keys = [ThrottleKey::Client(remote.ip())];
+    if let Err(wait) = admission.throttle.check(&keys, Instant::now()) {
+        let secs = retry_after_secs(wait);
+        tracing::warn!(%remote, "join refused: too many failed attempts from this address");
+        let message = format!("too many failed join attempts from this address; try again in {secs} s");
+        return error_response(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", &message, Some(secs));
+    }
     let req: JoinRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "malformed_json", &e.to_string(), None),
     };
-    match admit_inner(&replica, req).await {
+    match admit_inner(&admission.replica, req).await {
         Ok(a) => Json(a).into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "join refused");
+            if matches!(e, Error::Unauthorized(_) | Error::BadRequest("invalid_join_token", _)) {
+                admission.throttle.failure(&keys, Instant::now());
+            }
+            tracing::warn!(%remote, error = %e, "join refused");
             e.into_response()
         }
     }

@@ -45,6 +45,7 @@ pub async fn restore(backup: PathBuf, args: StartArgs) -> Result<()> {
 async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     let data_dir = args.data_dir.clone();
     identity::check_writable(&data_dir)?;
+    protect_data_dir(&data_dir)?;
     let existing = identity::load(&data_dir)?;
     if let Some(id) = &existing {
         if let Some(reason) = identity::removal(&data_dir) {
@@ -73,10 +74,16 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
             )));
         }
     }
-    let token: Option<JoinToken> = match &args.token {
+    let token: Option<JoinToken> = match join_token_text(&args)? {
         Some(t) if args.join.is_some() => Some(t.parse().map_err(|e: String| Error::Fatal(format!("--token: {e}")))?),
         _ => None,
     };
+    if args.join.is_some() && token.is_none() {
+        return Err(Error::Fatal("--join needs the join token: --token-file FILE, PANAL_TOKEN or --token".into()));
+    }
+    configure_auth(&args);
+    let open_files = crate::server::listen::raise_open_file_limit();
+    let http_limits = crate::server::listen::HttpLimits::from_flags(&args.limits, open_files);
     let bootstrap = match (args.bootstrap_expect, &args.cluster_token_file) {
         (Some(0), _) => return Err(Error::Fatal("--bootstrap-expect must be at least 1".into())),
         (Some(expect), Some(file)) => Some((expect, bootstrap::SharedSecrets::from_file(file)?)),
@@ -86,8 +93,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     // Listen before writing anything, so a port in use fails cleanly.
     let api_listener = bind(&args.api_addr, "api").await?;
     let peer_listener = bind(&args.peer_addr, "peer").await?;
-    // The mesh listener is opened by ractor_cluster later; check its port now.
-    let mesh_listen: SocketAddr = bind(&args.mesh_addr, "mesh").await?.local_addr()?;
+    let mesh_listener = bind(&args.mesh_addr, "mesh").await?;
     let name = args.name.clone().or_else(|| existing.as_ref().map(|i| i.name.clone())).unwrap_or_else(hostname);
     let node = NodeInfo {
         name: name.clone(),
@@ -102,8 +108,13 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     let replica_routes: Arc<OnceLock<axum::Router>> = Default::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let hello_routes = bootstrap.as_ref().map(|(_, s)| bootstrap::hello_router(hello.clone(), s.hello_key.clone()));
-    let peer_server =
-        tokio::spawn(serve(peer_listener, late_router(hello_routes, replica_routes.clone()), stop_rx.clone()));
+    let peer_server = tokio::spawn(crate::server::listen::serve(
+        peer_listener,
+        late_router(hello_routes, replica_routes.clone()),
+        http_limits,
+        stop_rx.clone(),
+        "peer",
+    ));
 
     let (identity, replica, fresh_init) = match existing {
         Some(identity) => {
@@ -176,7 +187,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     )
     .await
     .map_err(|e| Error::Fatal(format!("cannot start the metrics collector: {e}")))?;
-    crate::server::mesh::start(mesh_listen, &identity.cluster_secret, replica.clone()).await?;
+    crate::server::mesh::start(mesh_listener, mesh_limits(&args), &identity.cluster_secret, replica.clone()).await?;
 
     let caught_up = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -197,7 +208,8 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
             .map_err(|e| Error::Fatal(e.to_string()))?,
     };
     let shutdown = shutdown_signal();
-    let api_server = serve(api_listener, api::cors::wrap(api::router(state), &args.cors_origins), stop_rx.clone());
+    let api_router = api::cors::wrap(api::router(state), &args.cors_origins);
+    let api_server = crate::server::listen::serve(api_listener, api_router, http_limits, stop_rx.clone(), "api");
 
     if let Some(pending) = identity.pending_join.clone() {
         let replica = replica.clone();
@@ -216,7 +228,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     tokio::spawn(remember_removal(replica.clone(), data_dir.clone()));
     tokio::spawn(panal_actors::catalog::drive_time(replica.clone()));
     if let Some((config, password)) = fresh_init {
-        print_init_banner(&config, &password, &node);
+        print_init_banner(&config, &password, &node, &data_dir);
     }
     tracing::info!(node_id = identity.node_id, name = %name, api = %node.api_addr, peer = %node.peer_addr, "node is serving");
 
@@ -243,15 +255,65 @@ async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
     })
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let res = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = res {
-        tracing::error!(error = %e, "server stopped");
+/// The join token: --token-file, else PANAL_TOKEN or --token (visible in `ps`).
+fn join_token_text(args: &StartArgs) -> Result<Option<String>> {
+    match &args.token_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map(|text| Some(text.lines().next().unwrap_or_default().trim().to_string()))
+            .map_err(|e| Error::Fatal(format!("cannot read --token-file {}: {e}", file.display()))),
+        None => Ok(args.token.clone()),
     }
+}
+
+/// The auth limits of this process, from the flags.
+fn configure_auth(args: &StartArgs) {
+    let limits = &args.limits;
+    let mut hashing = panal_actors::auth::password::HashPoolConfig::default();
+    if let Some(threads) = limits.hash_threads {
+        hashing.threads = threads.max(1);
+    }
+    hashing.queue = limits.hash_queue.max(1);
+    let login_throttle = panal_actors::auth::throttle::ThrottleConfig {
+        free_failures: limits.login_free_failures,
+        max: Duration::from_secs(limits.login_max_lockout),
+        ..Default::default()
+    };
+    panal_actors::auth::configure(panal_actors::auth::AuthConfig {
+        token_ttl_secs: limits.token_ttl,
+        hashing,
+        login_throttle,
+    });
+}
+
+fn mesh_limits(args: &StartArgs) -> crate::server::mesh::MeshLimits {
+    crate::server::mesh::MeshLimits {
+        max_unauthenticated: usize::try_from(args.limits.mesh_max_unauthenticated).unwrap_or(usize::MAX),
+        max_handshake_frame: args.limits.mesh_max_handshake_frame,
+        handshake_timeout: Duration::from_secs(args.limits.header_timeout),
+    }
+}
+
+/// The data directory holds the signing keys, the cluster secret and password hashes:
+/// only this user may read it. New files get mode 0600 (the umask), and a directory from
+/// an older version is tightened: the directory and its subdirectories 0700, every file 0600.
+fn protect_data_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let fail = |e: std::io::Error| Error::Fatal(format!("cannot protect {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(fail)?;
+        if meta.is_dir() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+            for entry in std::fs::read_dir(&path).map_err(fail)? {
+                pending.push(entry.map_err(fail)?.path());
+            }
+        } else if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -414,7 +476,8 @@ async fn init(
     if let Some(backup) = seed {
         let restored = panal_raft::StateMachine::<PanalApp>::seed_from_backup(backup, &args.data_dir)
             .map_err(|e| Error::Fatal(format!("cannot restore: {e}")))?;
-        panal_actors::cluster::forget_identity(&restored)?;
+        // Backups carry no secrets; older ones might: drop them either way.
+        panal_actors::auth::strip_secrets(&restored)?;
         tracing::info!(backup = %backup.display(), "state restored from the backup");
     }
     let replica = open_replica(args, &identity, node).await?;
@@ -453,17 +516,41 @@ fn admin_password_from_env() -> Result<Option<String>> {
     }
 }
 
-fn print_init_banner(config: &ClusterConfig, password: &str, node: &NodeInfo) {
+/// Secrets (a random admin password, the join tokens) are shown on a terminal once and
+/// never written into a log file: without a terminal the password goes to a 0600 file in
+/// the data directory and the tokens stay behind `panal token show`.
+fn print_init_banner(config: &ClusterConfig, password: &str, node: &NodeInfo, data_dir: &std::path::Path) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
     let from_env =
         std::env::var_os("PANAL_ADMIN_PASSWORD").is_some() || std::env::var_os("PANAL_ADMIN_PASSWORD_FILE").is_some();
     println!("Cluster {} initialised; this node ({}) is its first manager.", config.cluster_id, node.name);
     if from_env {
         println!("Admin user: admin (password from PANAL_ADMIN_PASSWORD or PANAL_ADMIN_PASSWORD_FILE)");
-    } else {
+    } else if terminal {
         println!("Admin user: admin   password: {password}   (shown once)");
+    } else {
+        // The umask set by `protect_data_dir` makes it 0600.
+        let file = data_dir.join("initial-admin-password");
+        match std::fs::write(&file, format!("{password}\n")) {
+            Ok(()) => println!("Admin user: admin   password: in {} (read it, then delete it)", file.display()),
+            Err(e) => tracing::error!(error = %e, file = %file.display(), "cannot write the initial admin password"),
+        }
     }
-    println!("Join a manager: panal start --join {} --token {}", node.peer_addr, config.token(JoinRole::Manager));
-    println!("Join a worker:  panal start --join {} --token {}", node.peer_addr, config.token(JoinRole::Worker));
+    if terminal {
+        println!(
+            "Join a manager: panal start --join {} --token-file FILE   (token: {})",
+            node.peer_addr,
+            config.token(JoinRole::Manager)
+        );
+        println!(
+            "Join a worker:  panal start --join {} --token-file FILE   (token: {})",
+            node.peer_addr,
+            config.token(JoinRole::Worker)
+        );
+    } else {
+        println!("Join tokens: run `panal token show` (they are not written to logs)");
+    }
 }
 
 /// How often a join that keeps failing says so.

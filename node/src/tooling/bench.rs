@@ -12,6 +12,7 @@
 //! module's `/proc/panal_procs` and a full sample, with thousands of idle processes
 //! (`metrics.rs`; `scripts/kmod-test.sh --bench` runs it in a guest with the module loaded).
 
+mod login_flood;
 mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub enum BenchCommand {
     /// Cost of one metrics sample (/proc scan, kernel module, full sample) with 100 to
     /// 5,000 idle processes.
     Metrics(metrics::MetricsBench),
+    /// Node memory before, during and after a flood of wrong logins from concurrent clients.
+    LoginFlood(login_flood::LoginFloodBench),
 }
 
 #[derive(Debug, Args)]
@@ -59,7 +62,7 @@ pub struct AllBench {
     /// Python with fastapi and uvicorn installed, for the FastAPI baselines.
     #[arg(long)]
     pub baseline_python: Option<PathBuf>,
-    /// Benchmarks to skip, comma-separated (raft, http, services, metrics).
+    /// Benchmarks to skip, comma-separated (raft, http, services, metrics, login-flood).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Where to write the Markdown.
@@ -145,6 +148,10 @@ async fn run_one(cmd: BenchCommand) -> Result<()> {
             let json = args.json.clone();
             metrics::run(args).await?.emit(json.as_deref())
         }
+        BenchCommand::LoginFlood(args) => {
+            let json = args.json.clone();
+            login_flood::run(args).await?.emit(json.as_deref())
+        }
     }
 }
 
@@ -166,13 +173,13 @@ async fn all(args: AllBench) -> Result<()> {
         None => Vec::new(),
     };
     let mut reports = Vec::new();
-    for name in ["raft", "http", "services", "metrics"] {
+    for name in ["raft", "http", "services", "metrics", "login-flood"] {
         if args.skip.iter().any(|s| s == name) {
             continue;
         }
         eprintln!("== bench {name}");
         let mut extra = vec!["--seconds".to_string(), seconds.clone()];
-        if name == "metrics" {
+        if name == "metrics" || name == "login-flood" {
             extra.clear();
         } else if name != "raft" {
             extra.extend(python.iter().cloned());
@@ -182,6 +189,7 @@ async fn all(args: AllBench) -> Result<()> {
             BenchCommand::Http(a) => http(a).await?,
             BenchCommand::Services(a) => services(a).await?.0,
             BenchCommand::Metrics(a) => metrics::run(a).await?,
+            BenchCommand::LoginFlood(a) => login_flood::run(a).await?,
             BenchCommand::All(_) => unreachable!("not requested"),
         };
         println!("\n{}", report.markdown());

@@ -199,7 +199,9 @@ impl LocalCluster {
         let tokens = admin.join_tokens().await?;
         let via = self.nodes[0].peer_addr.clone();
         let i = self.add_slot()?;
-        self.spawn(i, &["start"], &["--join", &via, "--token", tokens.for_role(role)])?;
+        // The token through the environment, not argv: `ps` shows every user the command line.
+        let token = [("PANAL_TOKEN", tokens.for_role(role))];
+        self.spawn_with_env(i, &["start"], &["--join", &via], &token)?;
         self.wait_ready(i).await?;
         if role == "manager" {
             let name = self.nodes[i].name.clone();
@@ -240,11 +242,19 @@ impl LocalCluster {
 
     /// Starts node `i` as `panal CMD… <its addresses and data dir> <node_args> EXTRA…`.
     pub fn spawn(&mut self, i: usize, cmd: &[&str], extra: &[&str]) -> Result<()> {
+        self.spawn_with_env(i, cmd, extra, &[])
+    }
+
+    /// [`LocalCluster::spawn`] with extra environment variables (secrets stay out of argv).
+    pub fn spawn_with_env(&mut self, i: usize, cmd: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let node = &self.nodes[i];
+        // Node logs may name secrets of the node's own making: owner only.
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&node.log)
                 .map_err(|e| Error::Fatal(format!("cannot open {}: {e}", node.log.display())))
         };
@@ -259,6 +269,7 @@ impl LocalCluster {
         for (k, v) in &self.config.env {
             command.env(k, v);
         }
+        command.envs(env.iter().copied());
         let child = command.spawn().map_err(|e| Error::Fatal(format!("cannot start {}: {e}", node.name)))?;
         self.nodes[i].child = Some(child);
         Ok(())

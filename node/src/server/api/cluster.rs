@@ -244,6 +244,7 @@ pub async fn backup(State(s): State<AppState>, _: Admin) -> Result<Response> {
     let dir = tempfile::tempdir().map_err(|e| Error::Internal(format!("temporary directory: {e}")))?;
     let file = dir.path().join("backup.db");
     s.replica.state_machine().backup_to(file.clone()).await?;
+    strip_backup(file.clone()).await?;
     let bytes = tokio::fs::read(&file).await?;
     Ok((
         [
@@ -254,6 +255,20 @@ pub async fn backup(State(s): State<AppState>, _: Admin) -> Result<Response> {
         bytes,
     )
         .into_response())
+}
+
+/// Backups carry no signing keys or cluster secrets (restore makes new ones): a stolen
+/// backup cannot mint tokens or join the cluster.
+async fn strip_backup(file: std::path::PathBuf) -> Result<()> {
+    use panal_raft::rusqlite::Connection;
+    tokio::task::spawn_blocking(move || {
+        let db = Connection::open(&file)?;
+        panal_actors::auth::strip_secrets(&db)?;
+        db.execute_batch("VACUUM")
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(|e| Error::Internal(format!("cannot strip secrets from the backup: {e}")))
 }
 
 pub async fn snapshot(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {

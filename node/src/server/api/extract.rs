@@ -67,22 +67,31 @@ impl FromRequestParts<AppState> for Caller {
             .trim()
             .to_string();
         let kid = auth::key_id(&token)?;
+        // A retired key stays retired: cached for good. The newest key is looked up again
+        // after a second, so that a rotation starts its retirement clock here too.
         let cached = state.jwt_keys.read().unwrap_or_else(|p| p.into_inner()).get(&kid).cloned();
-        let secret = match cached {
-            Some(secret) => secret,
+        let fresh = |(key, at): &(auth::SigningKey, std::time::Instant)| {
+            key.retired_ms.is_some() || at.elapsed() < std::time::Duration::from_secs(1)
+        };
+        let key = match cached.filter(fresh) {
+            Some((key, _)) => key,
             None => {
                 let lookup = kid.clone();
-                let secret = state
+                let key = state
                     .replica
                     .state_machine()
-                    .read(move |db| auth::jwt_secret(db, &lookup))
+                    .read(move |db| auth::signing_key(db, &lookup))
                     .await??
                     .ok_or_else(auth::unknown_key)?;
-                state.jwt_keys.write().unwrap_or_else(|p| p.into_inner()).insert(kid, secret.clone());
-                secret
+                state
+                    .jwt_keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(kid, (key.clone(), std::time::Instant::now()));
+                key
             }
         };
-        let identity = auth::verify_with_key(&token, &secret)?;
+        let identity = auth::verify_with_key(&token, &key, panal_actors::time::wall_ms())?;
         // A client that logged out on another node sends that write's index: wait for it,
         // so its revocation is seen here too.
         if let Some(index) = parts.headers.get("x-panal-index").and_then(|v| v.to_str().ok()?.trim().parse().ok()) {

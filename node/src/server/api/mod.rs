@@ -45,7 +45,8 @@ pub struct AppState {
     pub caught_up: Arc<AtomicBool>,
     /// JWT signing keys by key id, loaded from the replica on first use. Keys never
     /// change once created, so entries never go stale.
-    pub jwt_keys: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    pub jwt_keys:
+        Arc<std::sync::RwLock<std::collections::HashMap<String, (panal_actors::auth::SigningKey, std::time::Instant)>>>,
     pub gateway: Arc<crate::server::gateway::Gateway>,
     pub services: Arc<panal_actors::services::ServiceContext>,
     /// Whether the chaos hooks answer (`--chaos`).
