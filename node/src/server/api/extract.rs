@@ -47,7 +47,8 @@ fn json_rejection(rej: JsonRejection) -> Response {
     }
 }
 
-/// The caller's verified identity, from `Authorization: Bearer …`, checked locally
+/// The caller's verified identity, from `Authorization: Bearer …` (or the web console's
+/// session cookie, see `ui::session_token`), checked locally
 /// against the replicated signing keys.
 pub struct Caller(pub Identity);
 
@@ -55,10 +56,13 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| Error::InvalidToken("missing token: send Authorization: Bearer <token>".into()))?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            // A browser session (web console): the cookie, once its CSRF checks pass.
+            return match super::ui::session_token(parts)? {
+                Some(token) => verify(token, parts, state).await,
+                None => Err(Error::InvalidToken("missing token: send Authorization: Bearer <token>".into())),
+            };
+        };
         let value = header.to_str().map_err(|_| Error::InvalidToken("malformed Authorization header".into()))?;
         let token = value
             .strip_prefix("Bearer ")
@@ -66,6 +70,13 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| Error::InvalidToken("the Authorization header must be: Bearer <token>".into()))?
             .trim()
             .to_string();
+        verify(token, parts, state).await
+    }
+}
+
+/// Checks a token against the replicated signing keys and the revocation list.
+async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller, Error> {
+    {
         let kid = auth::key_id(&token)?;
         // A retired key stays retired: cached for good. The newest key is looked up again
         // after a second, so that a rotation starts its retirement clock here too.
@@ -110,7 +121,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Error> {
-        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) || super::ui::has_session(parts) {
             <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
         } else {
             Ok(None)

@@ -11,6 +11,7 @@ mod energy;
 mod extract;
 pub mod openapi;
 mod services;
+mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*spec).clone()) }),
         )
         .merge(services)
+        .merge(ui::routes())
         .route("/api/v1/admin/clock/advance", post(cluster::advance_clock))
         .route("/api/v1/cluster/status", get(cluster::status))
         .route("/api/v1/cluster/nodes", get(cluster::nodes))
