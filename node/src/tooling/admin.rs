@@ -50,6 +50,13 @@ impl AdminClient {
             .map_err(|e| Error::Fatal(format!("cannot reach {}: {e}", self.base)))?;
         check(resp).await
     }
+
+    /// Like `request`, with a JSON body.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.request(method, url).bearer_auth(&self.token).json(body).send().await;
+        check(resp.map_err(|e| Error::Fatal(format!("cannot reach {}: {e}", self.base)))?).await
+    }
 }
 
 /// `panal backup`: downloads the state and writes it next to FILE, then renames it, so a
@@ -114,6 +121,7 @@ pub async fn node(cmd: NodeCommand) -> Result<()> {
                 .await?;
             println!("node {id} is now a worker");
         }
+        NodeCommand::Update(args) => crate::tooling::service::node_update(args).await?,
         NodeCommand::Rm { id, admin } => {
             AdminClient::login(&admin).await?.request(Method::DELETE, &format!("/api/v1/cluster/nodes/{id}")).await?;
             println!("node {id} removed");

@@ -9,6 +9,7 @@
 //! - `drill`: failure rehearsals under a recorded workload.
 //! - `bench`: benchmarks writing docs/benchmarks.md.
 //! - `health`: the container health probe.
+//! - `service`: `service …` and `node update` (orchestration).
 
 pub mod admin;
 pub mod bench;
@@ -16,5 +17,6 @@ pub mod cli;
 pub mod demo;
 pub mod drill;
 pub mod health;
+pub mod service;
 pub mod top;
 pub mod up;

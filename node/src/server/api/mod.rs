@@ -10,6 +10,7 @@ mod energy;
 mod extract;
 pub mod openapi;
 mod services;
+mod services_admin;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,6 +86,10 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(cluster_view::nodes))
         .routes(routes!(cluster_view::history))
         .routes(routes!(cluster_view::stream))
+        .routes(routes!(services_admin::list_services))
+        .routes(routes!(services_admin::get_service, services_admin::update_service))
+        .routes(routes!(services_admin::service_tasks))
+        .routes(routes!(services_admin::update_node))
         .split_for_parts()
 }
 

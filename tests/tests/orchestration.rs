@@ -1,0 +1,192 @@
+//! Built-in orchestration on real processes: scaling, placement constraints, drain, and
+//! the CLI and 4xx answers that front them.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use panal_tests::{poll, run_panal, Call, Cluster};
+use serde_json::{json, Value};
+
+/// Nodes that served `n` pings of `service` sent to node 0.
+async fn serving(c: &Cluster, service: &str, n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        let (status, node) = c.ping(0, service).await;
+        if status == 200 {
+            seen.insert(node);
+        }
+    }
+    seen
+}
+
+async fn tasks(c: &Cluster, service: &str) -> Vec<Value> {
+    c.admin_get(0, &format!("/api/v1/services/{service}/tasks")).await.as_array().cloned().unwrap_or_default()
+}
+
+/// Node names of the tasks of `service` that run (`None` when some task is not running).
+async fn running_on(c: &Cluster, service: &str, names: &[(u64, String)]) -> Option<BTreeSet<String>> {
+    let tasks = tasks(c, service).await;
+    let mut out = BTreeSet::new();
+    for t in &tasks {
+        if t["current_state"] != "running" {
+            return None;
+        }
+        let id = t["node_id"].as_u64()?;
+        out.insert(names.iter().find(|(n, _)| *n == id)?.1.clone());
+    }
+    Some(out)
+}
+
+async fn patch(c: &Cluster, path: &str, body: Value) -> panal_tests::Reply {
+    c.send(0, Call::new("PATCH", path).token(&c.token().await).json(body)).await
+}
+
+fn cli(c: &Cluster, args: &[&str]) -> String {
+    let url = c.nodes[0].api();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--node", &url]);
+    let out = run_panal(&all, &[("PANAL_PASSWORD", &c.password)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "panal {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_constrain_and_drain_on_three_nodes() {
+    let c = Cluster::start(3, 0, &["--pool-size", "2"]).await;
+    c.wait_mesh(0).await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push((c.node_id(i).await, c.nodes[i].name.clone()));
+    }
+    let all: BTreeSet<String> = names.iter().map(|(_, n)| n.clone()).collect();
+
+    // Defaults: every service global, one running task per node.
+    poll("catalog global on every node", || async { running_on(&c, "catalog", &names).await == Some(all.clone()) })
+        .await;
+
+    // Scale 3 -> 1 -> 4: tasks and routing follow.
+    let r = patch(&c, "/api/v1/services/catalog", json!({"mode": "replicated", "replicas": 3})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    poll("3 catalog tasks on 3 nodes", || async { running_on(&c, "catalog", &names).await == Some(all.clone()) })
+        .await;
+    let started = Instant::now();
+    cli(&c, &["service", "scale", "catalog=1"]);
+    let one = panal_tests::poll_some("1 running catalog task", || async {
+        running_on(&c, "catalog", &names).await.filter(|s| s.len() == 1 && tasks(&c, "catalog").await.len() == 1)
+    })
+    .await;
+    poll("catalog routed to its one node only", || async { serving(&c, "catalog", 30).await == one }).await;
+    eprintln!("scale 3 -> 1: routing followed in {:?}", started.elapsed());
+    let started = Instant::now();
+    let r = patch(&c, "/api/v1/services/catalog", json!({"replicas": 4})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    poll("4 catalog tasks over 3 nodes", || async {
+        tasks(&c, "catalog").await.len() == 4 && running_on(&c, "catalog", &names).await == Some(all.clone())
+    })
+    .await;
+    poll("catalog routed to every node", || async { serving(&c, "catalog", 40).await == all }).await;
+    eprintln!("scale 1 -> 4: routing followed in {:?}", started.elapsed());
+    let ls = cli(&c, &["service", "ls"]);
+    assert!(ls.lines().any(|l| l.starts_with("catalog") && l.contains("replicated") && l.contains("4/4")), "{ls}");
+
+    // Bad input: clear 4xx, nothing changed.
+    for (body, status, needle) in [
+        (json!({"replicas": -1}), 400, "invalid"),
+        (json!({"replicas": 5000}), 400, "between 0 and 1000"),
+        (json!({"constraint_add": ["node.labels.cpu>=big"]}), 400, "unknown operator"),
+        (json!({"constraint_add": ["node.cpu==big"]}), 400, "unknown field"),
+        (json!({"replicas": 2, "colour": "red"}), 400, "colour"),
+    ] {
+        let r = patch(&c, "/api/v1/services/catalog", body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+        assert!(r.text.contains(needle), "{body}: {}", r.text);
+    }
+    let r = patch(&c, "/api/v1/services/metrics", json!({"mode": "replicated", "replicas": 1})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("stays global"), "{}", r.text);
+    assert_eq!(patch(&c, "/api/v1/services/nope", json!({})).await.status, 404);
+    assert_eq!(patch(&c, "/api/v1/cluster/nodes/99", json!({"availability": "drain"})).await.status, 404);
+    let r = patch(&c, &format!("/api/v1/cluster/nodes/{}", names[0].0), json!({"availability": "asleep"})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let catalog = c.admin_get(0, "/api/v1/services/catalog").await;
+    assert_eq!(catalog["spec"]["replicas"], 4, "a refused change changed nothing: {catalog}");
+    assert!(catalog["spec"]["constraints"].as_array().unwrap().is_empty());
+
+    // A constraint keeps prediction on labelled nodes, and pending when none is left.
+    let (id1, id2) = (names[1].0.to_string(), names[2].0.to_string());
+    cli(&c, &["node", "update", &id1, "--label-add", "cpu=big"]);
+    cli(&c, &["node", "update", &id2, "--label-add", "cpu=big"]);
+    cli(&c, &["service", "update", "prediction", "--mode", "replicated", "--replicas", "2", "--constraint-add", "node.labels.cpu==big"]);
+    let big: BTreeSet<String> = [names[1].1.clone(), names[2].1.clone()].into();
+    poll("prediction on the labelled nodes", || async { running_on(&c, "prediction", &names).await == Some(big.clone()) })
+        .await;
+    poll("prediction routed to the labelled nodes only", || async { serving(&c, "prediction", 30).await == big }).await;
+    cli(&c, &["node", "update", &id1, "--label-rm", "cpu"]);
+    cli(&c, &["node", "update", &id2, "--label-rm", "cpu"]);
+    poll("prediction pending with the reason", || async {
+        let t = tasks(&c, "prediction").await;
+        t.len() == 2
+            && t.iter().all(|t| {
+                t["current_state"] == "pending" && t["error"] == "no node satisfies node.labels.cpu==big"
+            })
+    })
+    .await;
+    poll("no prediction instance left", || async { c.ping(0, "prediction").await.0 == 503 }).await;
+    let ps = cli(&c, &["service", "ps", "prediction"]);
+    assert!(ps.contains("no node satisfies node.labels.cpu==big"), "{ps}");
+
+    // Drain node 2 under a stream of idempotent requests: none fails, and its instances
+    // leave routing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let http = c.http.clone();
+    let url = format!("{}/api/v1/catalog/ping", c.nodes[0].api());
+    let stream = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => failures.push(format!("{}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        })
+    };
+    let drained = names[2].1.clone();
+    let started = Instant::now();
+    cli(&c, &["node", "update", &id2, "--availability", "drain"]);
+    poll("catalog tasks off the drained node", || async {
+        running_on(&c, "catalog", &names).await.is_some_and(|s| !s.contains(&drained))
+            && tasks(&c, "catalog").await.len() == 4
+    })
+    .await;
+    poll("the drained node out of routing", || async {
+        let catalog = serving(&c, "catalog", 30).await;
+        let auth = serving(&c, "auth", 30).await;
+        !catalog.contains(&drained) && !auth.contains(&drained) && catalog.len() == 2
+    })
+    .await;
+    let drain_time = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let failures = stream.await.unwrap();
+    eprintln!(
+        "drain: {drain_time:?} until its instances left routing; {} requests, {} failed",
+        sent.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "requests failed during the drain: {failures:?}");
+    let nodes = c.admin_get(0, "/api/v1/services/auth/tasks").await;
+    assert!(
+        nodes.as_array().unwrap().iter().all(|t| t["node_id"].as_u64() != Some(names[2].0)),
+        "a drained node runs no global task: {nodes}"
+    );
+    // Drain keeps the node's replica and vote.
+    assert_eq!(c.role(names[2].0).await.as_deref(), Some("manager"));
+}
