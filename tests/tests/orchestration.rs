@@ -75,7 +75,8 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     let started = Instant::now();
     cli(&c, &["service", "scale", "catalog=1"]);
     let one = panal_tests::poll_some("1 running catalog task", || async {
-        running_on(&c, "catalog", &names).await.filter(|s| s.len() == 1 && tasks(&c, "catalog").await.len() == 1)
+        let one_task = tasks(&c, "catalog").await.len() == 1;
+        running_on(&c, "catalog", &names).await.filter(|s| one_task && s.len() == 1)
     })
     .await;
     poll("catalog routed to its one node only", || async { serving(&c, "catalog", 30).await == one }).await;
@@ -90,7 +91,11 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     poll("catalog routed to every node", || async { serving(&c, "catalog", 40).await == all }).await;
     eprintln!("scale 1 -> 4: routing followed in {:?}", started.elapsed());
     let ls = cli(&c, &["service", "ls"]);
-    assert!(ls.lines().any(|l| l.starts_with("catalog") && l.contains("replicated") && l.contains("4/4")), "{ls}");
+    assert!(
+        ls.lines().any(|l| l.starts_with("catalog") && l.contains("replicated") && l.contains("4/4")),
+        "{ls}\n{:#}",
+        json!(tasks(&c, "catalog").await)
+    );
 
     // Bad input: clear 4xx, nothing changed.
     for (body, status, needle) in [
