@@ -70,8 +70,7 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     // Scale 3 -> 1 -> 4: tasks and routing follow.
     let r = patch(&c, "/api/v1/services/catalog", json!({"mode": "replicated", "replicas": 3})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    poll("3 catalog tasks on 3 nodes", || async { running_on(&c, "catalog", &names).await == Some(all.clone()) })
-        .await;
+    poll("3 catalog tasks on 3 nodes", || async { running_on(&c, "catalog", &names).await == Some(all.clone()) }).await;
     let started = Instant::now();
     cli(&c, &["service", "scale", "catalog=1"]);
     let one = panal_tests::poll_some("1 running catalog task", || async {
@@ -124,19 +123,33 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     let (id1, id2) = (names[1].0.to_string(), names[2].0.to_string());
     cli(&c, &["node", "update", &id1, "--label-add", "cpu=big"]);
     cli(&c, &["node", "update", &id2, "--label-add", "cpu=big"]);
-    cli(&c, &["service", "update", "prediction", "--mode", "replicated", "--replicas", "2", "--constraint-add", "node.labels.cpu==big"]);
+    cli(
+        &c,
+        &[
+            "service",
+            "update",
+            "prediction",
+            "--mode",
+            "replicated",
+            "--replicas",
+            "2",
+            "--constraint-add",
+            "node.labels.cpu==big",
+        ],
+    );
     let big: BTreeSet<String> = [names[1].1.clone(), names[2].1.clone()].into();
-    poll("prediction on the labelled nodes", || async { running_on(&c, "prediction", &names).await == Some(big.clone()) })
-        .await;
+    poll("prediction on the labelled nodes", || async {
+        running_on(&c, "prediction", &names).await == Some(big.clone())
+    })
+    .await;
     poll("prediction routed to the labelled nodes only", || async { serving(&c, "prediction", 30).await == big }).await;
     cli(&c, &["node", "update", &id1, "--label-rm", "cpu"]);
     cli(&c, &["node", "update", &id2, "--label-rm", "cpu"]);
     poll("prediction pending with the reason", || async {
         let t = tasks(&c, "prediction").await;
         t.len() == 2
-            && t.iter().all(|t| {
-                t["current_state"] == "pending" && t["error"] == "no node satisfies node.labels.cpu==big"
-            })
+            && t.iter()
+                .all(|t| t["current_state"] == "pending" && t["error"] == "no node satisfies node.labels.cpu==big")
     })
     .await;
     poll("no prediction instance left", || async { c.ping(0, "prediction").await.0 == 503 }).await;

@@ -34,12 +34,26 @@ pub enum ObservedState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrchestrationCommand {
-    UpdateService { service: Service, patch: SpecPatch },
-    UpdateNode { node_id: u64, patch: NodePatch },
+    UpdateService {
+        service: Service,
+        patch: SpecPatch,
+    },
+    UpdateNode {
+        node_id: u64,
+        patch: NodePatch,
+    },
     /// The leader's scheduler output: the whole assignment.
-    SetAssignments { assignments: Vec<Assignment> },
+    SetAssignments {
+        assignments: Vec<Assignment>,
+    },
     /// A node's reconciler reports one service.
-    Observe { node_id: u64, service: Service, state: ObservedState, workers: u32, error: Option<String> },
+    Observe {
+        node_id: u64,
+        service: Service,
+        state: ObservedState,
+        workers: u32,
+        error: Option<String>,
+    },
 }
 
 /// One task as the API shows it: where it should run and what its node reports.
@@ -115,13 +129,19 @@ pub fn node_settings(db: &Connection) -> rusqlite::Result<BTreeMap<u64, NodeSett
 
 /// The recorded assignment; empty until the leader has scheduled once.
 pub fn assignments(db: &Connection) -> rusqlite::Result<Vec<Assignment>> {
-    let mut stmt = db.prepare_cached("SELECT service, slot, node_id, pending FROM orch_tasks ORDER BY service, slot")?;
+    let mut stmt =
+        db.prepare_cached("SELECT service, slot, node_id, pending FROM orch_tasks ORDER BY service, slot")?;
     let rows = stmt.query_map([], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, Option<String>>(3)?))
     })?;
     rows.map(|row| {
         let (service, slot, node_id, pending) = row?;
-        Ok(Assignment { service: service_of(&service)?, slot: slot as u64, node_id: node_id.map(|n| n as u64), pending })
+        Ok(Assignment {
+            service: service_of(&service)?,
+            slot: slot as u64,
+            node_id: node_id.map(|n| n as u64),
+            pending,
+        })
     })
     .collect()
 }

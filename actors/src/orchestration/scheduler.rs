@@ -68,11 +68,7 @@ fn pending_reason(spec: &ServiceSpec, nodes: &[NodeView]) -> String {
 }
 
 /// The next assignment of every service.
-pub fn schedule(
-    specs: &BTreeMap<Service, ServiceSpec>,
-    nodes: &[NodeView],
-    current: &[Assignment],
-) -> Vec<Assignment> {
+pub fn schedule(specs: &BTreeMap<Service, ServiceSpec>, nodes: &[NodeView], current: &[Assignment]) -> Vec<Assignment> {
     let mut nodes = nodes.to_vec();
     nodes.sort_by_key(|n| n.id);
     let mut out = Vec::new();
@@ -83,7 +79,8 @@ pub fn schedule(
         // A node keeps a task while it can run it: reachable, not drained, constraints hold.
         let keeps = |n: &NodeView| n.reachable && n.settings.availability != Availability::Drain && satisfies(&spec, n);
         // A node takes a new task only when active.
-        let takes = |n: &NodeView| n.reachable && n.settings.availability == Availability::Active && satisfies(&spec, n);
+        let takes =
+            |n: &NodeView| n.reachable && n.settings.availability == Availability::Active && satisfies(&spec, n);
         if service == Service::Metrics {
             // Each node's metrics instance reports that node's own statistics (and is how
             // the mesh sees the node): it runs on every member, drained or unreachable too.
@@ -244,7 +241,10 @@ mod tests {
         let spec = ServiceSpec { max_per_node: Some(1), ..replicated(3) };
         let out = schedule(&BTreeMap::from([(Service::Energy, spec)]), &nodes, &[]);
         assert_eq!(nodes_of(&out, Service::Energy), vec![Some(1), Some(2), None]);
-        assert_eq!(out.iter().find(|a| a.node_id.is_none()).unwrap().pending.as_deref(), Some("max_per_node 1 reached on every eligible node"));
+        assert_eq!(
+            out.iter().find(|a| a.node_id.is_none()).unwrap().pending.as_deref(),
+            Some("max_per_node 1 reached on every eligible node")
+        );
     }
 
     #[test]

@@ -79,9 +79,7 @@ pub fn check_label(what: &str, s: &str) -> Result<(), String> {
     if valid_label_part(s) {
         Ok(())
     } else {
-        Err(format!(
-            "{what} {s:?} must be 1 to {MAX_LABEL_LEN} characters of letters, digits, '-', '_', '.', '/'"
-        ))
+        Err(format!("{what} {s:?} must be 1 to {MAX_LABEL_LEN} characters of letters, digits, '-', '_', '.', '/'"))
     }
 }
 

@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use panal_actors::orchestration::{
-    self, Assignment, NodeView, ObservedState, OrchestrationCommand, ServiceSpec,
-};
+use panal_actors::orchestration::{self, Assignment, NodeView, ObservedState, OrchestrationCommand, ServiceSpec};
 use panal_actors::services::{NodeSupervisorMsg, Service, ServiceContext, ServiceHealth};
 use panal_actors::{Command, Replica};
 use panal_raft::Consistency;
@@ -117,7 +115,12 @@ async fn schedule_loop(o: Arc<Orchestrator>) {
 }
 
 /// Workers `service` should run here under the assignment.
-fn wanted_workers(o: &Orchestrator, me: u64, specs: &BTreeMap<Service, ServiceSpec>, tasks: &[Assignment]) -> BTreeMap<Service, usize> {
+fn wanted_workers(
+    o: &Orchestrator,
+    me: u64,
+    specs: &BTreeMap<Service, ServiceSpec>,
+    tasks: &[Assignment],
+) -> BTreeMap<Service, usize> {
     let on_me = orchestration::tasks_on(tasks, me);
     Service::ALL
         .into_iter()
@@ -152,6 +155,9 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
             // task): keep running everything, as before orchestration.
             continue;
         }
+        // Services stopped in this tick: reported as shut down at once, before a later
+        // assignment can start them again (a stale `running` would hide the restart).
+        let mut stopped = Vec::new();
         for (service, wanted) in wanted_workers(&o, me, &specs, &tasks) {
             let have = running.get(&service).copied().unwrap_or(0);
             if wanted == have {
@@ -170,20 +176,27 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
             tracing::info!(service = service.name(), from = have, to = wanted, "reconciling workers");
             if o.supervisor.send_message(NodeSupervisorMsg::SetWorkers(service, wanted)).is_ok() {
                 running.insert(service, wanted);
+                if wanted == 0 {
+                    stopped.push(service);
+                }
             }
         }
         let health = o.services.health();
         for service in Service::ALL {
             let observed = match health.get(&service) {
+                _ if stopped.contains(&service) => (ObservedState::Shutdown, 0, None),
                 Some(ServiceHealth::Failed { reason, .. }) => (ObservedState::Failed, 0, Some(reason.clone())),
-                Some(ServiceHealth::Running { workers }) if *workers > 0 => (ObservedState::Running, *workers as u32, None),
+                Some(ServiceHealth::Running { workers }) if *workers > 0 => {
+                    (ObservedState::Running, *workers as u32, None)
+                }
                 _ => (ObservedState::Shutdown, 0, None),
             };
             if reported.get(&service) == Some(&observed) {
                 continue;
             }
             let (state, workers, error) = observed.clone();
-            let command = Command::Orchestration(OrchestrationCommand::Observe { node_id: me, service, state, workers, error });
+            let command =
+                Command::Orchestration(OrchestrationCommand::Observe { node_id: me, service, state, workers, error });
             if o.replica.write(&command, None, WRITE_TIMEOUT).await.is_ok() {
                 reported.insert(service, observed);
             }

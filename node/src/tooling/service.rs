@@ -179,8 +179,7 @@ pub fn service_table(rows: &Value) -> String {
     for r in rows.as_array().into_iter().flatten() {
         let spec = &r["spec"];
         let desired = if spec["mode"] == "global" { r["assigned"].clone() } else { spec["replicas"].clone() };
-        let constraints: Vec<String> =
-            spec["constraints"].as_array().into_iter().flatten().map(text).collect();
+        let constraints: Vec<String> = spec["constraints"].as_array().into_iter().flatten().map(text).collect();
         out.push_str(&format!(
             "{:<12} {:<11} {:<9} {:<8} {}\n",
             text(&r["name"]),
@@ -195,7 +194,8 @@ pub fn service_table(rows: &Value) -> String {
 
 /// `SLOT NODE DESIRED CURRENT SINCE ERROR`.
 pub fn task_table(rows: &Value) -> String {
-    let mut out = format!("{:<6} {:<6} {:<9} {:<9} {:<25} {}\n", "SLOT", "NODE", "DESIRED", "CURRENT", "SINCE", "ERROR");
+    let mut out =
+        format!("{:<6} {:<6} {:<9} {:<9} {:<25} {}\n", "SLOT", "NODE", "DESIRED", "CURRENT", "SINCE", "ERROR");
     for r in rows.as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{:<6} {:<6} {:<9} {:<9} {:<25} {}\n",
@@ -219,7 +219,10 @@ mod tests {
         let services = json!([{"name": "catalog", "spec": {"mode": "replicated", "replicas": 3, "constraints": ["node.labels.cpu==big"]},
             "assigned": 2, "running": 2, "pending": 1}]);
         let table = service_table(&services);
-        assert!(table.lines().nth(1).unwrap().contains("catalog      replicated  2/3       1        node.labels.cpu==big"), "{table}");
+        assert!(
+            table.lines().nth(1).unwrap().contains("catalog      replicated  2/3       1        node.labels.cpu==big"),
+            "{table}"
+        );
         let tasks = json!([{"slot": 0, "node_id": null, "desired_state": "pending", "current_state": "pending",
             "since": "2026-01-01T00:00:00Z", "error": "no node satisfies node.labels.cpu==big"}]);
         assert!(task_table(&tasks).contains("pending   pending   2026-01-01T00:00:00Z      no node satisfies"));

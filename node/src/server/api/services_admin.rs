@@ -175,10 +175,8 @@ pub async fn update_node(
         return Err(Error::NotFound(format!("node {id} is not a member of this cluster")));
     };
     let patch = NodePatch { availability: update.availability, label_add: update.label_add, label_rm: update.label_rm };
-    let (current, _) = s
-        .replica
-        .read(Consistency::Session, 0, READ_TIMEOUT, move |db| orchestration::node_settings(db))
-        .await?;
+    let (current, _) =
+        s.replica.read(Consistency::Session, 0, READ_TIMEOUT, move |db| orchestration::node_settings(db)).await?;
     let current = current?.remove(&id).unwrap_or_default();
     let settings = current.patched(&patch).map_err(|r| Error::BadRequest("validation_failed", r.message))?;
     tracing::info!(by = %who.username, node = id, ?patch, "node update requested");
