@@ -22,7 +22,8 @@ async fn serving(c: &Cluster, service: &str, n: usize) -> BTreeSet<String> {
 }
 
 async fn tasks(c: &Cluster, service: &str) -> Vec<Value> {
-    c.admin_get(0, &format!("/api/v1/services/{service}/tasks")).await.as_array().cloned().unwrap_or_default()
+    let any = c.running()[0];
+    c.admin_get(any, &format!("/api/v1/services/{service}/tasks")).await.as_array().cloned().unwrap_or_default()
 }
 
 /// Node names of the tasks of `service` that run (`None` when some task is not running).
@@ -207,4 +208,96 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     );
     // Drain keeps the node's replica and vote.
     assert_eq!(c.role(names[2].0).await.as_deref(), Some("manager"));
+}
+
+/// Index in `c.nodes` of the node named `name`.
+fn index_of(c: &Cluster, name: &str) -> usize {
+    c.nodes.iter().position(|n| n.name == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drained_leader_hands_over_and_lost_nodes_lose_their_tasks() {
+    let mut c = Cluster::start(3, 0, &["--pool-size", "2"]).await;
+    c.wait_mesh(0).await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push((c.node_id(i).await, c.nodes[i].name.clone()));
+    }
+
+    // Draining the leader moves leadership to another manager; the old leader stays one.
+    let old = c.leader().await;
+    let old_id = names[old].0;
+    let started = Instant::now();
+    let r = c
+        .send(
+            old,
+            Call::new("PATCH", format!("/api/v1/cluster/nodes/{old_id}"))
+                .token(&c.token().await)
+                .json(json!({"availability": "drain"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let new = panal_tests::poll_some("leadership to move off the drained leader", || async {
+        let l = c.leader().await;
+        (l != old).then_some(l)
+    })
+    .await;
+    eprintln!("drained leader: leadership moved in {:?}", started.elapsed());
+    assert_eq!(c.role(old_id).await.as_deref(), Some("manager"));
+    let r = patch(&c, &format!("/api/v1/cluster/nodes/{old_id}"), json!({"availability": "active"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // The only catalog task, kept off the leader, moves when its node is killed.
+    let leader_name = c.nodes[new].name.clone();
+    let constraint = format!("node.name!={leader_name}");
+    let r = patch(
+        &c,
+        "/api/v1/services/catalog",
+        json!({"mode": "replicated", "replicas": 1, "constraint_add": [constraint]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let holder = panal_tests::poll_some("one running catalog task", || async {
+        running_on(&c, "catalog", &names).await.filter(|s| s.len() == 1).and_then(|s| s.into_iter().next())
+    })
+    .await;
+    let ping_via_leader = |c: &Cluster| {
+        let url = format!("{}/api/v1/catalog/ping", c.nodes[new].api());
+        let http = c.http.clone();
+        async move {
+            match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => {
+                    r.headers().get("x-panal-node").and_then(|v| v.to_str().ok()).map(String::from)
+                }
+                _ => None,
+            }
+        }
+    };
+    poll("catalog served by its one node only", || async {
+        for _ in 0..20 {
+            if ping_via_leader(&c).await.as_deref() != Some(&holder) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let victim = index_of(&c, &holder);
+    let killed = Instant::now();
+    c.kill(victim);
+    let survivor = panal_tests::poll_some("catalog answering from another node", || async {
+        ping_via_leader(&c).await.filter(|n| *n != holder)
+    })
+    .await;
+    let recovered = killed.elapsed();
+    eprintln!("node kill -> first request served by the rescheduled instance on {survivor}: {recovered:?}");
+    assert_ne!(survivor, leader_name, "the constraint still holds");
+    let moved = tasks(&c, "catalog").await;
+    assert_eq!(moved.len(), 1);
+    assert_ne!(moved[0]["node_id"].as_u64(), Some(names[victim].0), "{moved:?}");
+    let metrics = c.metrics(new).await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("panal_orchestration_reschedules_total{cause=\"node_lost\"}")),
+        "{metrics}"
+    );
 }

@@ -3,6 +3,9 @@
 //! change it, and every node's reconciler, which sets its service supervisors' worker
 //! counts to match its tasks and reports what runs.
 //!
+//! A drained leader hands leadership over: the lowest-id active manager that is reachable
+//! campaigns (every follower makes the same choice, so only one does).
+//!
 //! Both poll the local replica (a cheap SQLite read) rather than subscribe: a missed
 //! change is picked up on the next tick, and a write that failed is simply tried again.
 
@@ -24,6 +27,26 @@ pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(1);
 /// (drain and scale-down start the new instances before the old ones stop).
 const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Least time between two campaigns of a successor to a drained leader.
+const CAMPAIGN_EVERY: Duration = Duration::from_secs(2);
+
+/// HELP text of the series orchestration publishes.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "panal_service_tasks_desired",
+        "Tasks of a service in the assignment, pending ones included (published by the leader)."
+    );
+    describe_gauge!("panal_service_tasks_pending", "Tasks of a service no node can take (published by the leader).");
+    describe_gauge!(
+        "panal_service_tasks_running",
+        "Tasks of a service this node runs (sum over nodes: running replicas)."
+    );
+    describe_counter!(
+        "panal_orchestration_reschedules_total",
+        "New task assignments recorded by the leader, by cause (node_lost, change)."
+    );
+}
 
 /// What the reconciler and scheduler of one node need.
 pub struct Orchestrator {
@@ -103,8 +126,22 @@ async fn schedule_loop(o: Arc<Orchestrator>) {
             })
             .collect();
         let next = orchestration::schedule(&specs, &nodes, &current);
+        for service in Service::ALL {
+            let slots = next.iter().filter(|a| a.service == service);
+            let (all, pending) = slots.fold((0, 0), |(all, p), a| (all + 1, p + usize::from(a.node_id.is_none())));
+            // A global service with nothing eligible has one pending row and no task.
+            let desired = if specs.get(&service).is_some_and(|s| s.mode == orchestration::Mode::Replicated) {
+                all
+            } else {
+                all - pending
+            };
+            metrics::gauge!("panal_service_tasks_desired", "service" => service.name()).set(desired as f64);
+            metrics::gauge!("panal_service_tasks_pending", "service" => service.name()).set(pending as f64);
+        }
         if next != current {
             let lost: Vec<&str> = nodes.iter().filter(|n| !n.reachable).map(|n| n.name.as_str()).collect();
+            let cause = if lost.is_empty() { "change" } else { "node_lost" };
+            metrics::counter!("panal_orchestration_reschedules_total", "cause" => cause).increment(1);
             tracing::info!(tasks = next.len(), ?lost, "recording a new task assignment");
             let command = Command::Orchestration(OrchestrationCommand::SetAssignments { assignments: next });
             if let Err(e) = o.replica.write(&command, None, WRITE_TIMEOUT).await {
@@ -146,10 +183,20 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
     let mut running: BTreeMap<Service, usize> = Service::ALL.into_iter().map(|s| (s, o.pool_size)).collect();
     let mut waiting_since: HashMap<Service, Instant> = HashMap::new();
     let mut reported: BTreeMap<Service, (ObservedState, u32, Option<String>)> = BTreeMap::new();
+    let mut last_campaign: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     loop {
         tick.tick().await;
-        let Some((specs, _, tasks)) = read_state(&o.replica).await else { continue };
+        let Some((specs, settings, tasks)) = read_state(&o.replica).await else { continue };
+        if last_campaign.is_none_or(|t| t.elapsed() >= CAMPAIGN_EVERY)
+            && is_successor_of_drained_leader(&o.replica, &settings)
+        {
+            last_campaign = Some(Instant::now());
+            tracing::info!("the leader is drained: campaigning to take over");
+            if let Err(e) = o.replica.raft().trigger().elect().await {
+                tracing::warn!(error = %e, "cannot campaign");
+            }
+        }
         if !tasks.iter().any(|a| a.node_id == Some(me)) {
             // Not scheduled with this node yet (every member gets at least its metrics
             // task): keep running everything, as before orchestration.
@@ -181,6 +228,7 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
                 }
             }
         }
+        let on_me = orchestration::tasks_on(&tasks, me);
         let health = o.services.health();
         for service in Service::ALL {
             let observed = match health.get(&service) {
@@ -191,6 +239,9 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
                 }
                 _ => (ObservedState::Shutdown, 0, None),
             };
+            let running_tasks =
+                if observed.0 == ObservedState::Running { on_me.get(&service).copied().unwrap_or(0) } else { 0 };
+            metrics::gauge!("panal_service_tasks_running", "service" => service.name()).set(running_tasks as f64);
             if reported.get(&service) == Some(&observed) {
                 continue;
             }
@@ -202,4 +253,27 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
             }
         }
     }
+}
+
+/// Whether the leader is drained and this node is the manager that should replace it: the
+/// lowest-id manager, other than the leader, that is not drained and is on the mesh.
+fn is_successor_of_drained_leader(replica: &Replica, settings: &BTreeMap<u64, orchestration::NodeSettings>) -> bool {
+    let me = replica.id();
+    let Some((leader, _)) = replica.leader() else { return false };
+    let drained = |id: &u64| settings.get(id).is_some_and(|s| s.availability == orchestration::Availability::Drain);
+    if leader == me || !drained(&leader) {
+        return false;
+    }
+    let successor = replica
+        .members()
+        .into_iter()
+        .filter(|(id, node, role)| {
+            *id != leader
+                && *role == panal_raft::MemberRole::Manager
+                && !drained(id)
+                && (*id == me || mesh_connected(&node.name))
+        })
+        .map(|(id, _, _)| id)
+        .min();
+    successor == Some(me)
 }

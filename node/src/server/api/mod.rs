@@ -177,6 +177,7 @@ pub fn describe_metrics() {
     );
     describe_gauge!("panal_node_info", "1 for this node's name, current role and version; 0 for its other roles.");
     crate::server::gateway::describe_metrics();
+    crate::server::reconciler::describe_metrics();
     panal_actors::metrics::describe();
 }
 
