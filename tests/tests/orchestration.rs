@@ -138,6 +138,8 @@ async fn scale_constrain_and_drain_on_three_nodes() {
             "node.labels.cpu==big",
         ],
     );
+    let ls = cli(&c, &["node", "ls"]);
+    assert!(ls.lines().any(|l| l.contains(&names[1].1) && l.contains("active") && l.contains("cpu=big")), "{ls}");
     let big: BTreeSet<String> = [names[1].1.clone(), names[2].1.clone()].into();
     poll("prediction on the labelled nodes", || async {
         running_on(&c, "prediction", &names).await == Some(big.clone())
@@ -206,6 +208,8 @@ async fn scale_constrain_and_drain_on_three_nodes() {
         nodes.as_array().unwrap().iter().all(|t| t["node_id"].as_u64() != Some(names[2].0)),
         "a drained node runs no global task: {nodes}"
     );
+    let ls = cli(&c, &["node", "ls"]);
+    assert!(ls.lines().any(|l| l.contains(&drained) && l.contains(" drain ")), "{ls}");
     // Drain keeps the node's replica and vote.
     assert_eq!(c.role(names[2].0).await.as_deref(), Some("manager"));
 }

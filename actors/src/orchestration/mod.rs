@@ -16,7 +16,7 @@ use panal_raft::rusqlite::{self, params, Connection, OptionalExtension};
 use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
-pub use scheduler::{schedule, tasks_on, Assignment, NodeView};
+pub use scheduler::{schedule, successor_of_drained_leader, tasks_on, Assignment, NodeView};
 pub use spec::{Availability, Constraint, Mode, NodePatch, NodeSettings, ServiceSpec, SpecPatch};
 
 use crate::services::Service;

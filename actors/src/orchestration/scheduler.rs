@@ -149,6 +149,18 @@ pub fn schedule(specs: &BTreeMap<Service, ServiceSpec>, nodes: &[NodeView], curr
     out
 }
 
+/// The manager that should take over from a drained leader: the lowest-id manager, other
+/// than the leader, that is reachable and not drained. None when the leader is not
+/// drained (or no node qualifies). Every node computes the same answer, so only one
+/// campaigns.
+pub fn successor_of_drained_leader(leader: u64, nodes: &[NodeView]) -> Option<u64> {
+    let drained = |n: &NodeView| n.settings.availability == Availability::Drain;
+    if !nodes.iter().any(|n| n.id == leader && drained(n)) {
+        return None;
+    }
+    nodes.iter().filter(|n| n.id != leader && n.role == "manager" && n.reachable && !drained(n)).map(|n| n.id).min()
+}
+
 /// Tasks per service on node `id` (a node runs `count × workers` workers of a service).
 pub fn tasks_on(assignments: &[Assignment], id: u64) -> BTreeMap<Service, usize> {
     let mut out = BTreeMap::new();
@@ -265,6 +277,21 @@ mod tests {
         let lost = schedule(&specs, &nodes, &drained);
         assert!(!nodes_of(&lost, Service::Catalog).contains(&Some(3)));
         assert!(nodes_of(&lost, Service::Catalog).iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn a_drained_leader_is_replaced_by_the_lowest_active_reachable_manager() {
+        let mut nodes: Vec<NodeView> = (1..=4).map(|id| node(id, &[])).collect();
+        for n in &mut nodes[..3] {
+            n.role = "manager".into();
+        }
+        assert_eq!(successor_of_drained_leader(1, &nodes), None, "an active leader keeps leading");
+        nodes[0].settings.availability = Availability::Drain;
+        assert_eq!(successor_of_drained_leader(1, &nodes), Some(2));
+        nodes[1].reachable = false;
+        assert_eq!(successor_of_drained_leader(1, &nodes), Some(3));
+        nodes[2].settings.availability = Availability::Drain;
+        assert_eq!(successor_of_drained_leader(1, &nodes), None, "workers never campaign");
     }
 
     #[test]

@@ -21,8 +21,6 @@ use ractor::ActorRef;
 
 /// How often the scheduler and the reconciler look at the replicated state.
 const TICK: Duration = Duration::from_millis(200);
-/// How long a node whose mesh session is gone stays eligible (its tasks move after this).
-pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(1);
 /// Most time a node waits for another node's instances to appear before stopping its own
 /// (drain and scale-down start the new instances before the old ones stop).
 const HANDOVER_WAIT: Duration = Duration::from_secs(5);
@@ -55,6 +53,8 @@ pub struct Orchestrator {
     pub services: Arc<ServiceContext>,
     /// `--pool-size`: workers per task when the spec sets none.
     pub pool_size: usize,
+    /// `--node-down-after-ms`: how long a member off the mesh keeps its tasks.
+    pub node_down_after: Duration,
 }
 
 /// Starts the scheduler loop (active on the leader only) and the reconciler.
@@ -95,7 +95,7 @@ fn mesh_connected(name: &str) -> bool {
 
 async fn schedule_loop(o: Arc<Orchestrator>) {
     // When each member was last seen on the mesh; a member never seen yet (still joining,
-    // or this leader just took over) counts as reachable until NODE_DOWN_AFTER has passed.
+    // or this leader just took over) counts as reachable until `node_down_after` has passed.
     let mut last_seen: HashMap<u64, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -118,7 +118,7 @@ async fn schedule_loop(o: Arc<Orchestrator>) {
                 }
                 NodeView {
                     id,
-                    reachable: now.duration_since(*seen) <= NODE_DOWN_AFTER,
+                    reachable: now.duration_since(*seen) <= o.node_down_after,
                     name: node.name,
                     role: format!("{role:?}").to_lowercase(),
                     settings: settings.get(&id).cloned().unwrap_or_default(),
@@ -255,25 +255,23 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
     }
 }
 
-/// Whether the leader is drained and this node is the manager that should replace it: the
-/// lowest-id manager, other than the leader, that is not drained and is on the mesh.
+/// Whether the leader is drained and this node is the manager that should replace it.
 fn is_successor_of_drained_leader(replica: &Replica, settings: &BTreeMap<u64, orchestration::NodeSettings>) -> bool {
     let me = replica.id();
     let Some((leader, _)) = replica.leader() else { return false };
-    let drained = |id: &u64| settings.get(id).is_some_and(|s| s.availability == orchestration::Availability::Drain);
-    if leader == me || !drained(&leader) {
+    if leader == me {
         return false;
     }
-    let successor = replica
+    let nodes: Vec<NodeView> = replica
         .members()
         .into_iter()
-        .filter(|(id, node, role)| {
-            *id != leader
-                && *role == panal_raft::MemberRole::Manager
-                && !drained(id)
-                && (*id == me || mesh_connected(&node.name))
+        .map(|(id, node, role)| NodeView {
+            id,
+            reachable: id == me || mesh_connected(&node.name),
+            name: node.name,
+            role: format!("{role:?}").to_lowercase(),
+            settings: settings.get(&id).cloned().unwrap_or_default(),
         })
-        .map(|(id, _, _)| id)
-        .min();
-    successor == Some(me)
+        .collect();
+    orchestration::successor_of_drained_leader(leader, &nodes) == Some(me)
 }

@@ -160,6 +160,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         supervisor,
         services: services.clone(),
         pool_size,
+        node_down_after: Duration::from_millis(args.node_down_after_ms),
     });
     panal_actors::metrics::collector::start(
         services.hub.clone(),

@@ -132,8 +132,8 @@ pub async fn node(cmd: NodeCommand) -> Result<()> {
 
 pub fn node_table(rows: &Value) -> String {
     let mut out = format!(
-        "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {}\n",
-        "ID", "NAME", "ROLE", "STATE", "LEADER", "API", "REACHABLE", "APPLIED"
+        "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {:<8} {:<13} {}\n",
+        "ID", "NAME", "ROLE", "STATE", "LEADER", "API", "REACHABLE", "APPLIED", "AVAILABILITY", "LABELS"
     );
     for r in rows.as_array().into_iter().flatten() {
         let opt = |v: &Value| {
@@ -144,7 +144,7 @@ pub fn node_table(rows: &Value) -> String {
             }
         };
         out.push_str(&format!(
-            "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {}\n",
+            "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {:<8} {:<13} {}\n",
             opt(&r["id"]),
             opt(&r["name"]),
             opt(&r["role"]),
@@ -153,6 +153,15 @@ pub fn node_table(rows: &Value) -> String {
             opt(&r["api_addr"]),
             if r["reachable"].as_bool() == Some(true) { "yes" } else { "NO" },
             opt(&r["applied_index"]),
+            opt(&r["availability"]),
+            r["labels"].as_object().map_or("-".into(), |m| {
+                let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", opt(v))).collect();
+                if pairs.is_empty() {
+                    "-".into()
+                } else {
+                    pairs.join(",")
+                }
+            }),
         ));
     }
     out
