@@ -1,5 +1,6 @@
-//! Orchestration's lever on a node: the node supervisor sets a service's worker count, and
-//! retired workers leave the process group at once (before they stop). One test function:
+//! Orchestration's lever on a node: the node supervisor sets a service's worker count and
+//! restarts a service's workers; retired workers leave the process group at once (before
+//! they stop). One test function:
 //! process groups are process-global.
 
 use std::time::{Duration, Instant};
@@ -50,4 +51,17 @@ async fn set_workers_grows_shrinks_and_stops_a_service() {
     assert_eq!(members(Service::Auth), 2);
     sup.send_message(NodeSupervisorMsg::SetWorkers(Service::Catalog, 1)).unwrap();
     until("catalog to come back with 1 worker", || members(Service::Catalog) == 1).await;
+
+    // A restart replaces every worker, the new ones joining before the old ones leave.
+    let ids = || -> Vec<ractor::ActorId> {
+        ractor::pg::get_local_members(&Service::Auth.group()).iter().map(|c| c.get_id()).collect()
+    };
+    let before = ids();
+    sup.send_message(NodeSupervisorMsg::Restart(Service::Auth)).unwrap();
+    until("auth to have two new workers", || {
+        let now = ids();
+        now.len() == 2 && now.iter().all(|id| !before.contains(id))
+    })
+    .await;
+    assert!(members(Service::Auth) >= 2);
 }

@@ -161,25 +161,7 @@ async fn scale_constrain_and_drain_on_three_nodes() {
 
     // Drain node 2 under a stream of idempotent requests: none fails, and its instances
     // leave routing.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let http = c.http.clone();
-    let url = format!("{}/api/v1/catalog/ping", c.nodes[0].api());
-    let stream = {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                sent.fetch_add(1, Ordering::Relaxed);
-                match http.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => failures.push(format!("{}: {}", r.status(), r.text().await.unwrap_or_default())),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            failures
-        })
-    };
+    let stream = RequestStream::start(&c, "catalog");
     let drained = names[2].1.clone();
     let started = Instant::now();
     cli(&c, &["node", "update", &id2, "--availability", "drain"]);
@@ -195,13 +177,8 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     })
     .await;
     let drain_time = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let failures = stream.await.unwrap();
-    eprintln!(
-        "drain: {drain_time:?} until its instances left routing; {} requests, {} failed",
-        sent.load(Ordering::Relaxed),
-        failures.len()
-    );
+    let (sent, failures) = stream.stop().await;
+    eprintln!("drain: {drain_time:?} until its instances left routing; {sent} requests, {} failed", failures.len());
     assert!(failures.is_empty(), "requests failed during the drain: {failures:?}");
     let nodes = c.admin_get(0, "/api/v1/services/auth/tasks").await;
     assert!(
@@ -212,6 +189,59 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     assert!(ls.lines().any(|l| l.contains(&drained) && l.contains(" drain ")), "{ls}");
     // Drain keeps the node's replica and vote.
     assert_eq!(c.role(names[2].0).await.as_deref(), Some("manager"));
+
+    // A rolling restart, one node at a time, under a stream of idempotent requests.
+    let stream = RequestStream::start(&c, "catalog");
+    let started = Instant::now();
+    cli(&c, &["service", "update", "catalog", "--restart", "--update-parallelism", "1", "--update-delay", "300"]);
+    poll("every catalog task restarted", || async {
+        let t = tasks(&c, "catalog").await;
+        !t.is_empty() && t.iter().all(|t| t["generation"] == 1 && t["current_state"] == "running")
+    })
+    .await;
+    let restart_time = started.elapsed();
+    let (sent, failures) = stream.stop().await;
+    eprintln!("rolling restart: {restart_time:?}; {sent} requests, {} failed", failures.len());
+    assert!(failures.is_empty(), "requests failed during the rolling restart: {failures:?}");
+    assert_eq!(c.admin_get(0, "/api/v1/services/catalog").await["spec"]["restarts"], 1);
+}
+
+/// Idempotent requests (pings of a service through node 0) sent one after another until
+/// stopped; every failure is kept.
+struct RequestStream {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    handle: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl RequestStream {
+    fn start(c: &Cluster, service: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let http = c.http.clone();
+        let url = format!("{}/api/v1/{service}/ping", c.nodes[0].api());
+        let (stop_flag, counter) = (stop.clone(), sent.clone());
+        let handle = tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop_flag.load(Ordering::Relaxed) {
+                counter.fetch_add(1, Ordering::Relaxed);
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => failures.push(format!("{}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        });
+        Self { stop, sent, handle }
+    }
+
+    /// Stops the stream: (requests sent, failures).
+    async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.handle.await.unwrap();
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
 }
 
 /// Index in `c.nodes` of the node named `name`.

@@ -16,7 +16,7 @@ use panal_raft::rusqlite::{self, params, Connection, OptionalExtension};
 use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
-pub use scheduler::{schedule, successor_of_drained_leader, tasks_on, Assignment, NodeView};
+pub use scheduler::{my_turn_to_restart, schedule, successor_of_drained_leader, tasks_on, Assignment, NodeView};
 pub use spec::{Availability, Constraint, Mode, NodePatch, NodeSettings, ServiceSpec, SpecPatch};
 
 use crate::services::Service;
@@ -47,12 +47,15 @@ pub enum OrchestrationCommand {
         assignments: Vec<Assignment>,
     },
     /// A node's reconciler reports one service.
+    /// `generation`: the service's `restarts` this node's instances are up to date with.
     Observe {
         node_id: u64,
         service: Service,
         state: ObservedState,
         workers: u32,
         error: Option<String>,
+        #[serde(default)]
+        generation: u64,
     },
 }
 
@@ -74,6 +77,8 @@ pub struct TaskView {
     pub since: String,
     /// Workers of this service on the node (all its tasks of this service together).
     pub workers: Option<u32>,
+    /// The rolling restart (`restarts` of the spec) the node's instances are up to date with.
+    pub generation: Option<u64>,
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -84,7 +89,7 @@ pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
              pending TEXT, since_ms INTEGER NOT NULL, PRIMARY KEY (service, slot));
          CREATE TABLE IF NOT EXISTS orch_observed (node_id INTEGER NOT NULL, service TEXT NOT NULL,
              state TEXT NOT NULL, workers INTEGER NOT NULL, error TEXT, since_ms INTEGER NOT NULL,
-             PRIMARY KEY (node_id, service));",
+             generation INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (node_id, service));",
     )
 }
 
@@ -149,7 +154,7 @@ pub fn assignments(db: &Connection) -> rusqlite::Result<Vec<Assignment>> {
 /// The tasks of `service` with their nodes' reports.
 pub fn tasks(db: &Connection, service: Service) -> rusqlite::Result<Vec<TaskView>> {
     let mut stmt = db.prepare_cached(
-        "SELECT t.slot, t.node_id, t.pending, t.since_ms, o.state, o.workers, o.error
+        "SELECT t.slot, t.node_id, t.pending, t.since_ms, o.state, o.workers, o.error, o.generation
          FROM orch_tasks t LEFT JOIN orch_observed o ON o.node_id = t.node_id AND o.service = t.service
          WHERE t.service = ?1 ORDER BY t.slot",
     )?;
@@ -162,10 +167,11 @@ pub fn tasks(db: &Connection, service: Service) -> rusqlite::Result<Vec<TaskView
             r.get::<_, Option<String>>(4)?,
             r.get::<_, Option<i64>>(5)?,
             r.get::<_, Option<String>>(6)?,
+            r.get::<_, Option<i64>>(7)?,
         ))
     })?;
     rows.map(|row| {
-        let (slot, node_id, pending, since_ms, observed, workers, error) = row?;
+        let (slot, node_id, pending, since_ms, observed, workers, error, generation) = row?;
         let (desired, current, error) = match (node_id, pending) {
             (None, reason) => ("pending", "pending".to_string(), reason),
             (Some(_), _) => ("assigned", observed.unwrap_or_else(|| "assigned".into()), error),
@@ -179,9 +185,17 @@ pub fn tasks(db: &Connection, service: Service) -> rusqlite::Result<Vec<TaskView
             error,
             since: crate::time::rfc3339(since_ms),
             workers: workers.map(|w| w as u32),
+            generation: generation.map(|g| g as u64),
         })
     })
     .collect()
+}
+
+/// The restart generation each node reported for `service`.
+pub fn observed_generations(db: &Connection, service: Service) -> rusqlite::Result<BTreeMap<u64, u64>> {
+    let mut stmt = db.prepare_cached("SELECT node_id, generation FROM orch_observed WHERE service = ?1")?;
+    let rows = stmt.query_map([service.name()], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
 }
 
 pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: OrchestrationCommand) -> rusqlite::Result<Response> {
@@ -237,21 +251,31 @@ pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: OrchestrationC
             }
             Ok(Ok(Reply::Done))
         }
-        OrchestrationCommand::Observe { node_id, service, state, workers, error } => {
+        OrchestrationCommand::Observe { node_id, service, state, workers, error, generation } => {
             let state_text = json(&state)?.trim_matches('"').to_string();
             let unchanged: Option<i64> = db
                 .query_row(
-                    "SELECT 1 FROM orch_observed WHERE node_id = ?1 AND service = ?2 AND state = ?3 AND workers = ?4 AND error IS ?5",
-                    params![node_id as i64, service.name(), state_text, workers as i64, error],
+                    "SELECT 1 FROM orch_observed WHERE node_id = ?1 AND service = ?2 AND state = ?3 AND workers = ?4 AND error IS ?5
+                     AND generation = ?6",
+                    params![node_id as i64, service.name(), state_text, workers as i64, error, generation as i64],
                     |r| r.get(0),
                 )
                 .optional()?;
             if unchanged.is_none() {
                 db.execute(
-                    "INSERT INTO orch_observed (node_id, service, state, workers, error, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO orch_observed (node_id, service, state, workers, error, since_ms, generation)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT(node_id, service) DO UPDATE SET state = excluded.state, workers = excluded.workers,
-                       error = excluded.error, since_ms = excluded.since_ms",
-                    params![node_id as i64, service.name(), state_text, workers as i64, error, ctx.now_ms],
+                       error = excluded.error, since_ms = excluded.since_ms, generation = excluded.generation",
+                    params![
+                        node_id as i64,
+                        service.name(),
+                        state_text,
+                        workers as i64,
+                        error,
+                        ctx.now_ms,
+                        generation as i64
+                    ],
                 )?;
             }
             Ok(Ok(Reply::Done))
@@ -301,11 +325,14 @@ mod tests {
             state: ObservedState::Running,
             workers: 2,
             error: None,
+            generation: 1,
         };
         apply(&db, &ApplyContext { index: 3, now_ms: 6000 }, observe).unwrap().unwrap();
         let tasks = tasks(&db, Service::Catalog).unwrap();
         assert_eq!(tasks.len(), 2);
         assert_eq!((tasks[0].current_state.as_str(), tasks[0].workers), ("running", Some(2)));
+        assert_eq!(tasks[0].generation, Some(1));
+        assert_eq!(observed_generations(&db, Service::Catalog).unwrap(), BTreeMap::from([(1, 1)]));
         assert_eq!(tasks[0].since, crate::time::rfc3339(1000));
         assert_eq!((tasks[1].node_id, tasks[1].current_state.as_str()), (Some(3), "assigned"));
         assert_eq!(tasks[1].since, crate::time::rfc3339(5000));

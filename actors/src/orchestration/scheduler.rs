@@ -161,6 +161,23 @@ pub fn successor_of_drained_leader(leader: u64, nodes: &[NodeView]) -> Option<u6
     nodes.iter().filter(|n| n.id != leader && n.role == "manager" && n.reachable && !drained(n)).map(|n| n.id).min()
 }
 
+/// Whether node `me` may restart its instances of a service now, in a rolling restart to
+/// `target`: the nodes holding tasks restart in id order, `parallelism` at a time; a node
+/// is done once it reported `target` (`generations`: what each node reported).
+pub fn my_turn_to_restart(
+    me: u64,
+    holders: &[u64],
+    generations: &BTreeMap<u64, u64>,
+    target: u64,
+    parallelism: u32,
+) -> bool {
+    let mut waiting: Vec<u64> =
+        holders.iter().copied().filter(|n| generations.get(n).copied().unwrap_or(0) < target).collect();
+    waiting.sort_unstable();
+    waiting.dedup();
+    waiting.iter().take(parallelism.max(1) as usize).any(|n| *n == me)
+}
+
 /// Tasks per service on node `id` (a node runs `count × workers` workers of a service).
 pub fn tasks_on(assignments: &[Assignment], id: u64) -> BTreeMap<Service, usize> {
     let mut out = BTreeMap::new();
@@ -292,6 +309,20 @@ mod tests {
         assert_eq!(successor_of_drained_leader(1, &nodes), Some(3));
         nodes[2].settings.availability = Availability::Drain;
         assert_eq!(successor_of_drained_leader(1, &nodes), None, "workers never campaign");
+    }
+
+    #[test]
+    fn rolling_restarts_go_in_id_order_a_batch_at_a_time() {
+        let holders = [3, 1, 2, 1];
+        let reported = |pairs: &[(u64, u64)]| pairs.iter().copied().collect::<BTreeMap<u64, u64>>();
+        let none = reported(&[]);
+        assert!(my_turn_to_restart(1, &holders, &none, 1, 1));
+        assert!(!my_turn_to_restart(2, &holders, &none, 1, 1));
+        assert!(my_turn_to_restart(2, &holders, &none, 1, 2));
+        let first_done = reported(&[(1, 1)]);
+        assert!(my_turn_to_restart(2, &holders, &first_done, 1, 1));
+        assert!(!my_turn_to_restart(3, &holders, &first_done, 1, 1));
+        assert!(!my_turn_to_restart(1, &holders, &first_done, 1, 1), "done nodes do not restart again");
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub const MAX_WORKERS: u32 = 256;
 /// Most constraints on one service, and most labels on one node.
 pub const MAX_CONSTRAINTS: usize = 32;
 pub const MAX_LABELS: usize = 64;
+/// Most nodes restarted at once by a rolling restart, and longest pause between batches.
+pub const MAX_UPDATE_PARALLELISM: u32 = 100;
+pub const MAX_UPDATE_DELAY_MS: u64 = 600_000;
 /// Longest label key or value.
 pub const MAX_LABEL_LEN: usize = 128;
 
@@ -187,11 +190,33 @@ pub struct ServiceSpec {
     pub max_per_node: Option<u32>,
     /// Workers per task (none: the node's `--pool-size`).
     pub workers: Option<u32>,
+    /// Rolling restarts asked for so far: a node whose instances are older restarts them.
+    #[serde(default)]
+    pub restarts: u64,
+    /// Nodes restarting at once in a rolling restart.
+    #[serde(default = "one")]
+    pub update_parallelism: u32,
+    /// Pause after a node's restart before the next batch starts, in milliseconds.
+    #[serde(default)]
+    pub update_delay_ms: u64,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for ServiceSpec {
     fn default() -> Self {
-        Self { mode: Mode::Global, replicas: 1, constraints: Vec::new(), max_per_node: None, workers: None }
+        Self {
+            mode: Mode::Global,
+            replicas: 1,
+            constraints: Vec::new(),
+            max_per_node: None,
+            workers: None,
+            restarts: 0,
+            update_parallelism: 1,
+            update_delay_ms: 0,
+        }
     }
 }
 
@@ -206,6 +231,11 @@ pub struct SpecPatch {
     pub max_per_node: Option<u32>,
     /// `Some(0)` goes back to the node's `--pool-size`.
     pub workers: Option<u32>,
+    /// Start a rolling restart.
+    #[serde(default)]
+    pub restart: bool,
+    pub update_parallelism: Option<u32>,
+    pub update_delay_ms: Option<u64>,
 }
 
 impl ServiceSpec {
@@ -256,9 +286,32 @@ impl ServiceSpec {
             Some(n) => next.workers = Some(n),
             None => {}
         }
+        match patch.update_parallelism {
+            Some(n) if n == 0 || n > MAX_UPDATE_PARALLELISM => {
+                return invalid(format!("update_parallelism must be between 1 and {MAX_UPDATE_PARALLELISM}"))
+            }
+            Some(n) => next.update_parallelism = n,
+            None => {}
+        }
+        match patch.update_delay_ms {
+            Some(ms) if ms > MAX_UPDATE_DELAY_MS => {
+                return invalid(format!("update_delay_ms must be at most {MAX_UPDATE_DELAY_MS}"))
+            }
+            Some(ms) => next.update_delay_ms = ms,
+            None => {}
+        }
+        if patch.restart {
+            next.restarts += 1;
+        }
         // Each node's metrics instance reports that node's own kernel statistics: the
         // cluster view needs one on every node.
-        let only_workers_changed = ServiceSpec { workers: next.workers, ..ServiceSpec::default() };
+        let only_workers_changed = ServiceSpec {
+            workers: next.workers,
+            restarts: next.restarts,
+            update_parallelism: next.update_parallelism,
+            update_delay_ms: next.update_delay_ms,
+            ..ServiceSpec::default()
+        };
         if service == Service::Metrics && next != only_workers_changed {
             return invalid(
                 "metrics reads each node's own statistics: it stays global on every node (only workers can change)"
@@ -355,6 +408,10 @@ mod tests {
         assert_eq!(err.unwrap_err().code, "validation_failed");
         let err = spec.patched(Service::Catalog, &SpecPatch { workers: Some(MAX_WORKERS + 1), ..patch() });
         assert_eq!(err.unwrap_err().code, "validation_failed");
+        let err = spec.patched(Service::Catalog, &SpecPatch { update_parallelism: Some(0), ..patch() });
+        assert_eq!(err.unwrap_err().code, "validation_failed");
+        let restarted = spec.patched(Service::Catalog, &SpecPatch { restart: true, ..patch() }).unwrap();
+        assert_eq!(restarted.restarts, spec.restarts + 1);
     }
 
     #[test]
@@ -364,8 +421,9 @@ mod tests {
         assert!(spec.patched(Service::Metrics, &replicated).unwrap_err().message.contains("stays global"));
         let constrained = SpecPatch { constraint_add: vec!["node.role==manager".parse().unwrap()], ..patch() };
         assert!(spec.patched(Service::Metrics, &constrained).is_err());
-        let workers = spec.patched(Service::Metrics, &SpecPatch { workers: Some(2), ..patch() }).unwrap();
-        assert_eq!(workers.workers, Some(2));
+        let workers =
+            spec.patched(Service::Metrics, &SpecPatch { workers: Some(2), restart: true, ..patch() }).unwrap();
+        assert_eq!((workers.workers, workers.restarts), (Some(2), 1));
     }
 
     #[test]

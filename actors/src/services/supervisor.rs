@@ -66,6 +66,9 @@ pub enum SupervisorMsg {
     Retry,
     /// Run this many workers from now on (0: none; the supervisor stays, ready to grow).
     Resize(usize),
+    /// Replace every worker: each new one joins the process group before the old one
+    /// leaves it, so the service never has fewer instances.
+    Restart,
 }
 
 /// How long a worker taken out of its process group keeps answering before it stops:
@@ -174,6 +177,14 @@ impl Actor for ServiceSupervisor {
                 spawn_worker(&myself, state, slot).await?
             }
             SupervisorMsg::Respawn(_) => {}
+            SupervisorMsg::Restart if !state.failed => {
+                let old: Vec<(usize, ActorCell)> = std::mem::take(&mut state.workers).into_values().collect();
+                for (slot, cell) in old {
+                    spawn_worker(&myself, state, slot).await?;
+                    retire(state.args.service, &state.args.ctx.node_name, cell);
+                }
+            }
+            SupervisorMsg::Restart => {}
             SupervisorMsg::Resize(size) => {
                 state.args.pool_size = size;
                 if !state.failed {
@@ -250,6 +261,8 @@ pub struct NodeSupervisor;
 pub enum NodeSupervisorMsg {
     /// Run `workers` workers of `service` on this node (0: none).
     SetWorkers(Service, usize),
+    /// Replace every worker of `service` (a rolling restart's step on this node).
+    Restart(Service),
 }
 
 pub struct NodeSupervisorState {
@@ -298,11 +311,19 @@ impl Actor for NodeSupervisor {
         msg: NodeSupervisorMsg,
         state: &mut NodeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let NodeSupervisorMsg::SetWorkers(service, workers) = msg;
-        state.sizes.insert(service, workers);
-        if let Some(sup) = state.refs.get(&service) {
-            // A dead supervisor is restarted with `sizes`: a lost message loses nothing.
-            let _ = sup.send_message(SupervisorMsg::Resize(workers));
+        match msg {
+            NodeSupervisorMsg::SetWorkers(service, workers) => {
+                state.sizes.insert(service, workers);
+                if let Some(sup) = state.refs.get(&service) {
+                    // A dead supervisor is restarted with `sizes`: a lost message loses nothing.
+                    let _ = sup.send_message(SupervisorMsg::Resize(workers));
+                }
+            }
+            NodeSupervisorMsg::Restart(service) => {
+                if let Some(sup) = state.refs.get(&service) {
+                    let _ = sup.send_message(SupervisorMsg::Restart);
+                }
+            }
         }
         Ok(())
     }

@@ -87,6 +87,17 @@ async fn read_state(
     }
 }
 
+/// The restart generation every node reported for `service`.
+async fn read_generations(replica: &Replica, service: Service) -> Option<BTreeMap<u64, u64>> {
+    match replica
+        .read(Consistency::Stale, 0, WRITE_TIMEOUT, move |db| orchestration::observed_generations(db, service))
+        .await
+    {
+        Ok((Ok(generations), _)) => Some(generations),
+        _ => None,
+    }
+}
+
 /// Whether node `name`'s mesh session is up: its metrics instance (which runs on every
 /// node whatever the specs say) is in the node's process group.
 fn mesh_connected(name: &str) -> bool {
@@ -182,7 +193,12 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
     // start_services started every service with --pool-size workers.
     let mut running: BTreeMap<Service, usize> = Service::ALL.into_iter().map(|s| (s, o.pool_size)).collect();
     let mut waiting_since: HashMap<Service, Instant> = HashMap::new();
-    let mut reported: BTreeMap<Service, (ObservedState, u32, Option<String>)> = BTreeMap::new();
+    let mut reported: BTreeMap<Service, (ObservedState, u32, Option<String>, u64)> = BTreeMap::new();
+    // The rolling restart each service's instances here are up to date with (a node that
+    // starts has fresh instances: up to date), and a restart under way: its target and
+    // when it counts as done (after the spec's update delay).
+    let mut generation: BTreeMap<Service, u64> = BTreeMap::new();
+    let mut restarting: HashMap<Service, (u64, Instant)> = HashMap::new();
     let mut last_campaign: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -228,10 +244,42 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
                 }
             }
         }
+        for service in Service::ALL {
+            let spec = specs.get(&service).cloned().unwrap_or_default();
+            let target = spec.restarts;
+            let current = *generation.entry(service).or_insert(target);
+            if current >= target {
+                continue;
+            }
+            if let Some((t, done_at)) = restarting.get(&service).copied() {
+                if t == target && Instant::now() < done_at {
+                    continue;
+                }
+                restarting.remove(&service);
+                if t == target {
+                    generation.insert(service, target);
+                    continue;
+                }
+            }
+            if running.get(&service).copied().unwrap_or(0) == 0 {
+                // Nothing to restart here.
+                generation.insert(service, target);
+                continue;
+            }
+            let holders: Vec<u64> = tasks.iter().filter(|a| a.service == service).filter_map(|a| a.node_id).collect();
+            let Some(reported_generations) = read_generations(&o.replica, service).await else { continue };
+            if orchestration::my_turn_to_restart(me, &holders, &reported_generations, target, spec.update_parallelism) {
+                tracing::info!(service = service.name(), target, "rolling restart: restarting this node's instances");
+                if o.supervisor.send_message(NodeSupervisorMsg::Restart(service)).is_ok() {
+                    let done_at = Instant::now() + Duration::from_millis(spec.update_delay_ms);
+                    restarting.insert(service, (target, done_at));
+                }
+            }
+        }
         let on_me = orchestration::tasks_on(&tasks, me);
         let health = o.services.health();
         for service in Service::ALL {
-            let observed = match health.get(&service) {
+            let (state, workers, error) = match health.get(&service) {
                 _ if stopped.contains(&service) => (ObservedState::Shutdown, 0, None),
                 Some(ServiceHealth::Failed { reason, .. }) => (ObservedState::Failed, 0, Some(reason.clone())),
                 Some(ServiceHealth::Running { workers }) if *workers > 0 => {
@@ -239,15 +287,22 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
                 }
                 _ => (ObservedState::Shutdown, 0, None),
             };
+            let observed = (state, workers, error, generation.get(&service).copied().unwrap_or(0));
             let running_tasks =
                 if observed.0 == ObservedState::Running { on_me.get(&service).copied().unwrap_or(0) } else { 0 };
             metrics::gauge!("panal_service_tasks_running", "service" => service.name()).set(running_tasks as f64);
             if reported.get(&service) == Some(&observed) {
                 continue;
             }
-            let (state, workers, error) = observed.clone();
-            let command =
-                Command::Orchestration(OrchestrationCommand::Observe { node_id: me, service, state, workers, error });
+            let (state, workers, error, generation) = observed.clone();
+            let command = Command::Orchestration(OrchestrationCommand::Observe {
+                node_id: me,
+                service,
+                state,
+                workers,
+                error,
+                generation,
+            });
             if o.replica.write(&command, None, WRITE_TIMEOUT).await.is_ok() {
                 reported.insert(service, observed);
             }

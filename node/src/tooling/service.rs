@@ -54,6 +54,16 @@ pub struct ServiceUpdateArgs {
     /// Workers per task (0: the nodes' --pool-size).
     #[arg(long)]
     pub workers: Option<u32>,
+    /// Rolling restart: every node running the service replaces its instances (new ones
+    /// first), in node id order.
+    #[arg(long)]
+    pub restart: bool,
+    /// Nodes restarting at once.
+    #[arg(long)]
+    pub update_parallelism: Option<u32>,
+    /// Pause between restart batches, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub update_delay: Option<u64>,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -127,6 +137,15 @@ pub async fn run(cmd: ServiceCommand) -> Result<()> {
             if let Some(w) = a.workers {
                 body.insert("workers".into(), json!(w));
             }
+            if a.restart {
+                body.insert("restart".into(), json!(true));
+            }
+            if let Some(p) = a.update_parallelism {
+                body.insert("update_parallelism".into(), json!(p));
+            }
+            if let Some(ms) = a.update_delay {
+                body.insert("update_delay_ms".into(), json!(ms));
+            }
             let view = AdminClient::login(&a.admin)
                 .await?
                 .send(Method::PATCH, &format!("/api/v1/services/{}", a.service), &Value::Object(body))
@@ -192,17 +211,20 @@ pub fn service_table(rows: &Value) -> String {
     out
 }
 
-/// `SLOT NODE DESIRED CURRENT SINCE ERROR`.
+/// `SLOT NODE DESIRED CURRENT GEN SINCE ERROR` (GEN: the rolling restart the node is at).
 pub fn task_table(rows: &Value) -> String {
-    let mut out =
-        format!("{:<6} {:<6} {:<9} {:<9} {:<25} {}\n", "SLOT", "NODE", "DESIRED", "CURRENT", "SINCE", "ERROR");
+    let mut out = format!(
+        "{:<6} {:<6} {:<9} {:<9} {:<4} {:<25} {}\n",
+        "SLOT", "NODE", "DESIRED", "CURRENT", "GEN", "SINCE", "ERROR"
+    );
     for r in rows.as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "{:<6} {:<6} {:<9} {:<9} {:<25} {}\n",
+            "{:<6} {:<6} {:<9} {:<9} {:<4} {:<25} {}\n",
             text(&r["slot"]),
             text(&r["node_id"]),
             text(&r["desired_state"]),
             text(&r["current_state"]),
+            text(&r["generation"]),
             text(&r["since"]),
             text(&r["error"])
         ));
@@ -225,6 +247,6 @@ mod tests {
         );
         let tasks = json!([{"slot": 0, "node_id": null, "desired_state": "pending", "current_state": "pending",
             "since": "2026-01-01T00:00:00Z", "error": "no node satisfies node.labels.cpu==big"}]);
-        assert!(task_table(&tasks).contains("pending   pending   2026-01-01T00:00:00Z      no node satisfies"));
+        assert!(task_table(&tasks).contains("pending   pending   -    2026-01-01T00:00:00Z      no node satisfies"));
     }
 }

@@ -53,6 +53,14 @@ pub struct ServiceUpdate {
     pub max_per_node: Option<u32>,
     /// Workers per task; 0 goes back to the nodes' `--pool-size`.
     pub workers: Option<u32>,
+    /// Start a rolling restart: the nodes running the service replace their instances,
+    /// `update_parallelism` nodes at a time, `update_delay_ms` apart.
+    #[serde(default)]
+    pub restart: bool,
+    /// 1 to 100.
+    pub update_parallelism: Option<u32>,
+    /// 0 to 600000.
+    pub update_delay_ms: Option<u64>,
 }
 
 /// A change to a node's availability and labels.
@@ -138,6 +146,9 @@ pub async fn update_service(
         constraint_rm: update.constraint_rm,
         max_per_node: update.max_per_node,
         workers: update.workers,
+        restart: update.restart,
+        update_parallelism: update.update_parallelism,
+        update_delay_ms: update.update_delay_ms,
     };
     // Checked here for a 400 that names the problem; `apply` checks again against the
     // spec current when the change commits.
