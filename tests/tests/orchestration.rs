@@ -335,3 +335,50 @@ async fn drained_leader_hands_over_and_lost_nodes_lose_their_tasks() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_returning_node_gets_tasks_back_only_on_rebalance() {
+    let mut c = Cluster::start(3, 0, &["--pool-size", "1"]).await;
+    c.wait_mesh(0).await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push((c.node_id(i).await, c.nodes[i].name.clone()));
+    }
+    let all: BTreeSet<String> = names.iter().map(|(_, n)| n.clone()).collect();
+    let r = patch(&c, "/api/v1/services/catalog", json!({"mode": "replicated", "replicas": 3})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    poll("one catalog task per node", || async { running_on(&c, "catalog", &names).await == Some(all.clone()) }).await;
+
+    // A follower dies: its task moves; when it is back it gets its global tasks again but
+    // the catalog task stays where it moved (no thrash).
+    let leader = c.leader().await;
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let (victim_id, victim_name) = names[victim].clone();
+    c.kill(victim);
+    poll("the catalog task to leave the dead node", || async {
+        let t = tasks(&c, "catalog").await;
+        t.len() == 3 && t.iter().all(|t| t["node_id"].as_u64() != Some(victim_id) && t["current_state"] == "running")
+    })
+    .await;
+    c.restart(victim).await;
+    c.wait_ready(victim).await;
+    poll("the returning node to run auth again", || async {
+        tasks(&c, "auth")
+            .await
+            .iter()
+            .any(|t| t["node_id"].as_u64() == Some(victim_id) && t["current_state"] == "running")
+    })
+    .await;
+    assert!(
+        tasks(&c, "catalog").await.iter().all(|t| t["node_id"].as_u64() != Some(victim_id)),
+        "a returning node gets no replicated task back by itself"
+    );
+
+    // A rebalance spreads the tasks again.
+    cli(&c, &["service", "update", "catalog", "--rebalance"]);
+    poll("catalog spread over every node again", || async {
+        running_on(&c, "catalog", &names).await.is_some_and(|s| s.contains(&victim_name) && s == all)
+    })
+    .await;
+    assert_eq!(c.admin_get(0, "/api/v1/services/catalog").await["spec"]["rebalances"], 1);
+}

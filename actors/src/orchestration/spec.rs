@@ -193,6 +193,10 @@ pub struct ServiceSpec {
     /// Rolling restarts asked for so far: a node whose instances are older restarts them.
     #[serde(default)]
     pub restarts: u64,
+    /// Rebalances asked for so far: the leader places the service's tasks afresh when this
+    /// grows (otherwise tasks stay where they are).
+    #[serde(default)]
+    pub rebalances: u64,
     /// Nodes restarting at once in a rolling restart.
     #[serde(default = "one")]
     pub update_parallelism: u32,
@@ -214,6 +218,7 @@ impl Default for ServiceSpec {
             max_per_node: None,
             workers: None,
             restarts: 0,
+            rebalances: 0,
             update_parallelism: 1,
             update_delay_ms: 0,
         }
@@ -234,6 +239,9 @@ pub struct SpecPatch {
     /// Start a rolling restart.
     #[serde(default)]
     pub restart: bool,
+    /// Place the tasks afresh (spread again over every eligible node).
+    #[serde(default)]
+    pub rebalance: bool,
     pub update_parallelism: Option<u32>,
     pub update_delay_ms: Option<u64>,
 }
@@ -303,11 +311,15 @@ impl ServiceSpec {
         if patch.restart {
             next.restarts += 1;
         }
+        if patch.rebalance {
+            next.rebalances += 1;
+        }
         // Each node's metrics instance reports that node's own kernel statistics: the
         // cluster view needs one on every node.
         let only_workers_changed = ServiceSpec {
             workers: next.workers,
             restarts: next.restarts,
+            rebalances: next.rebalances,
             update_parallelism: next.update_parallelism,
             update_delay_ms: next.update_delay_ms,
             ..ServiceSpec::default()
@@ -412,6 +424,8 @@ mod tests {
         assert_eq!(err.unwrap_err().code, "validation_failed");
         let restarted = spec.patched(Service::Catalog, &SpecPatch { restart: true, ..patch() }).unwrap();
         assert_eq!(restarted.restarts, spec.restarts + 1);
+        let rebalanced = spec.patched(Service::Catalog, &SpecPatch { rebalance: true, ..patch() }).unwrap();
+        assert_eq!((rebalanced.rebalances, rebalanced.restarts), (1, 0));
     }
 
     #[test]

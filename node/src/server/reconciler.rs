@@ -108,12 +108,16 @@ async fn schedule_loop(o: Arc<Orchestrator>) {
     // When each member was last seen on the mesh; a member never seen yet (still joining,
     // or this leader just took over) counts as reachable until `node_down_after` has passed.
     let mut last_seen: HashMap<u64, Instant> = HashMap::new();
+    // Each service's `rebalances` this leader has acted on (a new leader starts from the
+    // specs it first reads: a rebalance asked for before it led is not repeated).
+    let mut rebalanced: BTreeMap<Service, u64> = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
     loop {
         tick.tick().await;
         let me = o.replica.id();
         if o.replica.leader().map(|(id, _)| id) != Some(me) {
             last_seen.clear();
+            rebalanced.clear();
             continue;
         }
         let Some((specs, settings, current)) = read_state(&o.replica).await else { continue };
@@ -136,7 +140,14 @@ async fn schedule_loop(o: Arc<Orchestrator>) {
                 }
             })
             .collect();
-        let next = orchestration::schedule(&specs, &nodes, &current);
+        // A service to rebalance is placed as if it had no tasks yet.
+        let to_rebalance: Vec<Service> = specs
+            .iter()
+            .filter(|(service, spec)| *rebalanced.entry(**service).or_insert(spec.rebalances) < spec.rebalances)
+            .map(|(service, _)| *service)
+            .collect();
+        let kept: Vec<Assignment> = current.iter().filter(|a| !to_rebalance.contains(&a.service)).cloned().collect();
+        let next = orchestration::schedule(&specs, &nodes, &kept);
         for service in Service::ALL {
             let slots = next.iter().filter(|a| a.service == service);
             let (all, pending) = slots.fold((0, 0), |(all, p), a| (all + 1, p + usize::from(a.node_id.is_none())));
@@ -157,7 +168,12 @@ async fn schedule_loop(o: Arc<Orchestrator>) {
             let command = Command::Orchestration(OrchestrationCommand::SetAssignments { assignments: next });
             if let Err(e) = o.replica.write(&command, None, WRITE_TIMEOUT).await {
                 tracing::warn!(error = %e, "cannot record the task assignment");
+                continue;
             }
+        }
+        for service in to_rebalance {
+            tracing::info!(service = service.name(), "rebalanced");
+            rebalanced.insert(service, specs.get(&service).map_or(0, |s| s.rebalances));
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct ServiceUpdateArgs {
     /// first), in node id order.
     #[arg(long)]
     pub restart: bool,
+    /// Place the tasks afresh over every eligible node.
+    #[arg(long)]
+    pub rebalance: bool,
     /// Nodes restarting at once.
     #[arg(long)]
     pub update_parallelism: Option<u32>,
@@ -139,6 +142,9 @@ pub async fn run(cmd: ServiceCommand) -> Result<()> {
             }
             if a.restart {
                 body.insert("restart".into(), json!(true));
+            }
+            if a.rebalance {
+                body.insert("rebalance".into(), json!(true));
             }
             if let Some(p) = a.update_parallelism {
                 body.insert("update_parallelism".into(), json!(p));

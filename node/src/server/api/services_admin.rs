@@ -57,6 +57,10 @@ pub struct ServiceUpdate {
     /// `update_parallelism` nodes at a time, `update_delay_ms` apart.
     #[serde(default)]
     pub restart: bool,
+    /// Place the tasks afresh over every eligible node (tasks otherwise stay where they
+    /// are, e.g. off a node that came back).
+    #[serde(default)]
+    pub rebalance: bool,
     /// 1 to 100.
     pub update_parallelism: Option<u32>,
     /// 0 to 600000.
@@ -147,6 +151,7 @@ pub async fn update_service(
         max_per_node: update.max_per_node,
         workers: update.workers,
         restart: update.restart,
+        rebalance: update.rebalance,
         update_parallelism: update.update_parallelism,
         update_delay_ms: update.update_delay_ms,
     };
