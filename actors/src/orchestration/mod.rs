@@ -132,7 +132,8 @@ pub fn node_settings(db: &Connection) -> rusqlite::Result<BTreeMap<u64, NodeSett
     .collect()
 }
 
-/// The recorded assignment; empty until the leader has scheduled once.
+/// The recorded assignment in (service, slot) order (the order `schedule` returns); empty
+/// until the leader has scheduled once.
 pub fn assignments(db: &Connection) -> rusqlite::Result<Vec<Assignment>> {
     let mut stmt =
         db.prepare_cached("SELECT service, slot, node_id, pending FROM orch_tasks ORDER BY service, slot")?;
@@ -148,7 +149,12 @@ pub fn assignments(db: &Connection) -> rusqlite::Result<Vec<Assignment>> {
             pending,
         })
     })
-    .collect()
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map(|mut all| {
+        // Services sort by declaration, not by name as SQL would.
+        all.sort();
+        all
+    })
 }
 
 /// The tasks of `service` with their nodes' reports.
@@ -338,6 +344,18 @@ mod tests {
         assert_eq!(tasks[1].since, crate::time::rfc3339(5000));
         apply(&db, &ApplyContext { index: 4, now_ms: 7000 }, set(vec![a(0, Some(1))])).unwrap().unwrap();
         assert_eq!(assignments(&db).unwrap(), vec![a(0, Some(1))]);
+        // Read back in the order `schedule` produces (metrics after prediction), so that an
+        // unchanged assignment compares equal and is not written again.
+        let nodes = [NodeView {
+            id: 1,
+            name: "n1".into(),
+            role: "manager".into(),
+            settings: Default::default(),
+            reachable: true,
+        }];
+        let scheduled = schedule(&specs(&db).unwrap(), &nodes, &[]);
+        apply(&db, &ApplyContext { index: 5, now_ms: 8000 }, set(scheduled.clone())).unwrap().unwrap();
+        assert_eq!(assignments(&db).unwrap(), scheduled);
     }
 
     #[test]

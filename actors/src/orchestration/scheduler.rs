@@ -91,9 +91,13 @@ pub fn schedule(specs: &BTreeMap<Service, ServiceSpec>, nodes: &[NodeView], curr
         }
         match spec.mode {
             Mode::Global => {
+                // An unreachable node keeps its global tasks: no other node could take them,
+                // routing already skips it, and dropping and re-adding them on every network
+                // blip would only write to the log.
+                let keeps_global = |n: &NodeView| n.settings.availability != Availability::Drain && satisfies(&spec, n);
                 for n in &nodes {
                     let had = current.iter().any(|a| a.service == service && a.node_id == Some(n.id));
-                    if takes(n) || (had && keeps(n)) {
+                    if takes(n) || (had && keeps_global(n)) {
                         *load.entry(n.id).or_default() += 1;
                         out.push(Assignment { service, slot: n.id, node_id: Some(n.id), pending: None });
                     }
@@ -146,6 +150,8 @@ pub fn schedule(specs: &BTreeMap<Service, ServiceSpec>, nodes: &[NodeView], curr
             }
         }
     }
+    // In (service, slot) order, as `assignments` reads them back: equal means unchanged.
+    out.sort();
     out
 }
 
@@ -243,6 +249,7 @@ mod tests {
         assert_eq!(sorted, vec![Some(1), Some(1), Some(2), Some(3)], "spread before doubling up");
         // Stable: scheduling again changes nothing.
         assert_eq!(schedule(&specs, &nodes, &four), four);
+        assert!(four.windows(2).all(|w| (w[0].service, w[0].slot) < (w[1].service, w[1].slot)), "sorted");
     }
 
     #[test]
@@ -294,6 +301,9 @@ mod tests {
         let lost = schedule(&specs, &nodes, &drained);
         assert!(!nodes_of(&lost, Service::Catalog).contains(&Some(3)));
         assert!(nodes_of(&lost, Service::Catalog).iter().all(Option::is_some));
+        assert!(nodes_of(&lost, Service::Auth).contains(&Some(3)), "an unreachable node keeps its global tasks");
+        nodes.push(NodeView { reachable: false, ..node(4, &[]) });
+        assert!(!nodes_of(&schedule(&specs, &nodes, &lost), Service::Auth).contains(&Some(4)), "but gets no new one");
     }
 
     #[test]
