@@ -109,6 +109,13 @@ fn service_of(name: &str) -> rusqlite::Result<Service> {
     name.parse().map_err(|e: String| rusqlite::Error::ToSqlConversionFailure(e.into()))
 }
 
+/// Drops what belongs to the old cluster's nodes (settings, assignment, reports) from a
+/// state restored from a backup; the service specs stay. Node ids of the new cluster
+/// would otherwise inherit another cluster's drains and labels.
+pub fn forget_nodes(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch("DELETE FROM orch_nodes; DELETE FROM orch_tasks; DELETE FROM orch_observed;")
+}
+
 /// Every service's spec (defaults included).
 pub fn specs(db: &Connection) -> rusqlite::Result<BTreeMap<Service, ServiceSpec>> {
     let mut out: BTreeMap<Service, ServiceSpec> = Service::ALL.into_iter().map(|s| (s, Default::default())).collect();
@@ -367,5 +374,7 @@ mod tests {
         let bad = NodePatch { label_rm: vec!["nope".into()], ..Default::default() };
         assert!(apply(&db, &ctx, OrchestrationCommand::UpdateNode { node_id: 2, patch: bad }).unwrap().is_err());
         assert_eq!(node_settings(&db).unwrap()[&2].labels["cpu"], "big");
+        forget_nodes(&db).unwrap();
+        assert!(node_settings(&db).unwrap().is_empty());
     }
 }

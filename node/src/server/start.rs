@@ -369,6 +369,7 @@ async fn init(
         let restored = panal_raft::StateMachine::<PanalApp>::seed_from_backup(backup, &args.data_dir)
             .map_err(|e| Error::Fatal(format!("cannot restore: {e}")))?;
         panal_actors::cluster::forget_identity(&restored)?;
+        panal_actors::orchestration::forget_nodes(&restored)?;
         tracing::info!(backup = %backup.display(), "state restored from the backup");
     }
     let replica = open_replica(args, &identity, node).await?;
