@@ -16,6 +16,7 @@ pub mod energy;
 pub mod error;
 pub mod kv;
 pub mod metrics;
+pub mod orchestration;
 pub mod page;
 pub mod prediction;
 pub mod services;
@@ -36,6 +37,7 @@ pub enum Command {
     Kv(kv::KvCommand),
     Catalog(catalog::CatalogCommand),
     Energy(energy::EnergyCommand),
+    Orchestration(orchestration::OrchestrationCommand),
 }
 
 /// What a command produced: a reply, or a deterministic business rejection.
@@ -68,7 +70,8 @@ command_from!(
     Auth(auth::AuthCommand),
     Kv(kv::KvCommand),
     Catalog(catalog::CatalogCommand),
-    Energy(energy::EnergyCommand)
+    Energy(energy::EnergyCommand),
+    Orchestration(orchestration::OrchestrationCommand)
 );
 
 /// A value a command's [`Reply`] carries, decoded where the proposer expects it (see
@@ -120,7 +123,8 @@ impl Application for PanalApp {
         auth::migrate(db)?;
         kv::migrate(db)?;
         catalog::migrate(db)?;
-        energy::migrate(db)
+        energy::migrate(db)?;
+        orchestration::migrate(db)
     }
 
     fn apply(&self, db: &Connection, ctx: &ApplyContext, command: Command) -> rusqlite::Result<Response> {
@@ -130,6 +134,7 @@ impl Application for PanalApp {
             Command::Kv(c) => kv::apply(db, ctx, c),
             Command::Catalog(c) => catalog::apply(db, ctx, c),
             Command::Energy(c) => energy::apply(db, ctx, c),
+            Command::Orchestration(c) => orchestration::apply(db, ctx, c),
         }
     }
 }

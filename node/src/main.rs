@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use panal::server::start;
-use panal::tooling::{admin, bench, cli, drill, health, top, up};
+use panal::tooling::{admin, bench, cli, drill, health, service, top, up};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Start(args) => start::run(*args).await,
             cli::Command::Up(args) => up::run(args).await,
             cli::Command::Node(cmd) => admin::node(cmd).await,
+            cli::Command::Service(cmd) => service::run(cmd).await,
             cli::Command::Token(cmd) => admin::token(cmd).await,
             cli::Command::Status(args) => admin::status(args).await,
             cli::Command::Top(args) => {

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 pub use call::{Answer, Call, READ_TIMEOUT, WRITE_TIMEOUT};
 pub(crate) use op::service_ops;
 pub use op::{Body, Deleted, Operation, Ping, PingReply, ServiceCall};
-pub use supervisor::{describe_metrics, start_services, RestartPolicy, ServiceSupervisor, SupervisorMsg};
+pub use supervisor::{
+    describe_metrics, start_services, NodeSupervisorMsg, RestartPolicy, ServiceSupervisor, SupervisorMsg, RETIRE_GRACE,
+};
 pub use worker::{ServiceWorker, WorkerMsg};
 
 use crate::auth::Identity;

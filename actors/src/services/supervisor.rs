@@ -64,7 +64,16 @@ impl RestartPolicy {
 pub enum SupervisorMsg {
     Respawn(usize),
     Retry,
+    /// Run this many workers from now on (0: none; the supervisor stays, ready to grow).
+    Resize(usize),
+    /// Replace every worker: each new one joins the process group before the old one
+    /// leaves it, so the service never has fewer instances.
+    Restart,
 }
+
+/// How long a worker taken out of its process group keeps answering before it stops:
+/// gateways that chose it just before the group change reached them still get an answer.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(3);
 
 pub struct ServiceSupervisor;
 
@@ -104,6 +113,37 @@ async fn spawn_worker(
     Ok(())
 }
 
+/// Starts the missing slots below `pool_size` and retires the workers above it.
+async fn resize(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    let size = state.args.pool_size;
+    let retiring: Vec<ActorId> =
+        state.workers.iter().filter(|(_, (slot, _))| *slot >= size).map(|(id, _)| *id).collect();
+    for id in retiring {
+        // No longer tracked, so its stop is not taken for a crash.
+        let Some((_, cell)) = state.workers.remove(&id) else { continue };
+        retire(state.args.service, &state.args.ctx.node_name, cell);
+    }
+    let used: Vec<usize> = state.workers.values().map(|(slot, _)| *slot).collect();
+    for slot in (0..size).filter(|s| !used.contains(s)) {
+        spawn_worker(myself, state, slot).await?;
+    }
+    Ok(())
+}
+
+/// Takes a worker out of its process groups at once, so no new request is routed to it,
+/// and stops it after [`RETIRE_GRACE`]. Its in-flight calls run in their own tasks and
+/// finish either way.
+fn retire(service: Service, node_name: &str, cell: ActorCell) {
+    ractor::pg::leave(service.group(), vec![cell.clone()]);
+    if service == Service::Metrics {
+        ractor::pg::leave(crate::metrics::ops::node_group(node_name), vec![cell.clone()]);
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(RETIRE_GRACE).await;
+        cell.stop(Some("scaled down".into()));
+    });
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -133,8 +173,24 @@ impl Actor for ServiceSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Respawn(slot) if !state.failed => spawn_worker(&myself, state, slot).await?,
+            SupervisorMsg::Respawn(slot) if !state.failed && slot < state.args.pool_size => {
+                spawn_worker(&myself, state, slot).await?
+            }
             SupervisorMsg::Respawn(_) => {}
+            SupervisorMsg::Restart if !state.failed => {
+                let old: Vec<(usize, ActorCell)> = std::mem::take(&mut state.workers).into_values().collect();
+                for (slot, cell) in old {
+                    spawn_worker(&myself, state, slot).await?;
+                    retire(state.args.service, &state.args.ctx.node_name, cell);
+                }
+            }
+            SupervisorMsg::Restart => {}
+            SupervisorMsg::Resize(size) => {
+                state.args.pool_size = size;
+                if !state.failed {
+                    resize(&myself, state).await?;
+                }
+            }
             SupervisorMsg::Retry => {
                 tracing::info!(service = state.args.service.name(), "cooldown over; starting the service again");
                 state.failed = false;
@@ -196,46 +252,85 @@ impl Actor for ServiceSupervisor {
     }
 }
 
-/// Keeps every service supervisor running.
+/// Keeps every service supervisor running, each with the number of workers the node's
+/// orchestration reconciler asks for (`--pool-size` until it asks).
 pub struct NodeSupervisor;
+
+/// What the reconciler tells the node supervisor.
+#[derive(ractor_cluster::RactorMessage)]
+pub enum NodeSupervisorMsg {
+    /// Run `workers` workers of `service` on this node (0: none).
+    SetWorkers(Service, usize),
+    /// Replace every worker of `service` (a rolling restart's step on this node).
+    Restart(Service),
+}
 
 pub struct NodeSupervisorState {
     args: (Arc<ServiceContext>, usize, RestartPolicy),
     supervisors: HashMap<ActorId, Service>,
+    refs: HashMap<Service, ActorRef<SupervisorMsg>>,
+    /// Workers asked for per service; a restarted service supervisor starts with these.
+    sizes: HashMap<Service, usize>,
 }
 
 async fn spawn_service(
-    myself: &ActorRef<()>,
+    myself: &ActorRef<NodeSupervisorMsg>,
     state: &mut NodeSupervisorState,
     service: Service,
 ) -> Result<(), ActorProcessingErr> {
-    let (ctx, pool_size, policy) = state.args.clone();
+    let (ctx, default_size, policy) = state.args.clone();
+    let pool_size = state.sizes.get(&service).copied().unwrap_or(default_size);
     let args = SupervisorArgs { ctx, service, pool_size, policy };
     let (sup, _) = Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;
     state.supervisors.insert(sup.get_id(), service);
+    state.refs.insert(service, sup);
     Ok(())
 }
 
 impl Actor for NodeSupervisor {
-    type Msg = ();
+    type Msg = NodeSupervisorMsg;
     type State = NodeSupervisorState;
     type Arguments = (Arc<ServiceContext>, usize, RestartPolicy);
 
     async fn pre_start(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<NodeSupervisorMsg>,
         args: Self::Arguments,
     ) -> Result<NodeSupervisorState, ActorProcessingErr> {
-        let mut state = NodeSupervisorState { args, supervisors: HashMap::new() };
+        let mut state =
+            NodeSupervisorState { args, supervisors: HashMap::new(), refs: HashMap::new(), sizes: HashMap::new() };
         for service in Service::ALL {
             spawn_service(&myself, &mut state, service).await?;
         }
         Ok(state)
     }
 
+    async fn handle(
+        &self,
+        _myself: ActorRef<NodeSupervisorMsg>,
+        msg: NodeSupervisorMsg,
+        state: &mut NodeSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeSupervisorMsg::SetWorkers(service, workers) => {
+                state.sizes.insert(service, workers);
+                if let Some(sup) = state.refs.get(&service) {
+                    // A dead supervisor is restarted with `sizes`: a lost message loses nothing.
+                    let _ = sup.send_message(SupervisorMsg::Resize(workers));
+                }
+            }
+            NodeSupervisorMsg::Restart(service) => {
+                if let Some(sup) = state.refs.get(&service) {
+                    let _ = sup.send_message(SupervisorMsg::Restart);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<NodeSupervisorMsg>,
         event: SupervisionEvent,
         state: &mut NodeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -251,12 +346,13 @@ impl Actor for NodeSupervisor {
     }
 }
 
-/// Starts the node's supervision tree. Returns the node supervisor.
+/// Starts the node's supervision tree, every service with `pool_size` workers. Returns the
+/// node supervisor, which takes [`NodeSupervisorMsg::SetWorkers`].
 pub async fn start_services(
     ctx: Arc<ServiceContext>,
     pool_size: usize,
     policy: RestartPolicy,
-) -> Result<ActorRef<()>, ActorProcessingErr> {
+) -> Result<ActorRef<NodeSupervisorMsg>, ActorProcessingErr> {
     let (node, _) = Actor::spawn(None, NodeSupervisor, (ctx, pool_size.max(1), policy)).await?;
     Ok(node)
 }

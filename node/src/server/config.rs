@@ -73,6 +73,10 @@ pub struct StartArgs {
     /// Workers per service on this node (default: the number of cores).
     #[arg(long, env = "PANAL_POOL_SIZE")]
     pub pool_size: Option<usize>,
+    /// How long a member may be off the actor mesh before the leader moves its tasks to
+    /// other nodes, in milliseconds.
+    #[arg(long, env = "PANAL_NODE_DOWN_AFTER_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub node_down_after_ms: u64,
     /// Deadline for one call to a service instance, in milliseconds.
     #[arg(long, env = "PANAL_CALL_TIMEOUT_MS", default_value_t = 5000)]
     pub call_timeout_ms: u64,

@@ -9,6 +9,7 @@
 //! - `gateway`: picks a service instance anywhere in the cluster and calls it.
 //! - `mesh`: the actor mesh between nodes.
 //! - `peer`: the peer port (Raft RPC, forwarded writes, joins).
+//! - `reconciler`: orchestration on the node (the leader's scheduler, the reconciler).
 
 pub mod api;
 pub mod bootstrap;
@@ -18,4 +19,5 @@ pub mod identity;
 pub mod listen;
 pub mod mesh;
 pub mod peer;
+pub mod reconciler;
 pub mod start;

@@ -177,9 +177,16 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     let services = panal_actors::services::ServiceContext::new(name.clone(), replica.clone());
     let pool_size =
         args.pool_size.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    panal_actors::services::start_services(services.clone(), pool_size, Default::default())
+    let supervisor = panal_actors::services::start_services(services.clone(), pool_size, Default::default())
         .await
         .map_err(|e| Error::Fatal(format!("cannot start the services: {e}")))?;
+    crate::server::reconciler::start(crate::server::reconciler::Orchestrator {
+        replica: replica.clone(),
+        supervisor,
+        services: services.clone(),
+        pool_size,
+        node_down_after: Duration::from_millis(args.node_down_after_ms),
+    });
     panal_actors::metrics::collector::start(
         services.hub.clone(),
         args.proc_root.clone(),
@@ -478,6 +485,7 @@ async fn init(
             .map_err(|e| Error::Fatal(format!("cannot restore: {e}")))?;
         // Backups carry no secrets; older ones might: drop them either way.
         panal_actors::auth::strip_secrets(&restored)?;
+        panal_actors::orchestration::forget_nodes(&restored)?;
         tracing::info!(backup = %backup.display(), "state restored from the backup");
     }
     let replica = open_replica(args, &identity, node).await?;

@@ -34,6 +34,7 @@ pub async fn node(cmd: NodeCommand) -> Result<()> {
             Client::admin(&admin).await?.demote(id).await?;
             println!("node {id} is now a worker");
         }
+        NodeCommand::Update(args) => crate::tooling::service::node_update(args).await?,
         NodeCommand::Rm { id, admin } => {
             Client::admin(&admin).await?.remove_node(id).await?;
             println!("node {id} removed");
@@ -44,13 +45,13 @@ pub async fn node(cmd: NodeCommand) -> Result<()> {
 
 pub fn node_table(rows: &[NodeRow]) -> String {
     let mut out = format!(
-        "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {}\n",
-        "ID", "NAME", "ROLE", "STATE", "LEADER", "API", "REACHABLE", "APPLIED"
+        "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {:<8} {:<13} {}\n",
+        "ID", "NAME", "ROLE", "STATE", "LEADER", "API", "REACHABLE", "APPLIED", "AVAILABILITY", "LABELS"
     );
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for r in rows {
         out.push_str(&format!(
-            "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {}\n",
+            "{:<4} {:<16} {:<8} {:<10} {:<7} {:<22} {:<10} {:<8} {:<13} {}\n",
             r.id,
             r.name,
             r.role,
@@ -59,6 +60,12 @@ pub fn node_table(rows: &[NodeRow]) -> String {
             r.api_addr,
             if r.reachable { "yes" } else { "NO" },
             opt(r.applied_index.map(|i| i.to_string())),
+            opt(r.availability.clone()),
+            if r.labels.is_empty() {
+                "-".to_string()
+            } else {
+                r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+            },
         ));
     }
     out
@@ -127,6 +134,8 @@ mod tests {
             reachable: false,
             applied_index: None,
             term: None,
+            availability: None,
+            labels: Default::default(),
         }];
         let table = node_table(&rows);
         let line = table.lines().nth(1).unwrap();

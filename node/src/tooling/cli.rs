@@ -26,6 +26,9 @@ pub enum Command {
     /// List and manage cluster members.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Orchestration: list, inspect, scale and update services.
+    #[command(subcommand)]
+    Service(crate::tooling::service::ServiceCommand),
     /// Show or rotate the join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -111,6 +114,8 @@ pub enum NodeCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Set a node's availability (active, pause, drain) and labels.
+    Update(crate::tooling::service::NodeUpdateArgs),
     /// Remove a node from the cluster.
     Rm {
         id: u64,

@@ -453,6 +453,37 @@ impl Client {
         self.send(Method::DELETE, path, &Body::None, &[]).await.map(drop)
     }
 
+    // --- Orchestration (admin) ---------------------------------------------------------
+
+    /// `GET /api/v1/services`: every service's spec and task counts.
+    pub async fn services(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/api/v1/services").await
+    }
+
+    /// `GET /api/v1/services/{name}`.
+    pub async fn service(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/api/v1/services/{name}")).await
+    }
+
+    /// `GET /api/v1/services/{name}/tasks`.
+    pub async fn service_tasks(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/api/v1/services/{name}/tasks")).await
+    }
+
+    /// `PATCH /api/v1/services/{name}` (scale, placement, restart, rebalance).
+    pub async fn update_service(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.patch(&format!("/api/v1/services/{name}"), patch).await
+    }
+
+    /// `PATCH /api/v1/cluster/nodes/{id}` (availability, labels).
+    pub async fn update_node(&self, id: u64, patch: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        self.patch(&format!("/api/v1/cluster/nodes/{id}"), patch).await
+    }
+
     // --- Probes -----------------------------------------------------------------------
 
     /// `GET /ready` on node `i`: whether it answers 200 (within `timeout`).
@@ -791,6 +822,11 @@ pub struct NodeRow {
     pub reachable: bool,
     pub applied_index: Option<u64>,
     pub term: Option<u64>,
+    /// `active`, `pause` or `drain`.
+    #[serde(default)]
+    pub availability: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `GET /api/v1/cluster/status`: the answering node's view.

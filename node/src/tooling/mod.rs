@@ -11,6 +11,7 @@
 //! - `drill`: failure rehearsals under a recorded workload.
 //! - `bench`: benchmarks writing docs/benchmarks.md.
 //! - `health`: the container health probe.
+//! - `service`: `service …` and `node update` (orchestration).
 
 pub mod admin;
 pub mod bench;
@@ -20,5 +21,6 @@ pub mod demo;
 pub mod drill;
 pub mod health;
 pub mod launcher;
+pub mod service;
 pub mod top;
 pub mod up;

@@ -59,12 +59,21 @@ pub struct NodeRow {
     reachable: bool,
     applied_index: Option<u64>,
     term: Option<u64>,
+    /// Orchestration: `active`, `pause` or `drain`, and the node's labels.
+    availability: panal_actors::orchestration::Availability,
+    labels: std::collections::BTreeMap<String, String>,
 }
 
-pub async fn nodes(State(s): State<AppState>, _: Admin) -> Json<Vec<NodeRow>> {
+pub async fn nodes(State(s): State<AppState>, _: Admin) -> Result<Json<Vec<NodeRow>>> {
     let members = s.replica.members();
+    let (settings, _) = s
+        .replica
+        .read(panal_raft::Consistency::Stale, 0, READ_TIMEOUT, |db| panal_actors::orchestration::node_settings(db))
+        .await?;
+    let settings = settings?;
     let rows = futures::future::join_all(members.into_iter().map(|(id, node, role)| {
         let replica = s.replica.clone();
+        let node_settings = settings.get(&id).cloned().unwrap_or_default();
         async move {
             let report = if id == replica.id() {
                 Some(replica.status())
@@ -81,11 +90,13 @@ pub async fn nodes(State(s): State<AppState>, _: Admin) -> Json<Vec<NodeRow>> {
                 reachable: report.is_some(),
                 applied_index: report.as_ref().map(|r| r.applied_index),
                 term: report.as_ref().map(|r| r.term),
+                availability: node_settings.availability,
+                labels: node_settings.labels,
             }
         }
     }))
     .await;
-    Json(rows)
+    Ok(Json(rows))
 }
 
 fn parse_id(id: &str) -> Result<u64> {

@@ -11,6 +11,7 @@ mod energy;
 mod extract;
 pub mod openapi;
 mod services;
+mod services_admin;
 mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,6 +89,10 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(cluster_view::nodes))
         .routes(routes!(cluster_view::history))
         .routes(routes!(cluster_view::stream))
+        .routes(routes!(services_admin::list_services))
+        .routes(routes!(services_admin::get_service, services_admin::update_service))
+        .routes(routes!(services_admin::service_tasks))
+        .routes(routes!(services_admin::update_node))
         .split_for_parts()
 }
 
@@ -178,6 +183,7 @@ pub fn describe_metrics() {
     );
     describe_gauge!("panal_node_info", "1 for this node's name, current role and version; 0 for its other roles.");
     crate::server::gateway::describe_metrics();
+    crate::server::reconciler::describe_metrics();
     panal_actors::metrics::describe();
 }
 
