@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{auth, Rejection, Reply, Response};
 
 /// Role a join token grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JoinRole {
     Manager,

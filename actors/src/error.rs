@@ -25,22 +25,62 @@ impl Rejection {
         Self::new("forbidden", what)
     }
 
-    /// The HTTP status of a rejection, by code.
+    /// The HTTP status of a rejection: the one table, [`status_of`].
     pub fn status(&self) -> u16 {
-        match self.code.as_str() {
-            "not_found" => 404,
-            "validation_failed" => 400,
-            "forbidden" => 403,
-            "card_declined" | "insufficient_funds" => 402,
-            "username_taken"
-            | "already_initialized"
-            | "name_taken"
-            | "out_of_stock"
-            | "invalid_state"
-            | "order_expired"
-            | "idempotency_key_reused" => 409,
-            _ => 422,
-        }
+        status_of(&self.code)
+    }
+}
+
+/// THE mapping from error codes to HTTP statuses: every error of every route, service or
+/// admin, local or served by a worker on another node, gets its status here and nowhere
+/// else, so one code always has one status. Unknown codes are business-rule refusals (422).
+pub fn status_of(code: &str) -> u16 {
+    match code {
+        // The request itself is malformed: a field, the path, the query, a header, the body.
+        "validation_failed" | "malformed_json" | "invalid_body" | "invalid_query" | "invalid_path"
+        | "invalid_header" | "invalid_node_id" | "invalid_role" | "invalid_service" | "invalid_name"
+        | "invalid_key" | "invalid_join_token" => 400,
+        "invalid_token" | "invalid_credentials" | "unauthorized" => 401,
+        "card_declined" | "insufficient_funds" => 402,
+        "forbidden" => 403,
+        "not_found" => 404,
+        "method_not_allowed" => 405,
+        "username_taken"
+        | "already_initialized"
+        | "name_taken"
+        | "out_of_stock"
+        | "invalid_state"
+        | "order_expired"
+        | "membership" => 409,
+        "payload_too_large" | "value_too_large" => 413,
+        "unsupported_media_type" => 415,
+        "rate_limited" | "too_many_attempts" => 429,
+        "headers_too_large" => 431,
+        "internal" => 500,
+        "no_leader"
+        | "replica_lagging"
+        | "peer_unavailable"
+        | "shutting_down"
+        | "not_initialized"
+        | "service_unavailable"
+        | "catching_up"
+        | "starting"
+        | "unreachable"
+        | "overloaded"
+        | "node_removed"
+        | "removed"
+        | "no_quorum" => 503,
+        "gateway_timeout" => 504,
+        // `idempotency_key_reused`, `own_listing`, `insufficient_history`, `not_a_battery`, …
+        _ => 422,
+    }
+}
+
+/// Seconds a client should wait before retrying, for the codes that are worth a retry.
+pub fn retry_after_of(code: &str) -> Option<u32> {
+    match status_of(code) {
+        429 | 503 => Some(1),
+        _ => None,
     }
 }
 
@@ -52,13 +92,20 @@ pub struct FieldError {
 }
 
 /// Collects every bad field of a request before answering, so the client sees all of them.
+/// Two kinds: a value outside its documented schema (`check`/`fail`: 400
+/// `validation_failed`) and a value the schema allows that a rule it cannot express
+/// refuses (`rule`: a card checksum, an expired card, an end before its start; 422
+/// `rule_violated` when nothing else is wrong).
 #[derive(Debug, Default)]
-pub struct Validator(Vec<FieldError>);
+pub struct Validator {
+    /// Each bad field in the order checked, and whether only a rule refuses it.
+    fields: Vec<(FieldError, bool)>,
+}
 
 impl Validator {
     pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) -> &mut Self {
         if !ok {
-            self.0.push(FieldError { field: field.into(), message: message.into() });
+            self.fields.push((FieldError { field: field.into(), message: message.into() }, false));
         }
         self
     }
@@ -67,12 +114,22 @@ impl Validator {
         self.check(false, field, message);
     }
 
-    pub fn finish(&mut self) -> Result<(), Error> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Validation(std::mem::take(&mut self.0)))
+    /// A rule the documented schema cannot express.
+    pub fn rule(&mut self, ok: bool, field: &str, message: impl Into<String>) -> &mut Self {
+        if !ok {
+            self.fields.push((FieldError { field: field.into(), message: message.into() }, true));
         }
+        self
+    }
+
+    pub fn finish(&mut self) -> Result<(), Error> {
+        let fields = std::mem::take(&mut self.fields);
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let only_rules = fields.iter().all(|(_, rule)| *rule);
+        let fields = fields.into_iter().map(|(f, _)| f).collect();
+        Err(if only_rules { Error::RuleViolated(fields) } else { Error::Validation(fields) })
     }
 }
 
@@ -88,6 +145,9 @@ pub enum Error {
     /// Request fields that fail validation, all of them.
     #[error("invalid request: {}", .0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "))]
     Validation(Vec<FieldError>),
+    /// Fields within their schema that a rule refuses, all of them.
+    #[error("refused: {}", .0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "))]
+    RuleViolated(Vec<FieldError>),
     /// A malformed request that is not about one field (undecodable body, bad query).
     #[error("{1}")]
     BadRequest(&'static str, String),
@@ -114,28 +174,38 @@ pub enum Error {
 }
 
 impl Error {
+    /// The stable error code; its status comes from [`status_of`].
+    pub fn code(&self) -> &str {
+        match self {
+            Error::InvalidToken(_) => "invalid_token",
+            Error::BadCredentials => "invalid_credentials",
+            Error::Rejected(r) => &r.code,
+            Error::Validation(_) => "validation_failed",
+            Error::RuleViolated(_) => "rule_violated",
+            Error::BadRequest(code, _) => code,
+            Error::NotFound(_) => "not_found",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotInitialized => "not_initialized",
+            Error::Overloaded(_) => "overloaded",
+            Error::TooManyAttempts { .. } => "too_many_attempts",
+            Error::Replica(e) => replica_code(e),
+            Error::Sqlite(_) | Error::Hashing(_) | Error::Internal(_) => "internal",
+        }
+    }
+
     /// HTTP status, stable error code and, for 503s, a `Retry-After` in seconds.
     pub fn http(&self) -> (u16, String, Option<u32>) {
-        match self {
-            Error::InvalidToken(_) => (401, "invalid_token".into(), None),
-            Error::BadCredentials => (401, "invalid_credentials".into(), None),
-            Error::Rejected(r) => (r.status(), r.code.clone(), None),
-            Error::Validation(_) => (400, "validation_failed".into(), None),
-            Error::BadRequest(code, _) => (400, (*code).into(), None),
-            Error::NotFound(_) => (404, "not_found".into(), None),
-            Error::Forbidden(_) => (403, "forbidden".into(), None),
-            Error::NotInitialized => (503, "not_initialized".into(), Some(1)),
-            Error::Overloaded(_) => (503, "overloaded".into(), Some(1)),
-            Error::TooManyAttempts { retry_after_secs } => (429, "too_many_attempts".into(), Some(*retry_after_secs)),
-            Error::Replica(e) => replica_http(e),
-            Error::Sqlite(_) | Error::Hashing(_) | Error::Internal(_) => (500, "internal".into(), None),
+        if let Error::TooManyAttempts { retry_after_secs } = self {
+            return (status_of("too_many_attempts"), "too_many_attempts".into(), Some(*retry_after_secs));
         }
+        let code = self.code();
+        (status_of(code), code.to_string(), retry_after_of(code))
     }
 
     /// The invalid fields, for validation errors.
     pub fn fields(&self) -> Option<&[FieldError]> {
         match self {
-            Error::Validation(f) => Some(f),
+            Error::Validation(f) | Error::RuleViolated(f) => Some(f),
             _ => None,
         }
     }
@@ -155,21 +225,21 @@ pub fn error_body(code: &str, message: &str, request_id: &str, fields: Option<&[
     serde_json::json!({ "error": error })
 }
 
-/// How the replica's errors reach clients: no leader and lagging replicas are 503s with
-/// `Retry-After`, a reused idempotency key is the client's mistake.
-pub fn replica_http(e: &panal_raft::Error) -> (u16, String, Option<u32>) {
+/// The code of a replica error: no leader and lagging replicas are retryable 503s, a
+/// reused idempotency key is the client's mistake.
+pub fn replica_code(e: &panal_raft::Error) -> &'static str {
     use panal_raft::Error as E;
     match e {
-        E::NoLeader => (503, "no_leader".into(), Some(1)),
-        E::ReplicaLagging { .. } => (503, "replica_lagging".into(), Some(1)),
+        E::NoLeader => "no_leader",
+        E::ReplicaLagging { .. } => "replica_lagging",
         // The client sent an index no write of this cluster produced (yet): its mistake.
-        E::IndexAhead { .. } => (400, "index_ahead".into(), None),
-        E::NodeRemoved => (503, "node_removed".into(), Some(1)),
-        E::IdempotencyKeyReused => (422, "idempotency_key_reused".into(), None),
-        E::Membership(_) => (409, "membership".into(), None),
-        E::Peer { .. } => (503, "peer_unavailable".into(), Some(1)),
-        E::ShuttingDown => (503, "shutting_down".into(), Some(1)),
-        _ => (500, "internal".into(), None),
+        E::IndexAhead { .. } => "index_ahead",
+        E::NodeRemoved => "node_removed",
+        E::IdempotencyKeyReused => "idempotency_key_reused",
+        E::Membership(_) => "membership",
+        E::Peer { .. } => "peer_unavailable",
+        E::ShuttingDown => "shutting_down",
+        _ => "internal",
     }
 }
 
@@ -195,5 +265,30 @@ mod tests {
         assert_eq!(Rejection::new("card_declined", "").status(), 402);
         assert_eq!(Rejection::not_found("").status(), 404);
         assert_eq!(Rejection::new("insufficient_history", "").status(), 422);
+    }
+
+    #[test]
+    fn one_code_has_one_status_whatever_raised_it() {
+        // The same code from a rejection, a validation error and a replica error.
+        let from_rejection = Error::Rejected(Rejection::new("validation_failed", "x")).http();
+        let from_validator = Error::Validation(vec![]).http();
+        assert_eq!((from_rejection.0, from_validator.0), (400, 400));
+        let from_raft = Error::Replica(panal_raft::Error::IdempotencyKeyReused).http();
+        let from_apply = Rejection::new("idempotency_key_reused", "").status();
+        assert_eq!((from_raft.0, from_apply), (422, 422));
+        assert_eq!(Error::Replica(panal_raft::Error::NoLeader).http(), (503, "no_leader".into(), Some(1)));
+        assert_eq!(Error::BadRequest("unsupported_media_type", String::new()).http().0, 415);
+    }
+
+    #[test]
+    fn rules_answer_422_unless_the_schema_is_broken_too() {
+        let mut v = Validator::default();
+        v.rule(false, "card_number", "checksum");
+        let e = v.finish().unwrap_err();
+        assert_eq!((e.http().0, e.code()), (422, "rule_violated"));
+        let mut v = Validator::default();
+        v.rule(false, "card_number", "checksum").check(false, "cvc", "3 or 4 digits");
+        let e = v.finish().unwrap_err();
+        assert_eq!((e.http().0, e.fields().map(<[_]>::len)), (400, Some(2)));
     }
 }

@@ -16,7 +16,7 @@ pub enum KvCommand {
     Put { key: String, value: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KvEntry {
     pub key: String,
     pub value: String,

@@ -1,9 +1,10 @@
-//! The node's one error type and its mapping to HTTP: every error leaves the node in the
-//! one JSON shape `{"error": {"code", "message", "request_id"}}`.
+//! The node's one error type: every error leaves the node in the one JSON shape
+//! `{"error": {"code", "message", "request_id", "fields"?}}`. Each variant names a code;
+//! the status of a code comes from the one table, `panal_actors::error::status_of`.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use panal_actors::error::FieldError;
+use panal_actors::error::{retry_after_of, status_of, FieldError};
 use panal_raft::Error as RaftError;
 
 tokio::task_local! {
@@ -49,12 +50,7 @@ pub enum Error {
 
 impl From<panal_actors::Rejection> for Error {
     fn from(r: panal_actors::Rejection) -> Self {
-        let conflict = ["username_taken", "already_initialized", "name_taken"];
-        if let Some(code) = conflict.iter().find(|c| **c == r.code) {
-            Error::Conflict(code, r.message)
-        } else {
-            Error::Unprocessable(r.code, r.message)
-        }
+        Error::Actors(panal_actors::Error::Rejected(r))
     }
 }
 
@@ -71,48 +67,39 @@ impl From<panal_raft::rusqlite::Error> for Error {
 }
 
 impl Error {
-    /// HTTP status, stable error code and, for 503s, a Retry-After in seconds.
-    fn parts(&self) -> (StatusCode, String, Option<u32>) {
-        use StatusCode as S;
+    /// Invalid request fields, every one of them.
+    pub fn fields(fields: Vec<FieldError>) -> Self {
+        Error::Actors(panal_actors::Error::Validation(fields))
+    }
+
+    /// The stable error code; its status comes from the one table.
+    pub fn code(&self) -> &str {
         match self {
-            Error::BadRequest(code, _) => (S::BAD_REQUEST, (*code).into(), None),
-            Error::InvalidToken(_) => (S::UNAUTHORIZED, "invalid_token".into(), None),
-            Error::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized".into(), None),
-            Error::Forbidden(_) => (S::FORBIDDEN, "forbidden".into(), None),
-            Error::NotFound(_) => (S::NOT_FOUND, "not_found".into(), None),
-            Error::Conflict(code, _) => (S::CONFLICT, (*code).into(), None),
-            Error::Unprocessable(code, _) => (S::UNPROCESSABLE_ENTITY, code.clone(), None),
-            Error::Unavailable(code, _) => (S::SERVICE_UNAVAILABLE, (*code).into(), Some(1)),
-            Error::GatewayTimeout(_) => (S::GATEWAY_TIMEOUT, "gateway_timeout".into(), None),
-            Error::Replica(e) => {
-                let (status, code, retry) = panal_actors::error::replica_http(e);
-                (S::from_u16(status).unwrap_or(S::INTERNAL_SERVER_ERROR), code, retry)
-            }
-            Error::Actors(e) => {
-                let (status, code, retry) = e.http();
-                (S::from_u16(status).unwrap_or(S::INTERNAL_SERVER_ERROR), code, retry)
-            }
-            Error::Internal(_) | Error::Fatal(_) => (S::INTERNAL_SERVER_ERROR, "internal".into(), None),
+            Error::BadRequest(code, _) | Error::Conflict(code, _) | Error::Unavailable(code, _) => code,
+            Error::Unprocessable(code, _) => code,
+            Error::InvalidToken(_) => "invalid_token",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::GatewayTimeout(_) => "gateway_timeout",
+            Error::Replica(e) => panal_actors::error::replica_code(e),
+            Error::Actors(e) => e.code(),
+            Error::Internal(_) | Error::Fatal(_) => "internal",
         }
     }
 }
 
-/// Builds the one error body.
-pub fn error_response(status: StatusCode, code: &str, message: &str, retry_after: Option<u32>) -> Response {
-    error_response_with_fields(status, code, message, retry_after, None)
+/// The one error body, with the status (and `Retry-After`) the one table gives `code`.
+pub fn error_response(code: &str, message: &str) -> Response {
+    error_response_with_fields(code, message, None)
 }
 
 /// The one error body, listing invalid fields for validation errors.
-pub fn error_response_with_fields(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    retry_after: Option<u32>,
-    fields: Option<&[FieldError]>,
-) -> Response {
+pub fn error_response_with_fields(code: &str, message: &str, fields: Option<&[FieldError]>) -> Response {
+    let status = StatusCode::from_u16(status_of(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = panal_actors::error::error_body(code, message, &current_request_id(), fields);
     let mut resp = (status, axum::Json(body)).into_response();
-    if let Some(secs) = retry_after {
+    if let Some(secs) = retry_after_of(code) {
         resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
     }
     resp
@@ -120,15 +107,15 @@ pub fn error_response_with_fields(
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (status, code, retry) = self.parts();
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        let code = self.code();
+        if status_of(code) >= 500 && status_of(code) != 503 {
             tracing::error!(error = %self, request_id = %current_request_id(), "request failed");
         }
         let fields = match &self {
             Error::Actors(e) => e.fields(),
             _ => None,
         };
-        error_response_with_fields(status, &code, &self.to_string(), retry, fields)
+        error_response_with_fields(code, &self.to_string(), fields)
     }
 }
 

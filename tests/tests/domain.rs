@@ -79,12 +79,7 @@ async fn without_cors_no_cors_headers_and_the_domain_rules_hold_end_to_end() {
             Call::new("POST", &readings).token(&user).json(json!({"ts": "2099-12-02T02:00:00Z", "consumption_kwh": 1})),
         )
         .await;
-    assert_eq!(
-        (future.status, future.body["error"]["code"].as_str()),
-        (400, Some("validation_failed")),
-        "{}",
-        future.text
-    );
+    assert_eq!((future.status, future.body["error"]["code"].as_str()), (422, Some("rule_violated")), "{}", future.text);
     assert_eq!(future.body["error"]["fields"][0]["field"], "readings[0].ts", "{}", future.text);
     let past: Vec<Value> = [0.1, 0.2, 0.3]
         .iter()

@@ -102,7 +102,7 @@ async fn a_fresh_cluster_balances_evenly_refuses_far_indexes_and_misaddressed_ca
         ] {
             let path = call.path.clone();
             let (r, took) = timed(&c, i, call).await;
-            assert_eq!(r.status, 400, "{path} on node {i}: {}", r.text);
+            assert_eq!(r.status, 422, "{path} on node {i}: {}", r.text);
             assert_eq!(r.body["error"]["code"], "index_ahead", "{path}: {}", r.text);
             println!("index_ahead for {path} on node {i} in {took:?}");
             assert!(took < Duration::from_millis(100), "{path} on node {i} took {took:?}");

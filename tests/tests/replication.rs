@@ -151,7 +151,7 @@ async fn idempotency_keys_and_read_levels() {
     far_ahead.set_token(admin.token());
     far_ahead.observe_index(999_999_999);
     let ahead = far_ahead.kv_get("once").await.unwrap_err();
-    assert_eq!((ahead.status(), ahead.code()), (Some(400), Some("index_ahead")));
+    assert_eq!((ahead.status(), ahead.code()), (Some(422), Some("index_ahead")));
     let (s, v) = c.get(1, "once", "bogus", 0).await;
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_header")));
 }

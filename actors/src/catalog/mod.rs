@@ -58,12 +58,18 @@ pub struct Book {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBook {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub author: String,
     #[serde(default)]
+    #[schema(max_length = 5000)]
     pub description: String,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub price_cents: i64,
+    #[schema(pattern = "^(EUR|USD|GBP)$")]
     pub currency: String,
+    #[schema(minimum = 0, maximum = 1000000)]
     pub stock: i64,
 }
 
@@ -71,11 +77,17 @@ pub struct NewBook {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookPatch {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub author: Option<String>,
+    #[schema(max_length = 5000)]
     pub description: Option<String>,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub price_cents: Option<i64>,
+    #[schema(pattern = "^(EUR|USD|GBP)$")]
     pub currency: Option<String>,
+    #[schema(minimum = 0, maximum = 1000000)]
     pub stock: Option<i64>,
 }
 
@@ -627,7 +639,11 @@ pub struct BookQuery {
     pub q: Option<String>,
     /// Exact author (case-insensitive); empty: any author.
     pub author: Option<String>,
+    /// Items per page (1 to 100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 

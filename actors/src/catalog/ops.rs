@@ -15,6 +15,7 @@ use crate::Error;
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     pub book_id: i64,
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i64,
 }
 
@@ -22,6 +23,7 @@ pub struct NewOrder {
 #[serde(deny_unknown_fields)]
 pub struct ShipRequest {
     /// Delivery address, free text (1 to 500 characters).
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub address: String,
 }
 

@@ -21,11 +21,15 @@ pub const INSUFFICIENT_FUNDS_CARD: &str = "4000000000009995";
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardPayment {
-    /// 12 to 19 digits; spaces and dashes are ignored.
+    /// 12 to 19 digits; spaces and dashes are ignored. A number that fails the Luhn
+    /// checksum is a 422 `rule_violated`.
+    #[schema(pattern = "^[ -]*([0-9][ -]*){12,19}$")]
     pub card_number: String,
-    /// `MM/YY` or `MM/YYYY`.
+    /// `MM/YY` or `MM/YYYY`; an expired card is a 422 `rule_violated`.
+    #[schema(pattern = "^\\s*(0?[1-9]|1[0-2])\\s*/\\s*([0-9]{2}|[0-9]{4})\\s*$")]
     pub expiry: String,
     /// 3 or 4 digits.
+    #[schema(pattern = "^\\s*[0-9]{3,4}\\s*$")]
     pub cvc: String,
 }
 
@@ -99,8 +103,8 @@ pub fn authorize(card: &CardPayment, now_ms: i64) -> Result<PaymentOutcome, Erro
     let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     if !all_digits || !(12..=19).contains(&digits.len()) {
         v.fail("card_number", "must be 12 to 19 digits");
-    } else if !luhn_ok(&digits) {
-        v.fail("card_number", "is not a valid card number (checksum)");
+    } else {
+        v.rule(luhn_ok(&digits), "card_number", "is not a valid card number (checksum)");
     }
     match parse_expiry(&card.expiry) {
         None => v.fail("expiry", "must be MM/YY or MM/YYYY"),
@@ -108,7 +112,7 @@ pub fn authorize(card: &CardPayment, now_ms: i64) -> Result<PaymentOutcome, Erro
             let now = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms).unwrap_or_default();
             use chrono::Datelike;
             let current = (now.year(), now.month());
-            v.check((year, month) >= current, "expiry", "the card has expired");
+            v.rule((year, month) >= current, "expiry", "the card has expired");
         }
     }
     let cvc = card.cvc.trim();

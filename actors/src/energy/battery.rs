@@ -596,13 +596,17 @@ fn describe_ts(ts_ms: i64) -> String {
 }
 
 /// Statistics over a series of [`BatterySample`]s; see [`summarize`] for how each is computed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BatterySummary {
     /// Number of samples.
     pub samples: usize,
-    /// Earliest timestamp, unix ms.
+    /// Earliest sample's time (RFC 3339 UTC).
+    #[serde(rename = "from", serialize_with = "crate::time::as_rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub from_ms: i64,
-    /// Latest timestamp, unix ms.
+    /// Latest sample's time (RFC 3339 UTC).
+    #[serde(rename = "to", serialize_with = "crate::time::as_rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub to_ms: i64,
     /// Lowest state of charge seen, %.
     pub soc_min_pct: f64,

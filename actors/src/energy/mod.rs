@@ -85,6 +85,7 @@ pub struct Device {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     pub kind: DeviceKind,
 }
@@ -92,6 +93,7 @@ pub struct NewDevice {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: Option<String>,
     pub kind: Option<DeviceKind>,
 }

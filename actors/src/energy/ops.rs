@@ -18,18 +18,50 @@ use crate::Error;
 #[serde(deny_unknown_fields)]
 pub struct ReadingInput {
     /// RFC 3339 timestamp.
+    #[schema(format = DateTime)]
     pub ts: String,
+    /// kWh used in the interval ending at `ts` (this or `generation_kwh` is needed).
+    #[schema(minimum = 0, maximum = 1000000)]
     pub consumption_kwh: Option<f64>,
+    /// kWh generated in the interval ending at `ts`.
+    #[schema(minimum = 0, maximum = 1000000)]
     pub generation_kwh: Option<f64>,
 }
 
 /// One reading, or a batch of up to 10,000 (`{"readings": [...]}` or a bare array).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ReadingsInput {
-    Batch { readings: Vec<ReadingInput> },
+    Batch {
+        #[schema(min_items = 1, max_items = 10000)]
+        readings: Vec<ReadingInput>,
+    },
     List(Vec<ReadingInput>),
     One(ReadingInput),
+}
+
+/// Chosen by shape, so that an error names its field (`[3].consumption_kwh: invalid
+/// type …`); an untagged enum would only say that no variant matched.
+impl<'de> Deserialize<'de> for ReadingsInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        // Other members beside `readings` are ignored, as the documented schema allows.
+        #[derive(Deserialize)]
+        struct Batch {
+            readings: Vec<ReadingInput>,
+        }
+        let named = |e: serde_path_to_error::Error<serde_json::Error>| D::Error::custom(e.to_string());
+        let value = serde_json::Value::deserialize(d)?;
+        match &value {
+            serde_json::Value::Array(_) => {
+                serde_path_to_error::deserialize(value).map(ReadingsInput::List).map_err(named)
+            }
+            serde_json::Value::Object(m) if m.contains_key("readings") => serde_path_to_error::deserialize(value)
+                .map(|b: Batch| ReadingsInput::Batch { readings: b.readings })
+                .map_err(named),
+            _ => serde_path_to_error::deserialize(value).map(ReadingsInput::One).map_err(named),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,20 +76,30 @@ pub struct ReadingsStored {
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
     /// Start, inclusive (RFC 3339). Default: the beginning.
+    #[param(format = DateTime)]
     pub from: Option<String>,
-    /// End, exclusive (RFC 3339). Default: no end.
+    /// End, exclusive (RFC 3339, after `from`). Default: no end.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReadingsQuery {
+    /// Start, inclusive (RFC 3339). Default: the beginning.
+    #[param(format = DateTime)]
     pub from: Option<String>,
+    /// End, exclusive (RFC 3339, after `from`). Default: no end.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// `raw` (default), `hour`, `day` or `month`.
+    #[param(inline)]
     pub bucket: Option<Bucket>,
     /// Buckets per page (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^-?[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -200,7 +242,8 @@ impl Operation for AddReadings {
         // Named at the edge with this node's clock; `apply` decides with the entry's.
         let now = call.read(|db| Ok(crate::time::app_now(db)?)).await?;
         if let Some((i, e)) = super::first_from_the_future(&readings, now) {
-            return Err(Error::Validation(vec![FieldError { field: format!("readings[{i}].ts"), message: e }]));
+            // A rule of the clock, not of the schema: 422 `rule_violated`.
+            return Err(Error::RuleViolated(vec![FieldError { field: format!("readings[{i}].ts"), message: e }]));
         }
         let stored = call.write(EnergyCommand::AddReadings { device_id: self.id, actor, readings }).await?;
         Ok(ReadingsStored { device_id: self.id, stored })
@@ -287,8 +330,9 @@ impl Operation for UploadBattery {
 
     async fn handle(self, call: &Call) -> Result<BatteryUploaded, Error> {
         let actor = actor(call.caller()?);
+        // The body's schema is "text/csv": what is wrong inside it is a rule, not the schema.
         let samples = battery::parse_csv(&self.csv).map_err(|errors| {
-            Error::Validation(
+            Error::RuleViolated(
                 errors
                     .into_iter()
                     .map(|e| FieldError {
@@ -388,7 +432,7 @@ pub fn range(from: Option<&str>, to: Option<&str>) -> Result<(Option<i64>, Optio
     };
     let (from, to) = (parse("from", from), parse("to", to));
     if let (Some(f), Some(t)) = (from, to) {
-        v.check(f < t, "to", "must be after from");
+        v.rule(f < t, "to", "must be after from");
     }
     v.finish()?;
     Ok((from, to))
@@ -397,8 +441,9 @@ pub fn range(from: Option<&str>, to: Option<&str>) -> Result<(Option<i64>, Optio
 /// Checks every reading; reports up to 20 bad ones by index.
 fn parse_readings(list: Vec<ReadingInput>) -> Result<Vec<ReadingRow>, Error> {
     let mut v = Validator::default();
+    // A rule here: the bare-array form's schema cannot carry its bounds.
     if list.is_empty() || list.len() > MAX_BATCH {
-        v.fail("readings", format!("send 1 to {MAX_BATCH} readings, not {}", list.len()));
+        v.rule(false, "readings", format!("send 1 to {MAX_BATCH} readings, not {}", list.len()));
         v.finish()?;
     }
     let mut rows = Vec::with_capacity(list.len());
@@ -412,10 +457,10 @@ fn parse_readings(list: Vec<ReadingInput>) -> Result<Vec<ReadingRow>, Error> {
         };
         let row = ReadingRow { ts_ms, consumption_kwh: r.consumption_kwh, generation_kwh: r.generation_kwh };
         if let Err(e) = super::valid_reading(&row) {
-            v.fail(&format!("readings[{i}]"), e);
+            v.rule(false, &format!("readings[{i}]"), e);
             bad += 1;
         } else if !seen.insert(ts_ms) {
-            v.fail(&format!("readings[{i}].ts"), "appears twice in the batch");
+            v.rule(false, &format!("readings[{i}].ts"), "appears twice in the batch");
             bad += 1;
         }
         if bad >= 20 {

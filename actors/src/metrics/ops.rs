@@ -31,11 +31,39 @@ impl SampleView {
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Start (RFC 3339); default: an hour ago.
+    #[param(format = DateTime)]
     pub from: Option<String>,
-    /// End (RFC 3339); default: now.
+    /// End (RFC 3339, after `from`); default: now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
-    /// At most one sample per this many seconds (default 1).
+    /// At most one sample per this many seconds (1 to 3600, default 1).
+    #[param(minimum = 1, maximum = 3600)]
     pub step: Option<u32>,
+}
+
+/// Longest step of a history: the hour that is kept.
+pub const MAX_STEP_SECONDS: u32 = 3600;
+
+impl HistoryQuery {
+    /// Every bad parameter at once: `from`/`to` (RFC 3339, `to` after `from`) and `step`.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut fields = match crate::energy::ops::range(self.from.as_deref(), self.to.as_deref()) {
+            Ok(_) => Vec::new(),
+            Err(Error::Validation(fields)) => fields,
+            Err(other) => return Err(other),
+        };
+        if self.step.is_some_and(|s| !(1..=MAX_STEP_SECONDS).contains(&s)) {
+            fields.push(crate::error::FieldError {
+                field: "step".into(),
+                message: format!("must be 1 to {MAX_STEP_SECONDS} seconds"),
+            });
+        }
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(fields))
+        }
+    }
 }
 
 service_ops! {
@@ -66,6 +94,7 @@ impl Operation for History {
 
     async fn handle(self, call: &Call) -> Result<Vec<SampleView>, Error> {
         let q = self.query;
+        q.validate()?;
         let (from, to) = crate::energy::ops::range(q.from.as_deref(), q.to.as_deref())?;
         let to = to.unwrap_or(i64::MAX);
         let from = from.unwrap_or_else(|| crate::time::wall_ms() - crate::time::HOUR_MS);

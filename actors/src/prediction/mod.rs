@@ -17,8 +17,10 @@ use forecast::{ForecastError, Interval};
 pub struct ForecastQuery {
     /// How far ahead: `24h`, `48h`, `7d` or a number of slots (default `24h`; at most 168 hours
     /// hourly, 90 days daily).
+    #[param(pattern = "^\\s*[0-9]{1,4}\\s*[hHdD]?\\s*$")]
     pub horizon: Option<String>,
     /// `hour` (default) or `day`.
+    #[param(pattern = "^(hour|day)$")]
     pub interval: Option<String>,
 }
 
@@ -105,8 +107,9 @@ async fn forecast_op(call: &Call, device_id: Option<i64>, query: ForecastQuery) 
         .unwrap_or("hour")
         .parse()
         .map_err(|_| field("interval", "must be hour or day".into()))?;
+    // How far ahead an interval may look is a rule the documented pattern cannot express.
     let horizon = forecast::parse_horizon(query.horizon.as_deref().unwrap_or("24h"), interval)
-        .map_err(|e| field("horizon", e.to_string()))?;
+        .map_err(|e| Error::RuleViolated(vec![FieldError { field: "horizon".into(), message: e.to_string() }]))?;
     let slot_ms = match interval {
         Interval::Hour => HOUR_MS,
         Interval::Day => DAY_MS,

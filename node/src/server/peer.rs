@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -23,7 +22,7 @@ use panal_raft::NodeInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{error_response, Error};
-use crate::server::api::WRITE_TIMEOUT;
+use panal_actors::services::WRITE_TIMEOUT;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -84,11 +83,13 @@ async fn admit(
         let secs = retry_after_secs(wait);
         tracing::warn!(%remote, "join refused: too many failed attempts from this address");
         let message = format!("too many failed join attempts from this address; try again in {secs} s");
-        return error_response(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", &message, Some(secs));
+        let mut resp = error_response("too_many_attempts", &message);
+        resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from(secs));
+        return resp;
     }
     let req: JoinRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "malformed_json", &e.to_string(), None),
+        Err(e) => return error_response("malformed_json", &e.to_string()),
     };
     match admit_inner(&admission.replica, req).await {
         Ok(a) => Json(a).into_response(),

@@ -355,12 +355,7 @@ fn late_router(early: Option<axum::Router>, late: Arc<OnceLock<axum::Router>>) -
         async move {
             match late.get() {
                 Some(routes) => routes.clone().oneshot(req).await.into_response(),
-                None => crate::error::error_response(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "starting",
-                    "this node is still starting",
-                    Some(1),
-                ),
+                None => crate::error::error_response("starting", "this node is still starting"),
             }
         }
     };

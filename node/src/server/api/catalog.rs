@@ -1,7 +1,7 @@
 //! Catalog routes (the BookStore): listings, orders, payment, shipping, invoices. Each is
 //! served by a catalog service instance somewhere in the cluster.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use panal_actors::catalog::ops::{
     CreateBook, DeleteBook, GetBook, GetInvoice, GetOrder, ListBooks, ListOrders, ListSales, NewOrder, PayOrder,
@@ -12,7 +12,7 @@ use panal_actors::catalog::{Book, BookPatch, BookQuery, Invoice, NewBook, Order}
 use panal_actors::page::{Page, PageParams};
 use panal_actors::services::Deleted;
 
-use super::extract::{CallMeta, Caller, JsonBody, QueryParams};
+use super::extract::{CallMeta, Caller, JsonBody, Path, QueryParams};
 use super::openapi::ApiErrors;
 use super::services::call;
 use super::AppState;
@@ -148,8 +148,8 @@ pub async fn ship_order(
 
 /// The invoice of a paid order, as JSON or, with `Accept: text/html`, as a printable page.
 #[utoipa::path(get, path = "/api/v1/orders/{id}/invoice", tag = "catalog", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 200, body = Invoice, content_type = "application/json"),
-              (status = 200, body = String, content_type = "text/html"), ApiErrors))]
+    responses((status = 200, description = "The invoice: JSON, or HTML with `Accept: text/html`",
+        content((Invoice = "application/json"), (String = "text/html"))), ApiErrors))]
 pub async fn invoice(State(s): State<AppState>, c: Caller, m: CallMeta, Path(id): Path<i64>) -> Result<Response> {
     let html = m.wants_html;
     call(&s, c, m, GetInvoice { id, html }).await

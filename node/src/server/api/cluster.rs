@@ -1,27 +1,34 @@
 //! Cluster administration (admin only): members, status, tokens, the debug key-value
-//! endpoint, state checksum and on-demand snapshots.
+//! endpoint, state checksum, on-demand snapshots, backups and the application clock.
+//! Typed and documented like the service routes, behind the same `Admin` extractor.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use panal_actors::cluster::{ClusterCommand, JoinRole};
-use panal_actors::kv::KvCommand;
+use panal_actors::kv::{KvCommand, KvEntry};
 use panal_actors::{Command, Reply};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::extract::ReadOptions;
-use super::{Admin, AppState, READ_TIMEOUT, WRITE_TIMEOUT};
+use super::extract::{CallMeta, JsonBody, Path, TextBody};
+use super::openapi::AdminErrors;
+use super::{Admin, AppState};
 use crate::error::{Error, Result};
 
 /// How long `nodes` waits for each member's own report.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
+/// Longest clock advance one request may ask for: a year.
+const MAX_ADVANCE_SECONDS: i64 = 365 * 24 * 3600;
 
-/// Proposes `command` and returns its reply, mapping rejections to 4xx.
+/// Proposes `command` and returns its reply, mapping rejections to 4xx. The deadline is
+/// the replica's own (the one write timeout of the node).
 pub async fn propose(s: &AppState, command: Command, idempotency_key: Option<String>) -> Result<(Reply, u64)> {
-    let out = s.replica.write(&command, idempotency_key, WRITE_TIMEOUT).await?;
+    let out = s.replica.write(&command, idempotency_key, panal_actors::services::WRITE_TIMEOUT).await?;
     Ok((out.response?, out.index))
 }
 
@@ -32,26 +39,101 @@ pub fn with_index(index: u64, resp: impl IntoResponse) -> Response {
     resp
 }
 
-pub async fn status(State(s): State<AppState>, _: Admin) -> Json<serde_json::Value> {
-    let m = s.replica.metrics();
-    let replication = m.replication.as_ref().map(|r| {
-        r.iter().map(|(id, l)| (id.to_string(), l.map(|l| l.index))).collect::<std::collections::BTreeMap<_, _>>()
-    });
-    Json(serde_json::json!({
-        "node": s.replica.status(),
-        "members": s.replica.members().into_iter().map(|(id, n, role)| serde_json::json!({"id": id, "name": n.name, "role": role, "api_addr": n.api_addr, "peer_addr": n.peer_addr})).collect::<Vec<_>>(),
-        "leader": s.replica.leader().map(|(id, n)| serde_json::json!({"id": id, "name": n.name})),
-        "replication": replication,
-        "ready": s.caught_up.load(std::sync::atomic::Ordering::Acquire),
-        "services": s.services.health(),
-        "balance": format!("{:?}", s.gateway.policy),
-    }))
+/// A member as the replicated membership lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    #[schema(value_type = String, pattern = "^(manager|worker)$")]
+    pub role: panal_raft::MemberRole,
+    pub api_addr: String,
+    pub peer_addr: String,
 }
 
-#[derive(Serialize)]
+/// The leader this node knows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderRef {
+    pub id: u64,
+    pub name: String,
+}
+
+/// This node's own Raft state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub name: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+impl From<panal_raft::MemberStatus> for RaftStatus {
+    fn from(m: panal_raft::MemberStatus) -> Self {
+        RaftStatus {
+            id: m.id,
+            name: m.name,
+            state: m.state,
+            term: m.term,
+            leader: m.leader,
+            last_log_index: m.last_log_index,
+            applied_index: m.applied_index,
+            snapshot_index: m.snapshot_index,
+            purged_index: m.purged_index,
+        }
+    }
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterStatus {
+    pub node: RaftStatus,
+    pub members: Vec<Member>,
+    pub leader: Option<LeaderRef>,
+    /// On the leader: each member's last replicated log index, by node id.
+    pub replication: Option<BTreeMap<String, Option<u64>>>,
+    /// Whether this node knows a leader and has caught up with it.
+    pub ready: bool,
+    /// Each service's health on this node, by service name.
+    #[schema(value_type = Object)]
+    pub services: serde_json::Value,
+    /// The gateway's balancing policy.
+    pub balance: String,
+}
+
+/// `GET /api/v1/cluster/status`
+#[utoipa::path(get, path = "/api/v1/cluster/status", operation_id = "cluster_status", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = ClusterStatus), AdminErrors))]
+pub async fn status(State(s): State<AppState>, _: Admin) -> Json<ClusterStatus> {
+    let m = s.replica.metrics();
+    let replication =
+        m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (id.to_string(), l.map(|l| l.index))).collect());
+    Json(ClusterStatus {
+        node: s.replica.status().into(),
+        members: s
+            .replica
+            .members()
+            .into_iter()
+            .map(|(id, n, role)| Member { id, name: n.name, role, api_addr: n.api_addr, peer_addr: n.peer_addr })
+            .collect(),
+        leader: s.replica.leader().map(|(id, n)| LeaderRef { id, name: n.name }),
+        replication,
+        ready: s.caught_up.load(std::sync::atomic::Ordering::Acquire),
+        services: serde_json::to_value(s.services.health()).unwrap_or_default(),
+        balance: format!("{:?}", s.gateway.policy),
+    })
+}
+
+/// One member with its own report, when it answered.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NodeRow {
     id: u64,
     name: String,
+    #[schema(value_type = String, pattern = "^(manager|worker)$")]
     role: panal_raft::MemberRole,
     state: Option<String>,
     leader: Option<u64>,
@@ -64,11 +146,16 @@ pub struct NodeRow {
     labels: std::collections::BTreeMap<String, String>,
 }
 
+/// `GET /api/v1/cluster/nodes`: every member, each asked for its own state.
+#[utoipa::path(get, path = "/api/v1/cluster/nodes", operation_id = "cluster_nodes", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = Vec<NodeRow>), AdminErrors))]
 pub async fn nodes(State(s): State<AppState>, _: Admin) -> Result<Json<Vec<NodeRow>>> {
     let members = s.replica.members();
     let (settings, _) = s
         .replica
-        .read(panal_raft::Consistency::Stale, 0, READ_TIMEOUT, |db| panal_actors::orchestration::node_settings(db))
+        .read(panal_raft::Consistency::Stale, 0, panal_actors::services::READ_TIMEOUT, |db| {
+            panal_actors::orchestration::node_settings(db)
+        })
         .await?;
     let settings = settings?;
     let rows = futures::future::join_all(members.into_iter().map(|(id, node, role)| {
@@ -99,10 +186,6 @@ pub async fn nodes(State(s): State<AppState>, _: Admin) -> Result<Json<Vec<NodeR
     Ok(Json(rows))
 }
 
-fn parse_id(id: &str) -> Result<u64> {
-    id.parse().map_err(|_| Error::BadRequest("invalid_node_id", format!("{id:?} is not a node id")))
-}
-
 /// A membership change requested through the API.
 #[derive(Debug, Clone, Copy)]
 enum MemberChange {
@@ -111,52 +194,52 @@ enum MemberChange {
     Remove,
 }
 
+/// What a membership change did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberChanged {
+    pub id: u64,
+    /// The member's role now; absent once removed.
+    #[schema(pattern = "^(manager|worker)$")]
+    pub role: Option<String>,
+    pub removed: bool,
+}
+
 /// Checks the id, logs who asked, applies the change (forwarded to the leader).
-async fn change_member(s: &AppState, who: &str, id: &str, change: MemberChange) -> Result<Json<serde_json::Value>> {
-    let id = parse_id(id)?;
+async fn change_member(s: &AppState, who: &str, id: u64, change: MemberChange) -> Result<Json<MemberChanged>> {
     if !s.replica.members().iter().any(|(m, _, _)| *m == id) {
         return Err(Error::NotFound(format!("node {id} is not a member of this cluster")));
     }
     tracing::info!(by = %who, node = id, ?change, "membership change requested");
-    let body = match change {
-        MemberChange::Promote => {
-            s.replica.promote(id).await?;
-            serde_json::json!({ "id": id, "role": "manager" })
-        }
-        MemberChange::Demote => {
-            s.replica.demote(id).await?;
-            serde_json::json!({ "id": id, "role": "worker" })
-        }
-        MemberChange::Remove => {
-            s.replica.remove(id).await?;
-            serde_json::json!({ "id": id, "removed": true })
-        }
+    let (role, removed) = match change {
+        MemberChange::Promote => (s.replica.promote(id).await.map(|_| Some("manager"))?, false),
+        MemberChange::Demote => (s.replica.demote(id).await.map(|_| Some("worker"))?, false),
+        MemberChange::Remove => (s.replica.remove(id).await.map(|_| None)?, true),
     };
-    Ok(Json(body))
+    Ok(Json(MemberChanged { id, role: role.map(String::from), removed }))
 }
 
-pub async fn promote(
-    State(s): State<AppState>,
-    Admin(who): Admin,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    change_member(&s, &who.username, &id, MemberChange::Promote).await
+/// Makes a worker a manager (a Raft voter).
+#[utoipa::path(post, path = "/api/v1/cluster/nodes/{id}/promote", operation_id = "cluster_promote", tag = "cluster", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Node id", minimum = 0)),
+    responses((status = 200, body = MemberChanged), AdminErrors))]
+pub async fn promote(State(s): State<AppState>, Admin(who): Admin, Path(id): Path<u64>) -> Result<Json<MemberChanged>> {
+    change_member(&s, &who.username, id, MemberChange::Promote).await
 }
 
-pub async fn demote(
-    State(s): State<AppState>,
-    Admin(who): Admin,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    change_member(&s, &who.username, &id, MemberChange::Demote).await
+/// Makes a manager a worker (a non-voting learner).
+#[utoipa::path(post, path = "/api/v1/cluster/nodes/{id}/demote", operation_id = "cluster_demote", tag = "cluster", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Node id", minimum = 0)),
+    responses((status = 200, body = MemberChanged), AdminErrors))]
+pub async fn demote(State(s): State<AppState>, Admin(who): Admin, Path(id): Path<u64>) -> Result<Json<MemberChanged>> {
+    change_member(&s, &who.username, id, MemberChange::Demote).await
 }
 
-pub async fn remove(
-    State(s): State<AppState>,
-    Admin(who): Admin,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    change_member(&s, &who.username, &id, MemberChange::Remove).await
+/// Removes a member from the cluster.
+#[utoipa::path(delete, path = "/api/v1/cluster/nodes/{id}", operation_id = "cluster_remove", tag = "cluster", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Node id", minimum = 0)),
+    responses((status = 200, body = MemberChanged), AdminErrors))]
+pub async fn remove(State(s): State<AppState>, Admin(who): Admin, Path(id): Path<u64>) -> Result<Json<MemberChanged>> {
+    change_member(&s, &who.username, id, MemberChange::Remove).await
 }
 
 async fn cluster_config(s: &AppState) -> Result<panal_actors::cluster::ClusterConfig> {
@@ -167,75 +250,133 @@ async fn cluster_config(s: &AppState) -> Result<panal_actors::cluster::ClusterCo
         .ok_or(Error::Actors(panal_actors::Error::NotInitialized))
 }
 
-pub async fn tokens(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
-    let cfg = cluster_config(&s).await?;
-    Ok(Json(serde_json::json!({
-        "cluster_id": cfg.cluster_id,
-        "manager": cfg.token(JoinRole::Manager).to_string(),
-        "worker": cfg.token(JoinRole::Worker).to_string(),
-    })))
+/// The cluster's join tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinTokens {
+    pub cluster_id: String,
+    /// `PANAL-1-<cluster id>-<secret>-manager`
+    pub manager: String,
+    /// `PANAL-1-<cluster id>-<secret>-worker`
+    pub worker: String,
 }
 
-pub async fn rotate_token(State(s): State<AppState>, _: Admin, Path(role): Path<String>) -> Result<Response> {
-    let role: JoinRole = role.parse().map_err(|e| Error::BadRequest("invalid_role", e))?;
+/// The join tokens for new managers and workers.
+#[utoipa::path(get, path = "/api/v1/cluster/tokens", operation_id = "cluster_tokens", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = JoinTokens), AdminErrors))]
+pub async fn tokens(State(s): State<AppState>, _: Admin) -> Result<Json<JoinTokens>> {
+    let cfg = cluster_config(&s).await?;
+    Ok(Json(JoinTokens {
+        cluster_id: cfg.cluster_id.clone(),
+        manager: cfg.token(JoinRole::Manager).to_string(),
+        worker: cfg.token(JoinRole::Worker).to_string(),
+    }))
+}
+
+/// A freshly rotated join token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedToken {
+    pub role: JoinRole,
+    pub token: String,
+}
+
+/// Replaces the secret of one role's join token; the old token stops working.
+#[utoipa::path(post, path = "/api/v1/cluster/tokens/{role}/rotate", operation_id = "cluster_rotate_token", tag = "cluster", security(("bearer" = [])),
+    params(("role" = JoinRole, Path)),
+    responses((status = 200, body = RotatedToken, headers(("X-Panal-Index" = u64, description = "Log index of the write"))),
+        AdminErrors))]
+pub async fn rotate_token(State(s): State<AppState>, _: Admin, Path(role): Path<JoinRole>) -> Result<Response> {
     let secret = crate::server::identity::random_hex(16);
     let (_, index) = propose(&s, Command::Cluster(ClusterCommand::RotateJoinSecret { role, secret }), None).await?;
     let cfg = cluster_config(&s).await?;
-    Ok(with_index(index, Json(serde_json::json!({ "role": role, "token": cfg.token(role).to_string() }))))
+    Ok(with_index(index, Json(RotatedToken { role, token: cfg.token(role).to_string() })))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceClock {
+    /// How far to move the clock forward.
+    #[schema(minimum = 1, maximum = 31536000)]
     seconds: i64,
 }
 
-/// `POST /api/v1/admin/clock/advance` (nodes started with `--chaos`): moves the replicated
-/// application clock forward, so that time-driven behaviour (reservations, shipping) can be
-/// rehearsed without waiting.
+/// The application clock's offset from the wall clock.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClockOffset {
+    pub offset_ms: u64,
+}
+
+/// Moves the replicated application clock forward (nodes started with `--chaos`; 404
+/// elsewhere), so that time-driven behaviour (reservations, shipping) can be rehearsed
+/// without waiting.
+#[utoipa::path(post, path = "/api/v1/admin/clock/advance", operation_id = "cluster_advance_clock", tag = "cluster", security(("bearer" = [])),
+    request_body = AdvanceClock,
+    responses((status = 200, body = ClockOffset, headers(("X-Panal-Index" = u64, description = "Log index of the write"))),
+        AdminErrors))]
 pub async fn advance_clock(
     State(s): State<AppState>,
     Admin(who): Admin,
-    super::extract::JsonBody(req): super::extract::JsonBody<AdvanceClock>,
+    JsonBody(req): JsonBody<AdvanceClock>,
 ) -> Result<Response> {
     if !s.chaos {
         return Err(Error::NotFound("the clock can only be advanced on nodes started with --chaos".into()));
     }
-    if !(1..=365 * 24 * 3600).contains(&req.seconds) {
-        return Err(Error::BadRequest("invalid_body", "seconds must be 1 to 31536000".into()));
+    if !(1..=MAX_ADVANCE_SECONDS).contains(&req.seconds) {
+        return Err(Error::fields(vec![panal_actors::error::FieldError {
+            field: "seconds".into(),
+            message: format!("must be 1 to {MAX_ADVANCE_SECONDS}"),
+        }]));
     }
     tracing::warn!(by = %who.username, seconds = req.seconds, "advancing the application clock");
     let (reply, index) =
         propose(&s, Command::Cluster(ClusterCommand::AdvanceClock { ms: req.seconds * 1000 }), None).await?;
-    let offset = match reply {
+    let offset_ms = match reply {
         Reply::Count(ms) => ms,
-        _ => 0,
+        other => return Err(Error::Internal(format!("unexpected reply to AdvanceClock: {other:?}"))),
     };
-    Ok(with_index(index, Json(serde_json::json!({ "offset_ms": offset }))))
+    Ok(with_index(index, Json(ClockOffset { offset_ms })))
 }
 
+/// Sets a debug key to the request body (text).
+#[utoipa::path(put, path = "/api/v1/cluster/kv/{key}", operation_id = "cluster_kv_put", tag = "cluster", security(("bearer" = [])),
+    params(("key" = String, Path, min_length = 1, max_length = 256),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128,
+            description = "Makes a retried write happen once")),
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = KvEntry, headers(("X-Panal-Index" = u64, description = "Log index of the write"))),
+        AdminErrors))]
 pub async fn kv_put(
     State(s): State<AppState>,
     Admin(_): Admin,
     Path(key): Path<String>,
-    headers: axum::http::HeaderMap,
-    body: String,
+    meta: CallMeta,
+    TextBody(body): TextBody,
 ) -> Result<Response> {
     panal_actors::kv::validate(&key, &body)?;
-    let idem = super::extract::idempotency_key(&headers)?;
-    let (reply, index) = propose(&s, Command::Kv(KvCommand::Put { key, value: body }), idem).await?;
-    Ok(with_index(index, Json(reply_json(reply))))
+    let (reply, index) =
+        propose(&s, Command::Kv(KvCommand::Put { key, value: body }), Some(meta.idempotency_key)).await?;
+    match reply {
+        Reply::KvEntry(e) => Ok(with_index(index, Json(e))),
+        other => Err(Error::Internal(format!("unexpected reply to a kv put: {other:?}"))),
+    }
 }
 
+/// Reads a debug key at the requested consistency.
+#[utoipa::path(get, path = "/api/v1/cluster/kv/{key}", operation_id = "cluster_kv_get", tag = "cluster", security(("bearer" = [])),
+    params(("key" = String, Path, min_length = 1, max_length = 256), super::openapi::ReadHeaders),
+    responses((status = 200, body = KvEntry, headers(("X-Panal-Index" = u64, description = "Index this read reflects"))),
+        AdminErrors))]
 pub async fn kv_get(
     State(s): State<AppState>,
     Admin(_): Admin,
     Path(key): Path<String>,
-    opts: ReadOptions,
+    meta: CallMeta,
 ) -> Result<Response> {
+    let opts = meta.read;
     let (entry, index) = s
         .replica
-        .read(opts.consistency, opts.min_index, READ_TIMEOUT, move |db| panal_actors::kv::get(db, &key))
+        .read(opts.consistency, opts.min_index, panal_actors::services::READ_TIMEOUT, move |db| {
+            panal_actors::kv::get(db, &key)
+        })
         .await?;
     match entry? {
         Some(e) => Ok(with_index(index, Json(e))),
@@ -243,15 +384,29 @@ pub async fn kv_get(
     }
 }
 
-pub async fn checksum(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
-    let (index, sum) = s.replica.state_machine().checksum().await?;
-    Ok(Json(serde_json::json!({ "applied_index": index, "checksum": sum })))
+/// A checksum of the replicated state at an applied index: equal on every replica that
+/// applied the same index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateChecksum {
+    pub applied_index: u64,
+    pub checksum: String,
 }
 
-/// `GET /api/v1/admin/backup`: a consistent SQLite copy of the replicated state, taken
-/// after a linearizable barrier so it holds every write acknowledged before the request.
+#[utoipa::path(get, path = "/api/v1/cluster/checksum", operation_id = "cluster_checksum", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = StateChecksum), AdminErrors))]
+pub async fn checksum(State(s): State<AppState>, _: Admin) -> Result<Json<StateChecksum>> {
+    let (applied_index, checksum) = s.replica.state_machine().checksum().await?;
+    Ok(Json(StateChecksum { applied_index, checksum: checksum.to_string() }))
+}
+
+/// A consistent SQLite copy of the replicated state, taken after a linearizable barrier so
+/// that it holds every write acknowledged before the request.
+#[utoipa::path(get, path = "/api/v1/admin/backup", operation_id = "cluster_backup", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, content_type = "application/vnd.sqlite3", body = Vec<u8>,
+        headers(("X-Panal-Index" = u64, description = "Index the backup holds"))), AdminErrors))]
 pub async fn backup(State(s): State<AppState>, _: Admin) -> Result<Response> {
-    let index = s.replica.read_barrier(panal_raft::Consistency::Linearizable, 0, super::READ_TIMEOUT).await?;
+    let index =
+        s.replica.read_barrier(panal_raft::Consistency::Linearizable, 0, panal_actors::services::READ_TIMEOUT).await?;
     let dir = tempfile::tempdir().map_err(|e| Error::Internal(format!("temporary directory: {e}")))?;
     let file = dir.path().join("backup.db");
     s.replica.state_machine().backup_to(file.clone()).await?;
@@ -282,14 +437,23 @@ async fn strip_backup(file: std::path::PathBuf) -> Result<()> {
     .map_err(|e| Error::Internal(format!("cannot strip secrets from the backup: {e}")))
 }
 
-pub async fn snapshot(State(s): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>> {
-    let index = s.replica.snapshot_now().await?;
-    Ok(Json(serde_json::json!({ "snapshot_index": index, "status": s.replica.status() })))
+/// A snapshot taken on demand.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotTaken {
+    pub snapshot_index: u64,
+    pub status: RaftStatus,
 }
 
-fn reply_json(reply: Reply) -> serde_json::Value {
-    match reply {
-        Reply::KvEntry(e) => serde_json::to_value(e).unwrap_or_default(),
-        other => serde_json::to_value(other).unwrap_or_default(),
-    }
+/// Makes this node snapshot its state now (and purge the log behind it).
+#[utoipa::path(post, path = "/api/v1/cluster/snapshot", operation_id = "cluster_snapshot", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = SnapshotTaken), AdminErrors))]
+pub async fn snapshot(State(s): State<AppState>, _: Admin) -> Result<Json<SnapshotTaken>> {
+    // Nothing applied since the last snapshot: that one is current (asking openraft for
+    // another would wait for a snapshot that never comes).
+    let current = s.replica.metrics().snapshot.map(|l| l.index);
+    let index = match current {
+        Some(index) if index >= s.replica.applied_index() => index,
+        _ => s.replica.snapshot_now().await?,
+    };
+    Ok(Json(SnapshotTaken { snapshot_index: index, status: s.replica.status().into() }))
 }

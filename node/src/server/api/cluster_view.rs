@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Response;
@@ -17,7 +17,7 @@ use panal_actors::services::{Operation, RequestMeta, ServiceRequest, ServiceResp
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::extract::QueryParams;
+use super::extract::{Path, QueryParams};
 use super::services::respond;
 use super::{Admin, AppState};
 use crate::error::{Error, Result};
@@ -93,10 +93,12 @@ pub async fn history(
     Path(name): Path<String>,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> Result<Response> {
+    // A client mistake is answered here, as one 400 naming every bad parameter, rather
+    // than reported as a fault of the node asked.
+    q.validate()?;
     if !s.replica.members().iter().any(|(_, n, _)| n.name == name) {
         return Err(Error::NotFound(format!("no member named {name:?}")));
     }
-    // The node's answer as it is: its 400 for a bad range is the client's mistake.
     Ok(respond(ask(&s, &name, History { query: q }).await?))
 }
 
@@ -104,7 +106,9 @@ pub async fn history(
 /// its node). The event id is the sample's time in milliseconds: a client reconnecting with
 /// `Last-Event-ID` receives every node's samples taken after it.
 #[utoipa::path(get, path = "/api/v1/metrics/stream", tag = "metrics", security(("bearer" = [])),
-    responses((status = 200, content_type = "text/event-stream", body = String), super::openapi::ApiErrors))]
+    responses((status = 200, content_type = "text/event-stream",
+        description = "`event: sample`, `id: <ms>`, `data: <a SampleView with its node, as JSON>`, repeated"),
+        super::openapi::ApiErrors))]
 pub async fn stream(
     State(s): State<AppState>,
     _: Admin,

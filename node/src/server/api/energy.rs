@@ -1,7 +1,7 @@
 //! Energy routes: devices, readings, summaries, battery data and charts, plus forecasts.
 //! Each is served by an energy or prediction service instance somewhere in the cluster.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use panal_actors::energy::ops::{
     AddReadings, BatteryChart, BatteryReport, BatteryUploaded, CreateDevice, DeleteDevice, DeleteReadings,
@@ -13,11 +13,11 @@ use panal_actors::page::{Page, PageParams};
 use panal_actors::prediction::{DeviceForecast, ForecastQuery, ForecastResponse, UserForecast};
 use panal_actors::services::Deleted;
 
-use super::extract::{CallMeta, Caller, JsonBody, QueryParams};
+use super::extract::{CallMeta, Caller, JsonBody, Path, QueryParams, TextBody};
 use super::openapi::ApiErrors;
 use super::services::call;
 use super::AppState;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[utoipa::path(post, path = "/api/v1/devices", tag = "energy", security(("bearer" = [])), request_body = NewDevice,
     responses((status = 201, body = Device), ApiErrors))]
@@ -129,13 +129,8 @@ pub async fn upload_battery(
     c: Caller,
     m: CallMeta,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    body: String,
+    TextBody(body): TextBody,
 ) -> Result<Response> {
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !(ct.starts_with("text/csv") || ct.starts_with("text/plain") || ct.is_empty()) {
-        return Err(Error::BadRequest("unsupported_media_type", "send the CSV with Content-Type: text/csv".into()));
-    }
     call(&s, c, m, UploadBattery { id, csv: body }).await
 }
 

@@ -1,50 +1,297 @@
-//! Request extractors: JSON bodies, bearer tokens and read options, each failing with a
-//! 4xx in the one error shape.
+//! Request extractors: JSON bodies, path and query parameters, bearer tokens and read
+//! options, each failing with a 4xx in the one error shape. Input that does not fit its
+//! type is a `validation_failed` naming every bad field, never serde's or axum's text.
 
 use std::str::FromStr;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use panal_actors::auth::{self, Identity, Role};
+use panal_actors::error::FieldError;
 use panal_raft::Consistency;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::AppState;
-use crate::error::{error_response, Error};
+use crate::error::{error_response, error_response_with_fields, Error};
 
-/// A JSON body; malformed or oversized bodies are 400 / 413 in the one error shape.
+/// Most bad fields one answer lists (a 10,000-reading batch of bad rows stays short).
+const MAX_FIELD_ERRORS: usize = 20;
+
+fn invalid(fields: &[FieldError]) -> Response {
+    let summary = fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ");
+    error_response_with_fields("validation_failed", &format!("invalid request: {summary}"), Some(fields))
+}
+
+/// Serde's message without the position suffix that means nothing to a client.
+fn serde_message(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// `missing field `x`` → `x`.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn join_path(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// A JSON body. Wrong content type: 415; too large: 413; not JSON: 400 `malformed_json`;
+/// JSON that does not fit `T`: 400 `validation_failed` listing every missing or bad field.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned + utoipa::PartialSchema,
+    S: Send + Sync,
+{
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(rej) => Err(json_rejection(rej)),
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+        if !is_json {
+            return Err(error_response("unsupported_media_type", "send the body as Content-Type: application/json"));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| error_response("malformed_json", &e.to_string()))?;
+        typed(value).map(JsonBody).map_err(|fields| invalid(&fields))
+    }
+}
+
+/// A body that could not be read: over the limit (413) or broken off (400).
+pub fn body_rejection(rej: axum::extract::rejection::BytesRejection) -> Response {
+    if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        error_response("payload_too_large", &format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES))
+    } else {
+        error_response("invalid_body", &rej.body_text())
+    }
+}
+
+/// Turns a JSON value into `T`, or lists every field that prevents it: the required
+/// fields that are absent (from `T`'s schema, all at once), then each field serde rejects
+/// (removed one by one so that the next one shows).
+pub fn typed<T: DeserializeOwned + utoipa::PartialSchema>(mut value: Value) -> Result<T, Vec<FieldError>> {
+    whole_numbers_as_integers(&mut value);
+    let mut fields = Vec::new();
+    if let Value::Object(map) = &value {
+        for name in required_fields(&T::schema()) {
+            if !map.contains_key(&name) {
+                fields.push(FieldError { field: name, message: "required".into() });
+            }
+        }
+    }
+    while fields.len() < MAX_FIELD_ERRORS {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) if fields.is_empty() => return Ok(v),
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let path: Vec<String> = err.path().iter().map(segment_name).collect();
+        let message = serde_message(err.inner());
+        let prefix = path.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join(".");
+        if let Some(name) = missing_field(&message) {
+            let field = join_path(&prefix, name);
+            if !fields.iter().any(|f: &FieldError| f.field == field) {
+                fields.push(FieldError { field, message: "required".into() });
+            }
+            break;
+        }
+        // A type that picks its own shape reports the path inside its message.
+        let (field, message) = match (prefix.is_empty(), inner_path(&message)) {
+            (true, Some((path, rest))) => (path.to_string(), rest.to_string()),
+            (true, None) => ("body".to_string(), message),
+            (false, _) => (prefix, message),
+        };
+        fields.push(FieldError { field, message });
+        // Only an object member can be dropped without shifting the names of the others.
+        if !remove_member(&mut value, err.path()) {
+            break;
+        }
+    }
+    Err(fields)
+}
+
+/// `[3].ts: invalid type …` → (`[3].ts`, `invalid type …`).
+fn inner_path(message: &str) -> Option<(&str, &str)> {
+    let (path, rest) = message.split_once(": ")?;
+    let is_path = !path.is_empty()
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.[]".contains(&b))
+        && !path.contains("..");
+    is_path.then_some((path, rest))
+}
+
+/// `16.0` is an integer to JSON Schema (and to the document's clients), not to serde: a
+/// number without a fraction is passed on as an integer. A float field takes either.
+fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^53 every whole f64 is exact, so nothing is rounded on the way.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
+fn segment_name(seg: &serde_path_to_error::Segment) -> String {
+    use serde_path_to_error::Segment;
+    match seg {
+        Segment::Seq { index } => format!("[{index}]"),
+        Segment::Map { key } => key.clone(),
+        Segment::Enum { variant } => variant.clone(),
+        Segment::Unknown => String::new(),
+    }
+    .replace(".[", "[")
+}
+
+/// Removes the object member at `path`; false when the path does not end in one.
+fn remove_member(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for seg in parents {
+        at = match (seg, at) {
+            (Segment::Map { key }, Value::Object(m)) => match m.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        Value::Object(m) => m.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+/// The required properties of an object schema (or of each part of an `allOf`).
+fn required_fields(schema: &utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> Vec<String> {
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    match schema {
+        RefOr::T(Schema::Object(o)) => o.required.clone(),
+        RefOr::T(Schema::AllOf(all)) => all.items.iter().flat_map(required_fields).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Path parameters; one that does not parse is a 400 `validation_failed` naming it
+/// (axum's own rejection is text/plain).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        let names: Vec<String> = match axum::extract::RawPathParams::from_request_parts(parts, state).await {
+            Ok(raw) => raw.iter().map(|(k, _)| k.to_string()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let first = || names.first().cloned().unwrap_or_else(|| "path".into());
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let (field, message) = match e.into_kind() {
+                    ErrorKind::ParseErrorAtKey { key, value, expected_type } => {
+                        (key, format!("{value:?} is not a valid {}", type_word(expected_type)))
+                    }
+                    ErrorKind::ParseErrorAtIndex { index, value, expected_type } => (
+                        names.get(index).cloned().unwrap_or_else(first),
+                        format!("{value:?} is not a valid {}", type_word(expected_type)),
+                    ),
+                    ErrorKind::ParseError { value, expected_type } => {
+                        (first(), format!("{value:?} is not a valid {}", type_word(expected_type)))
+                    }
+                    ErrorKind::InvalidUtf8InPathParam { key } => (key, "not valid UTF-8".into()),
+                    ErrorKind::DeserializeError { key, message, .. } => (key, message),
+                    other => (first(), other.to_string()),
+                };
+                Err(invalid(&[FieldError { field, message }]))
+            }
+            Err(other) => Err(error_response("invalid_path", &other.body_text())),
         }
     }
 }
 
-fn json_rejection(rej: JsonRejection) -> Response {
-    match rej {
-        JsonRejection::MissingJsonContentType(_) => error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send Content-Type: application/json",
-            None,
-        ),
-        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large", None)
-        }
-        JsonRejection::JsonDataError(e) => {
-            error_response(StatusCode::BAD_REQUEST, "invalid_body", &e.body_text(), None)
-        }
-        other => error_response(StatusCode::BAD_REQUEST, "malformed_json", &other.body_text(), None),
+/// `i64` → `integer`: the words of the OpenAPI document, not Rust's.
+fn type_word(rust: &str) -> &'static str {
+    match rust {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "isize" | "usize" => "integer",
+        "f32" | "f64" => "number",
+        "bool" => "boolean",
+        _ => "value",
     }
+}
+
+/// Query parameters. Every parameter that does not fit `T` is named in one 400
+/// `validation_failed` (each bad one is dropped in turn so that the next one shows).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let query = parts.uri.query().unwrap_or("");
+        query_params(query).map(QueryParams).map_err(|fields| invalid(&fields))
+    }
+}
+
+/// Parses a query string into `T`, listing every parameter that does not fit.
+pub fn query_params<T: DeserializeOwned>(query: &str) -> Result<T, Vec<FieldError>> {
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let mut fields: Vec<FieldError> = Vec::new();
+    while fields.len() < MAX_FIELD_ERRORS {
+        let encoded = form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(encoded.as_bytes()));
+        let err = match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(v) if fields.is_empty() => return Ok(v),
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let message = serde_message(err.inner());
+        let name: String = err.path().iter().map(segment_name).collect::<Vec<_>>().join(".");
+        if let Some(missing) = missing_field(&message) {
+            fields.push(FieldError { field: missing.into(), message: "required".into() });
+            break;
+        }
+        let before = pairs.len();
+        pairs.retain(|(k, _)| *k != name);
+        fields.push(FieldError { field: if name.is_empty() { "query".into() } else { name }, message });
+        if pairs.len() == before {
+            break;
+        }
+    }
+    Err(fields)
 }
 
 /// The caller's verified identity, from `Authorization: Bearer …` (or the web console's
@@ -105,8 +352,20 @@ async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller
         let identity = auth::verify_with_key(&token, &key, panal_actors::time::wall_ms())?;
         // A client that logged out on another node sends that write's index: wait for it,
         // so its revocation is seen here too.
-        if let Some(index) = parts.headers.get("x-panal-index").and_then(|v| v.to_str().ok()?.trim().parse().ok()) {
-            state.replica.wait_applied(index, super::READ_TIMEOUT).await?;
+        // Every route takes the read headers (the document says so); a route that does not
+        // use them still refuses malformed ones.
+        if let Some(v) = parts.headers.get("x-panal-consistency") {
+            v.to_str()
+                .map_err(|_| "X-Panal-Consistency is not text".to_string())
+                .and_then(Consistency::from_str)
+                .map_err(|m| Error::BadRequest("invalid_header", m))?;
+        }
+        idempotency_key(&parts.headers)?;
+        if let Some(v) = parts.headers.get("x-panal-index") {
+            let index = v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+                Error::BadRequest("invalid_header", "X-Panal-Index must be a non-negative integer".into())
+            })?;
+            catch_up_to(state, index).await?;
         }
         let jti = identity.jti.clone();
         if state.replica.state_machine().read(move |db| auth::is_revoked(db, &jti)).await?? {
@@ -144,18 +403,36 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// Waits until this node has applied the client's last seen write index. An index beyond
+/// what the cluster has committed cannot come from a real write: a 422 `index_ahead` at
+/// once, not a wait ending in a 503.
+pub async fn catch_up_to(state: &AppState, index: u64) -> Result<(), Error> {
+    if state.replica.applied_index() >= index {
+        return Ok(());
+    }
+    let committed = state.replica.read_index(panal_actors::services::READ_TIMEOUT).await?;
+    if index > committed {
+        return Err(Error::Unprocessable(
+            "index_ahead".into(),
+            format!("X-Panal-Index {index} is ahead of the cluster's log (commit index {committed})"),
+        ));
+    }
+    state.replica.wait_applied(index, panal_actors::services::READ_TIMEOUT).await?;
+    Ok(())
+}
+
 /// How a read wants to be served: `X-Panal-Consistency` (or `?consistency=`) and the
-/// client's last seen write index `X-Panal-Index`.
+/// client's last seen write index `X-Panal-Index` (checked against the cluster's log).
 pub struct ReadOptions {
     pub consistency: Consistency,
     pub min_index: u64,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ReadOptions {
+impl FromRequestParts<AppState> for ReadOptions {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let bad = |m: String| error_response(StatusCode::BAD_REQUEST, "invalid_header", &m, None).into_response();
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let bad = |m: String| error_response("invalid_header", &m);
         let from_query = parts
             .uri
             .query()
@@ -176,21 +453,35 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadOptions {
                 .ok_or_else(|| bad("X-Panal-Index must be a non-negative integer".into()))?,
             None => 0,
         };
+        if min_index > 0 {
+            catch_up_to(state, min_index).await.map_err(IntoResponse::into_response)?;
+        }
         Ok(ReadOptions { consistency, min_index })
     }
 }
 
-/// Query parameters; a malformed query string is a 400 in the one error shape.
-pub struct QueryParams<T>(pub T);
+/// A text body (`text/plain`, `text/csv`; a body without a type is taken as text).
+/// Another type: 415; over the limit: 413; not UTF-8: 400 — all in the one error shape.
+pub struct TextBody(pub String);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+impl<S: Send + Sync> FromRequest<S> for TextBody {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
-            Err(rej) => Err(error_response(StatusCode::BAD_REQUEST, "invalid_query", &rej.body_text(), None)),
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let media = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("?").split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        if media.as_deref().is_some_and(|m| !m.starts_with("text/")) {
+            return Err(error_response(
+                "unsupported_media_type",
+                "send the body as Content-Type: text/csv or text/plain",
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        String::from_utf8(bytes.to_vec())
+            .map(TextBody)
+            .map_err(|e| error_response("invalid_body", &format!("the body is not UTF-8 text: {e}")))
     }
 }
 

@@ -16,13 +16,12 @@ mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use panal_actors::Replica;
 
@@ -32,10 +31,10 @@ pub use extract::Admin;
 
 /// Largest accepted API request body.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-/// Deadline for a write (including forwarding and retries across an election).
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deadline for a read barrier (`session` / `linearizable`).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest accepted request header section, and most header fields: beyond them, a 431 in
+/// the one error shape (hyper's own limits, far above, answer without a body).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const MAX_HEADER_FIELDS: usize = 64;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -58,12 +57,13 @@ pub struct AppState {
     pub http: reqwest::Client,
 }
 
-/// The service routes and the OpenAPI document describing them, built together so that
-/// the document lists exactly the routes served.
+/// Every documented route and the OpenAPI document describing them, built together so
+/// that the document lists exactly the routes served: services, the metrics view, cluster
+/// administration and the chaos hooks.
 pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use utoipa::OpenApi;
+    use utoipa::{Modify, OpenApi};
     use utoipa_axum::routes;
-    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut spec) = utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
@@ -89,11 +89,30 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(cluster_view::nodes))
         .routes(routes!(cluster_view::history))
         .routes(routes!(cluster_view::stream))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::nodes))
+        .routes(routes!(cluster::remove))
+        .routes(routes!(cluster::promote))
+        .routes(routes!(cluster::demote))
+        .routes(routes!(cluster::tokens))
+        .routes(routes!(cluster::rotate_token))
+        .routes(routes!(cluster::kv_put, cluster::kv_get))
+        .routes(routes!(cluster::checksum))
+        .routes(routes!(cluster::snapshot))
+        .routes(routes!(cluster::backup))
+        .routes(routes!(cluster::advance_clock))
+        .routes(routes!(services::chaos_panic))
+        .routes(routes!(services::chaos_delay))
+        .routes(routes!(services::chaos_crash))
+        .routes(routes!(services::chaos_isolate))
+        .routes(routes!(services::ping))
         .routes(routes!(services_admin::list_services))
         .routes(routes!(services_admin::get_service, services_admin::update_service))
         .routes(routes!(services_admin::service_tasks))
         .routes(routes!(services_admin::update_node))
-        .split_for_parts()
+        .split_for_parts();
+    openapi::Contract.modify(&mut spec);
+    (router, spec)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -110,31 +129,75 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(services)
         .merge(ui::routes())
-        .route("/api/v1/admin/clock/advance", post(cluster::advance_clock))
-        .route("/api/v1/cluster/status", get(cluster::status))
-        .route("/api/v1/cluster/nodes", get(cluster::nodes))
-        .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(cluster::remove))
-        .route("/api/v1/cluster/nodes/{id}/promote", post(cluster::promote))
-        .route("/api/v1/cluster/nodes/{id}/demote", post(cluster::demote))
-        .route("/api/v1/cluster/tokens", get(cluster::tokens))
-        .route("/api/v1/cluster/tokens/{role}/rotate", post(cluster::rotate_token))
-        .route("/api/v1/cluster/kv/{key}", put(cluster::kv_put).get(cluster::kv_get))
-        .route("/api/v1/cluster/checksum", get(cluster::checksum))
-        .route("/api/v1/cluster/snapshot", post(cluster::snapshot))
-        .route("/api/v1/admin/backup", get(cluster::backup))
-        .route("/api/v1/admin/chaos/panic", post(services::chaos_panic))
-        .route("/api/v1/admin/chaos/delay", post(services::chaos_delay))
-        .route("/api/v1/admin/chaos/crash", post(services::chaos_crash))
-        .route("/api/v1/admin/chaos/isolate", post(services::chaos_isolate))
-        .route("/api/v1/{service}/ping", get(services::ping))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn(record_metrics))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::middleware::from_fn_with_state(replica, refuse_when_removed))
         .layer(axum::middleware::from_fn_with_state(node_header, per_request))
         .with_state(state)
+}
+
+/// Refuses oversized header sections (431) and bodies announced larger than the limit
+/// (413, before reading a byte of them: a client that sent `Expect: 100-continue` never
+/// has to send it), in the one error shape.
+async fn request_limits(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let announced =
+        headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return error_response("payload_too_large", &format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
+    }
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers.len() > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES {
+        return error_response(
+            "headers_too_large",
+            &format!("send at most {MAX_HEADER_FIELDS} header fields and {MAX_HEADER_BYTES} bytes of headers"),
+        );
+    }
+    next.run(req).await
+}
+
+/// The safety net of the one error shape: an error that some layer or extractor answered
+/// in plain text (axum's own rejections) is rewritten as a JSON error with the code of its
+/// status, keeping the text as the message. Errors already in JSON pass untouched.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        431 => "headers_too_large",
+        503 => "service_unavailable",
+        s if s < 500 => "invalid_body",
+        _ => "internal",
+    };
+    let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
+    let text = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let mut out =
+        error_response(code, if message.is_empty() { status.canonical_reason().unwrap_or("error") } else { &message });
+    *out.status_mut() = status;
+    if let Some(allow) = allow {
+        out.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    out
 }
 
 /// Gives each request an id (kept in a task-local for error bodies) and stamps the
@@ -270,11 +333,12 @@ async fn prometheus(State(s): State<AppState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "not_found", "no such route", None)
+    error_response("not_found", "no such route")
 }
 
+/// 405; the router adds the `Allow` header.
 async fn method_not_allowed() -> Response {
-    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method", None)
+    error_response("method_not_allowed", "this route does not accept that method")
 }
 
 async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -286,10 +350,8 @@ async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
 async fn refuse_when_removed(State(replica): State<Replica>, req: Request, next: Next) -> Response {
     if replica.is_removed() && !matches!(req.uri().path(), "/health" | "/ready" | "/metrics") {
         return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
             "node_removed",
             "this node was removed from the cluster: send requests to another member",
-            Some(1),
         );
     }
     next.run(req).await
@@ -300,8 +362,7 @@ async fn refuse_when_removed(State(replica): State<Replica>, req: Request, next:
 /// every reachable member (bounded wait). The body lists per-service health.
 async fn ready(State(s): State<AppState>) -> Response {
     use panal_raft::Lease;
-    let unavailable =
-        |code: &str, message: &str| error_response(StatusCode::SERVICE_UNAVAILABLE, code, message, Some(1));
+    let unavailable = |code: &str, message: &str| error_response(code, message);
     if s.replica.is_removed() {
         return unavailable("removed", "this node was removed from the cluster and serves nothing");
     }

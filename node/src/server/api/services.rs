@@ -1,13 +1,14 @@
 //! Service routes through the gateway, and the chaos hooks used by drills.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use panal_actors::services::{Operation, Ping, RequestMeta, Service, ServiceRequest, ServiceResponse, WorkerMsg};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{CallMeta, Caller, JsonBody};
+use super::extract::{CallMeta, Caller, JsonBody, Path};
+use super::openapi::ApiErrors;
 use super::{Admin, AppState};
 use crate::error::{Error, Result};
 
@@ -30,7 +31,7 @@ pub async fn call<Op: Operation>(
     // Wait for the client's index here, on this request's own task: never in a service
     // worker's slot (an index the cluster never reached is refused at once).
     if meta.min_index > 0 {
-        s.replica.wait_applied(meta.min_index, super::READ_TIMEOUT).await?;
+        s.replica.wait_applied(meta.min_index, panal_actors::services::READ_TIMEOUT).await?;
     }
     Ok(respond(s.gateway.call(&ServiceRequest::new(op, meta)).await?))
 }
@@ -60,6 +61,9 @@ fn parse_service(name: &str) -> Result<Service> {
 /// `GET /api/v1/{service}/ping`: answered by a worker of the service somewhere in the
 /// cluster. The caller's verified identity, if any, travels with the request.
 /// Only an authenticated caller is told the number of accounts.
+#[utoipa::path(get, path = "/api/v1/{service}/ping", operation_id = "service_ping", tag = "cluster",
+    params(("service" = String, Path, pattern = "^(auth|catalog|energy|prediction|metrics)$")),
+    responses((status = 200, description = "The serving instance's answer", body = Object), ApiErrors))]
 pub async fn ping(
     State(s): State<AppState>,
     Path(service): Path<String>,
@@ -70,23 +74,26 @@ pub async fn ping(
     call(&s, caller, meta, Ping { service }).await
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PanicRequest {
+    #[schema(pattern = "^(auth|catalog|energy|prediction|metrics)$")]
     service: String,
     node: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelayRequest {
+    #[schema(pattern = "^(auth|catalog|energy|prediction|metrics)$")]
     service: String,
+    #[schema(maximum = 60000)]
     ms: u64,
     node: Option<String>,
 }
 
 /// Chaos answers: what was done, on which node.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Panicked {
     node: String,
     service: &'static str,
@@ -94,20 +101,20 @@ pub struct Panicked {
     panicked: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Delayed {
     node: String,
     service: &'static str,
     delay_ms: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Crashing {
     node: String,
     crashing: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Isolated {
     node: String,
     isolated_for_seconds: u64,
@@ -154,6 +161,8 @@ async fn forward_chaos(
 }
 
 /// `POST /api/v1/admin/chaos/panic`: one worker of the service panics.
+#[utoipa::path(post, path = "/api/v1/admin/chaos/panic", operation_id = "chaos_panic", tag = "chaos",
+    security(("bearer" = [])), request_body = PanicRequest, responses((status = 200, body = Panicked), ApiErrors))]
 pub async fn chaos_panic(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -188,6 +197,8 @@ pub async fn chaos_panic(
 }
 
 /// `POST /api/v1/admin/chaos/delay`: this node's instances of the service answer `ms` later.
+#[utoipa::path(post, path = "/api/v1/admin/chaos/delay", operation_id = "chaos_delay", tag = "chaos",
+    security(("bearer" = [])), request_body = DelayRequest, responses((status = 200, body = Delayed), ApiErrors))]
 pub async fn chaos_delay(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -215,6 +226,8 @@ const CRASH_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 /// `POST /api/v1/admin/chaos/crash`: answers 202, then the process exits at once, without
 /// shutting anything down (like SIGKILL: no graceful stop, no flush beyond what is already
 /// durable). For clusters whose nodes are restarted by systemd or Swarm.
+#[utoipa::path(post, path = "/api/v1/admin/chaos/crash", operation_id = "chaos_crash", tag = "chaos",
+    security(("bearer" = [])), responses((status = 202, body = Crashing), ApiErrors))]
 pub async fn chaos_crash(State(s): State<AppState>, Admin(who): Admin) -> Result<Response> {
     chaos_enabled(&s)?;
     tracing::warn!(by = %who.username, "chaos: crashing this node");
@@ -226,9 +239,10 @@ pub async fn chaos_crash(State(s): State<AppState>, Admin(who): Admin) -> Result
     Ok((StatusCode::ACCEPTED, Json(Crashing { node: s.node_name.to_string(), crashing: true })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IsolateRequest {
+    #[schema(minimum = 1, maximum = 300)]
     seconds: u64,
 }
 
@@ -238,6 +252,8 @@ const MAX_ISOLATE_SECONDS: u64 = 300;
 /// `POST /api/v1/admin/chaos/isolate {"seconds": N}`: for N seconds this node drops all
 /// peer traffic (Raft, forwarding, joins; both directions) and closes its actor mesh, then
 /// heals by itself. A partition without root: the majority elects a leader and goes on.
+#[utoipa::path(post, path = "/api/v1/admin/chaos/isolate", operation_id = "chaos_isolate", tag = "chaos",
+    security(("bearer" = [])), request_body = IsolateRequest, responses((status = 200, body = Isolated), ApiErrors))]
 pub async fn chaos_isolate(
     State(s): State<AppState>,
     Admin(who): Admin,

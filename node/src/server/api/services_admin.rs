@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::cluster::{propose, with_index};
 use super::extract::JsonBody;
 use super::openapi::ApiErrors;
-use super::{Admin, AppState, READ_TIMEOUT};
+use super::{Admin, AppState};
 use crate::error::{Error, Result};
+use panal_actors::services::READ_TIMEOUT;
 
 /// A service, its spec and how many of its tasks run.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
