@@ -40,9 +40,14 @@ if ! [ -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import selenium' 2>/d
 fi
 [ "${BROWSER_TEST_INSTALL_ONLY:-}" = 1 ] && { echo "browser-test: tools installed"; exit 0; }
 
-echo "== building panal"
-cargo build -q -p panal --bin panal
-PANAL=$ROOT/target/debug/panal
+# PANAL_BIN: a binary built once for every suite (.ci/run); else a debug build here.
+if [ -n "${PANAL_BIN:-}" ]; then
+  PANAL=$PANAL_BIN
+else
+  echo "== building panal"
+  cargo build -q -p panal --bin panal
+  PANAL=$ROOT/target/debug/panal
+fi
 
 # A free base port: node i uses base+10i .. base+10i+2.
 BASE=$(python3 - <<'PY'

@@ -4,7 +4,7 @@
 #
 #   1. install Debian's `prometheus` (prometheus + promtool) when missing;
 #      without root or apt-get that is not possible: SKIP, exit 0;
-#   2. cargo build --release -p panal;
+#   2. cargo build --release -p panal (or PANAL_BIN=/path/to/panal);
 #   3. `panal up --dir <tmp> --base-port <free>` in the background, in its own
 #      process group, until it prints its banner (every node ready);
 #   4. `promtool check metrics` on one node's /metrics (no lint problem allowed);
@@ -120,10 +120,15 @@ wait_for() {
 }
 
 # --- 2. build -----------------------------------------------------------------
-log "building panal (release)"
-(cd "$REPO_ROOT" && cargo build --release -p panal) >"$WORK/build.log" 2>&1 ||
-	{ tail -n 40 "$WORK/build.log" >&2; fail "cargo build failed"; }
-PANAL=$TARGET_DIR/release/panal
+# PANAL_BIN: a binary built once for every suite (.ci/run); else a release build here.
+if [[ -n ${PANAL_BIN:-} ]]; then
+	PANAL=$PANAL_BIN
+else
+	log "building panal (release)"
+	(cd "$REPO_ROOT" && cargo build --release -p panal) >"$WORK/build.log" 2>&1 ||
+		{ tail -n 40 "$WORK/build.log" >&2; fail "cargo build failed"; }
+	PANAL=$TARGET_DIR/release/panal
+fi
 [[ -x $PANAL ]] || fail "no binary at $PANAL"
 
 # --- 3. cluster ---------------------------------------------------------------

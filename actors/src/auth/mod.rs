@@ -394,12 +394,11 @@ pub fn key_id(token: &str) -> Result<String, Error> {
     header.kid.ok_or_else(|| invalid("token has no key id"))
 }
 
-/// Removes from a copy of the state what must not leave the cluster: the signing keys,
-/// the cluster identity and secrets (join secrets included) and the revocation list that
-/// only concerns tokens of those keys. A restore creates new ones; run `VACUUM` after,
-/// so the deleted rows do not linger in free pages.
+/// Removes from a copy of the state the auth secrets that must not leave the cluster: the
+/// signing keys and the revocation list that only concerns tokens of those keys (the
+/// cluster identity and join secrets go with `cluster::forget_identity`). A restore
+/// creates new ones; run `VACUUM` after, so the deleted rows do not linger in free pages.
 pub fn strip_secrets(db: &Connection) -> rusqlite::Result<()> {
-    crate::cluster::forget_identity(db)?;
     db.execute_batch("DELETE FROM jwt_keys; DELETE FROM revoked_tokens;")
 }
 

@@ -480,6 +480,7 @@ async fn init(
             .map_err(|e| Error::Fatal(format!("cannot restore: {e}")))?;
         // Backups carry no secrets; older ones might: drop them either way.
         panal_actors::auth::strip_secrets(&restored)?;
+        panal_actors::cluster::forget_identity(&restored)?;
         panal_actors::orchestration::forget_nodes(&restored)?;
         tracing::info!(backup = %backup.display(), "state restored from the backup");
     }

@@ -158,11 +158,15 @@ async fn run_one(cmd: BenchCommand) -> Result<()> {
 /// A benchmark's arguments with their command-line defaults, plus `extra` flags.
 fn bench_args(name: &str, extra: &[String]) -> Result<BenchCommand> {
     use clap::Parser;
-    let argv = ["panal", "bench", name].into_iter().map(String::from).chain(extra.iter().cloned());
-    match crate::tooling::cli::Cli::try_parse_from(argv).map_err(|e| Error::Fatal(e.to_string()))?.command {
-        crate::tooling::cli::Command::Bench(cmd) => Ok(cmd),
-        _ => Err(Error::Fatal(format!("bench {name}: not a benchmark"))),
+    /// `panal bench`'s own grammar, so that `bench all` parses each benchmark's flags.
+    #[derive(Parser)]
+    #[command(name = "panal bench")]
+    struct BenchLine {
+        #[command(subcommand)]
+        command: BenchCommand,
     }
+    let argv = ["panal bench", name].into_iter().map(String::from).chain(extra.iter().cloned());
+    BenchLine::try_parse_from(argv).map(|l| l.command).map_err(|e| Error::Fatal(format!("bench {name}: {e}")))
 }
 
 /// `bench all`: every benchmark in turn, then one Markdown file and one JSON file.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::server::config::StartArgs;
+pub use crate::tooling::client::AdminArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,23 +80,6 @@ pub struct TopArgs {
     /// Print one screen and exit.
     #[arg(long)]
     pub once: bool,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct AdminArgs {
-    /// Address of any node (`host:port` or a URL); several, comma-separated, are tried in
-    /// turn. Default: the nodes of the `--up-dir` cluster, else 127.0.0.1:7700.
-    #[arg(long = "node", env = "PANAL_URL")]
-    pub url: Option<String>,
-    #[arg(long, env = "PANAL_USER", default_value = "admin")]
-    pub user: String,
-    /// Default: the password `panal up` stored in `--up-dir`.
-    #[arg(long, env = "PANAL_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// A `panal up` directory: its stored admin password and node list are used when
-    /// --password / --node are not given (and its other nodes are tried if one is down).
-    #[arg(long, env = "PANAL_UP_DIR", default_value = "./.panal")]
-    pub up_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,6 +190,37 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// How an admin command reaches a cluster (`--node`, `--user`, `--password`, `--up-dir`).
+#[derive(Debug, clap::Args, Clone)]
+pub struct AdminArgs {
+    /// Address of any node (`host:port` or a URL); several, comma-separated, are tried in
+    /// turn. Default: the nodes of the `--up-dir` cluster, else 127.0.0.1:7700.
+    #[arg(long = "node", env = "PANAL_URL")]
+    pub url: Option<String>,
+    #[arg(long, env = "PANAL_USER", default_value = "admin")]
+    pub user: String,
+    /// Default: the password `panal up` stored in `--up-dir`.
+    #[arg(long, env = "PANAL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A `panal up` directory: its stored admin password and node list are used when
+    /// --password / --node are not given (and its other nodes are tried if one is down).
+    #[arg(long, env = "PANAL_UP_DIR", default_value = "./.panal")]
+    pub up_dir: Option<PathBuf>,
+}
+
+/// The admin password a launcher stored in `dir`, if any.
+pub fn stored_password(dir: &Path) -> Option<String> {
+    let p = std::fs::read_to_string(dir.join("admin-password")).ok()?;
+    Some(p.trim().to_string()).filter(|p| !p.is_empty())
+}
+
+/// The API URLs of the nodes a launcher started from `dir` (empty when none).
+pub fn stored_api_urls(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("nodes"))
+        .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// A request body.
 pub enum Body<'a> {
     None,
@@ -236,18 +268,14 @@ impl Client {
         })
     }
 
-    /// Logs in as the admin of [`AdminArgs`](crate::tooling::cli::AdminArgs): its `--node`
+    /// Logs in as the admin of [`AdminArgs`](AdminArgs): its `--node`
     /// list, its password (or the one a `panal up` directory stored), and the other nodes
     /// of that directory as a fallback and hint.
-    pub async fn admin(args: &crate::tooling::cli::AdminArgs) -> Result<Self, ClientError> {
-        let up_nodes = args.up_dir.as_deref().map(crate::tooling::launcher::stored_api_urls).unwrap_or_default();
+    pub async fn admin(args: &AdminArgs) -> Result<Self, ClientError> {
+        let up_nodes = args.up_dir.as_deref().map(stored_api_urls).unwrap_or_default();
         let password = match &args.password {
             Some(p) => p.clone(),
-            None => args
-                .up_dir
-                .as_deref()
-                .and_then(crate::tooling::launcher::stored_password)
-                .ok_or(ClientError::NoPassword)?,
+            None => args.up_dir.as_deref().and_then(stored_password).ok_or(ClientError::NoPassword)?,
         };
         let mut addresses: Vec<String> = match &args.url {
             Some(list) => list.split(',').filter(|a| !a.trim().is_empty()).map(str::to_string).collect(),

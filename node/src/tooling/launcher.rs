@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::tooling::client::Client;
+use crate::tooling::client::{stored_password, Client};
 
 /// How the nodes of a local cluster are addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,19 +109,6 @@ pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
     pub password: String,
     pub config: LaunchConfig,
-}
-
-/// The admin password a launcher stored in `dir`, if any.
-pub fn stored_password(dir: &Path) -> Option<String> {
-    let p = std::fs::read_to_string(dir.join("admin-password")).ok()?;
-    Some(p.trim().to_string()).filter(|p| !p.is_empty())
-}
-
-/// The API URLs of the nodes a launcher started from `dir` (empty when none).
-pub fn stored_api_urls(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("nodes"))
-        .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 /// Writes `text` to `path` readable by the owner only (it may be a password).
@@ -452,7 +439,10 @@ mod tests {
         cluster.add_slot().unwrap();
         cluster.add_slot().unwrap();
         assert_eq!(stored_password(dir.path()).as_deref(), Some("chosen-password"));
-        assert_eq!(stored_api_urls(dir.path()), ["http://127.0.0.1:7700", "http://127.0.0.1:7710"]);
+        assert_eq!(
+            crate::tooling::client::stored_api_urls(dir.path()),
+            ["http://127.0.0.1:7700", "http://127.0.0.1:7710"]
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("admin-password")).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the password file is private");

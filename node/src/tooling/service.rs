@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
-use crate::tooling::cli::AdminArgs;
+use crate::tooling::client::AdminArgs;
 use crate::tooling::client::Client;
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::tooling::cli::AdminArgs;
+use crate::tooling::client::AdminArgs;
 use crate::tooling::client::{Client, NodeMetrics};
 
 /// Renders one screen from the `/api/v1/metrics/nodes` answer. Pure, so it is tested.

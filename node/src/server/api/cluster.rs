@@ -430,6 +430,7 @@ async fn strip_backup(file: std::path::PathBuf) -> Result<()> {
     tokio::task::spawn_blocking(move || {
         let db = Connection::open(&file)?;
         panal_actors::auth::strip_secrets(&db)?;
+        panal_actors::cluster::forget_identity(&db)?;
         db.execute_batch("VACUUM")
     })
     .await

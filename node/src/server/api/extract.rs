@@ -295,7 +295,7 @@ pub fn query_params<T: DeserializeOwned>(query: &str) -> Result<T, Vec<FieldErro
 }
 
 /// The caller's verified identity, from `Authorization: Bearer …` (or the web console's
-/// session cookie, see `ui::session_token`), checked locally
+/// session cookie, see `session::session_token`), checked locally
 /// against the replicated signing keys.
 pub struct Caller(pub Identity);
 
@@ -305,7 +305,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             // A browser session (web console): the cookie, once its CSRF checks pass.
-            return match super::ui::session_token(parts)? {
+            return match super::session::session_token(parts)? {
                 Some(token) => verify(token, parts, state).await,
                 None => Err(Error::InvalidToken("missing token: send Authorization: Bearer <token>".into())),
             };
@@ -380,7 +380,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Error> {
-        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) || super::ui::has_session(parts) {
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) || super::session::has_session(parts) {
             <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
         } else {
             Ok(None)

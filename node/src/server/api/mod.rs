@@ -12,6 +12,7 @@ mod extract;
 pub mod openapi;
 mod services;
 mod services_admin;
+mod session;
 mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
