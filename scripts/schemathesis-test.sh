@@ -79,9 +79,10 @@ user_token=$(login alice alice-demo-pass)
 admin_token=$(login admin "$(cat "$dir/cluster/admin-password")")
 
 # Operations that would end the run's own premises: logging out revokes the token being
-# used, and membership changes would take nodes out of the cluster under test. They are
-# fuzzed anonymously (where they must answer 401) and covered by the e2e tests.
-destructive='^/api/v1/(auth/logout|cluster/nodes/\{id\}.*)$'
+# used, membership and node availability changes would take nodes out of the cluster under
+# test, and service specs would scale services away under the run. They are fuzzed
+# anonymously (where they must answer 401) and covered by the e2e tests.
+destructive='^/api/v1/(auth/logout|cluster/nodes/\{id\}.*|services/\{name\}.*)$'
 
 summary=()
 failed=0

@@ -112,6 +112,23 @@ async fn a_fresh_cluster_balances_evenly_refuses_far_indexes_and_misaddressed_ca
         assert_eq!(r.status, 200, "{}", r.text);
     }
 
+    // A flood of far-ahead indexes pins nothing: normal reads on the same node, sent while
+    // it lasts, are all served (issue 13: session reads cannot be used to pin resources).
+    let target = (leader + 1) % 3;
+    let flood = futures::future::join_all(
+        (0..600).map(|_| c.send(target, Call::new("GET", "/api/v1/books").after(99_999_999_999))),
+    );
+    let normal = async {
+        let mut statuses = Vec::new();
+        for _ in 0..30 {
+            statuses.push(c.send(target, Call::new("GET", "/api/v1/books?limit=5")).await.status);
+        }
+        statuses
+    };
+    let (flooded, normal) = tokio::join!(flood, normal);
+    assert!(flooded.iter().all(|r| r.status == 422), "every far-ahead read is refused as index_ahead");
+    assert!(normal.iter().all(|s| *s == 200), "normal reads during the flood: {normal:?}");
+
     // Peer calls naming another node id or cluster are refused with 409 wrong_node.
     let (key, cluster_id, id) = peer_key(&c, 1);
     let status_call = |target: String, cluster: &str| {

@@ -403,20 +403,10 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// Waits until this node has applied the client's last seen write index. An index beyond
-/// what the cluster has committed cannot come from a real write: a 422 `index_ahead` at
-/// once, not a wait ending in a 503.
+/// Waits until this node has applied the client's last seen write index. The replica
+/// refuses an index beyond the cluster's log at once (422 `index_ahead`) and answers 503
+/// `replica_lagging` when it cannot reach a real one in time (or, without a leader, at once).
 pub async fn catch_up_to(state: &AppState, index: u64) -> Result<(), Error> {
-    if state.replica.applied_index() >= index {
-        return Ok(());
-    }
-    let committed = state.replica.read_index(panal_actors::services::READ_TIMEOUT).await?;
-    if index > committed {
-        return Err(Error::Unprocessable(
-            "index_ahead".into(),
-            format!("X-Panal-Index {index} is ahead of the cluster's log (commit index {committed})"),
-        ));
-    }
     state.replica.wait_applied(index, panal_actors::services::READ_TIMEOUT).await?;
     Ok(())
 }

@@ -142,6 +142,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Oversized bodies up to this size are read and dropped before the 413 is sent (larger
+/// ones are answered at once and the connection closed).
+const MAX_DRAINED_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest time spent dropping an oversized body.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Refuses oversized header sections (431) and bodies announced larger than the limit
 /// (413, before reading a byte of them: a client that sent `Expect: 100-continue` never
 /// has to send it), in the one error shape.
@@ -149,8 +155,21 @@ async fn request_limits(req: Request, next: Next) -> Response {
     let headers = req.headers();
     let announced =
         headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return error_response("payload_too_large", &format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
+    if let Some(length) = announced.filter(|n| *n > MAX_BODY_BYTES as u64) {
+        let expects_continue =
+            headers.get(axum::http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue && length <= MAX_DRAINED_BODY_BYTES {
+            // A client that sends its whole body before reading the answer would otherwise
+            // see a reset connection instead of the 413: read and drop a moderately large
+            // body (chunk by chunk, never kept, within DRAIN_TIMEOUT).
+            use futures::StreamExt;
+            let mut body = req.into_body().into_data_stream();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while let Some(Ok(_)) = body.next().await {} }).await;
+        }
+        let mut resp =
+            error_response("payload_too_large", &format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
+        resp.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     }
     let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if headers.len() > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES {
