@@ -117,11 +117,12 @@ for vm in "${VMS[@]}"; do
 done
 
 # --- HTTP helpers: requests are made from inside a VM's namespace --------------------
-# api VM METHOD PATH [JSON] [curl args…] -> prints "STATUS BODY"
+# api VM METHOD PATH [BODY] [curl args…] -> prints "STATUS BODY" (CT=… sets the body's
+# content type, JSON by default)
 api() {
 	local vm=$1 method=$2 path=$3 body=${4:-}
 	shift 4 2>/dev/null || shift $#
-	local args=(-sS --max-time 30 -o - -w '\n%{http_code}' -X "$method" -H 'content-type: application/json')
+	local args=(-sS --max-time 30 -o - -w '\n%{http_code}' -X "$method" -H "content-type: ${CT:-application/json}")
 	[[ -n $body ]] && args+=(--data "$body")
 	local out
 	out=$(ip netns exec "$(ns_of "$vm")" curl "${args[@]}" "$@" "http://$(ip_of "$vm"):7700$path" 2>/dev/null) || out=$'\n000'
@@ -235,11 +236,11 @@ for vm in "${MAJ[@]}" "${MAJ[@]}"; do
 done
 log "majority (${MAJ[*]}) keeps accepting writes (${took[*]})"
 
-# A write on the cut-off node waits (up to the 10 s write timeout) for a leader it cannot
-# reach, then is refused: 503 no_leader. Polled: the node first has to notice it lost the
+# A write on the cut-off node is refused once it lost its leader (the leader lease):
+# 503 no_leader. Polled: the node first has to notice it lost the
 # leader.
 refuses_writes() {
-	REFUSAL=$(api "$CUT" PUT /api/v1/cluster/kv/written-in-the-minority '"must not be written"' -H "authorization: Bearer $ADMIN")
+	REFUSAL=$(CT=text/plain api "$CUT" PUT /api/v1/cluster/kv/written-in-the-minority 'must not be written' -H "authorization: Bearer $ADMIN")
 	LAST=$REFUSAL
 	[[ $(status_of "$REFUSAL") == 503 && $(body_of "$REFUSAL" | jq -r .error.code) == no_leader ]]
 }
