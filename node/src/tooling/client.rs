@@ -34,11 +34,12 @@ use panal_actors::energy::ops::{RangeQuery, ReadingsInput, ReadingsQuery, Readin
 use panal_actors::energy::{Aggregate, Device, DevicePatch, EnergySummary, NewDevice};
 use panal_actors::error::FieldError;
 use panal_actors::kv::KvEntry;
-use panal_actors::metrics::ops::SampleView;
 use panal_actors::page::{Page, PageParams};
 use panal_actors::prediction::{ForecastQuery, ForecastResponse};
 pub use panal_raft::Consistency;
 use reqwest::Method;
+
+pub use crate::server::api::NodeMetrics;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -909,17 +910,6 @@ impl JoinTokens {
 pub struct Checksum {
     pub applied_index: u64,
     pub checksum: String,
-}
-
-/// One member in `GET /api/v1/metrics/nodes`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct NodeMetrics {
-    pub id: u64,
-    pub name: String,
-    pub role: String,
-    pub reachable: bool,
-    pub error: Option<String>,
-    pub latest: Option<SampleView>,
 }
 
 /// The answer to a battery CSV upload.

@@ -27,7 +27,8 @@ const PER_NODE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How often a live stream asks every node for new samples.
 const STREAM_POLL: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// One member in `GET /api/v1/metrics/nodes` (the typed client reads the same type).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NodeMetrics {
     pub id: u64,
     pub name: String,
