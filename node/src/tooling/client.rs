@@ -39,7 +39,7 @@ use panal_actors::prediction::{ForecastQuery, ForecastResponse};
 pub use panal_raft::Consistency;
 use reqwest::Method;
 
-pub use crate::server::api::NodeMetrics;
+pub use crate::server::api::{JoinTokens, NodeMetrics, StateChecksum as Checksum};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -884,32 +884,6 @@ pub struct NodeReport {
 pub struct LeaderRef {
     pub id: u64,
     pub name: String,
-}
-
-/// `GET /api/v1/cluster/tokens`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct JoinTokens {
-    pub cluster_id: String,
-    pub manager: String,
-    pub worker: String,
-}
-
-impl JoinTokens {
-    /// The token for `role` (`manager` or anything else: worker).
-    pub fn for_role(&self, role: &str) -> &str {
-        if role == "manager" {
-            &self.manager
-        } else {
-            &self.worker
-        }
-    }
-}
-
-/// `GET /api/v1/cluster/checksum`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Checksum {
-    pub applied_index: u64,
-    pub checksum: String,
 }
 
 /// The answer to a battery CSV upload.

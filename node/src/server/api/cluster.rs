@@ -250,14 +250,25 @@ async fn cluster_config(s: &AppState) -> Result<panal_actors::cluster::ClusterCo
         .ok_or(Error::Actors(panal_actors::Error::NotInitialized))
 }
 
-/// The cluster's join tokens.
-#[derive(Debug, Serialize, ToSchema)]
+/// The cluster's join tokens (the typed client reads the same type).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct JoinTokens {
     pub cluster_id: String,
     /// `PANAL-1-<cluster id>-<secret>-manager`
     pub manager: String,
     /// `PANAL-1-<cluster id>-<secret>-worker`
     pub worker: String,
+}
+
+impl JoinTokens {
+    /// The token for `role` (`manager` or anything else: worker).
+    pub fn for_role(&self, role: &str) -> &str {
+        if role == "manager" {
+            &self.manager
+        } else {
+            &self.worker
+        }
+    }
 }
 
 /// The join tokens for new managers and workers.
@@ -386,7 +397,7 @@ pub async fn kv_get(
 
 /// A checksum of the replicated state at an applied index: equal on every replica that
 /// applied the same index.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 pub struct StateChecksum {
     pub applied_index: u64,
     pub checksum: String,

@@ -28,6 +28,7 @@ use panal_actors::Replica;
 
 use crate::error::{error_response, REQUEST_ID};
 
+pub use cluster::{JoinTokens, StateChecksum};
 pub use cluster_view::NodeMetrics;
 pub use extract::Admin;
 
