@@ -80,9 +80,10 @@ admin_token=$(login admin "$(cat "$dir/cluster/admin-password")")
 
 # Operations that would end the run's own premises: logging out revokes the token being
 # used, membership and node availability changes would take nodes out of the cluster under
-# test, and service specs would scale services away under the run. They are fuzzed
-# anonymously (where they must answer 401) and covered by the e2e tests.
-destructive='^/api/v1/(auth/logout|cluster/nodes/\{id\}.*|services/\{name\}.*)$'
+# test, service specs would scale services away under the run, and a CA rotation would
+# re-issue every certificate during it. They are fuzzed anonymously (where they must
+# answer 401) and covered by the e2e tests (tests/tests/tls.rs rotates under writes).
+destructive='^/api/v1/(auth/logout|cluster/nodes/\{id\}.*|services/\{name\}.*|cluster/ca/rotate)$'
 
 summary=()
 failed=0

@@ -51,7 +51,10 @@ pub fn status_of(code: &str) -> u16 {
         | "out_of_stock"
         | "invalid_state"
         | "order_expired"
-        | "membership" => 409,
+        | "membership"
+        | "ca_rotation_in_progress"
+        | "ca_changed"
+        | "no_ca_rotation" => 409,
         "payload_too_large" | "value_too_large" => 413,
         "unsupported_media_type" => 415,
         "rate_limited" | "too_many_attempts" => 429,
@@ -64,12 +67,15 @@ pub fn status_of(code: &str) -> u16 {
         | "not_initialized"
         | "service_unavailable"
         | "catching_up"
+        | "mesh_connecting"
         | "starting"
         | "unreachable"
         | "overloaded"
         | "node_removed"
         | "removed"
-        | "no_quorum" => 503,
+        | "no_quorum"
+        | "no_ca_key"
+        | "no_manager" => 503,
         "gateway_timeout" => 504,
         // `idempotency_key_reused`, `own_listing`, `insufficient_history`, `not_a_battery`, …
         _ => 422,
@@ -236,7 +242,8 @@ pub fn replica_code(e: &panal_raft::Error) -> &'static str {
         E::IndexAhead { .. } => "index_ahead",
         E::NodeRemoved => "node_removed",
         E::IdempotencyKeyReused => "idempotency_key_reused",
-        E::Membership(_) => "membership",
+        E::Membership(_) | E::MembershipBusy(_) => "membership",
+        E::NotMember(_) => "not_found",
         E::Peer { .. } => "peer_unavailable",
         E::ShuttingDown => "shutting_down",
         _ => "internal",

@@ -5,15 +5,16 @@ use panal_raft::rusqlite::{self, params, Connection, OptionalExtension};
 use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
-use crate::{Rejection, Reply, Response};
+use crate::command::{commands, Proposal};
+use crate::Rejection;
 
 pub const MAX_KEY_LEN: usize = 256;
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KvCommand {
-    Put { key: String, value: String },
+commands! {
+    pub enum KvCommand {
+        Put { pub key: String, pub value: String },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -41,19 +42,20 @@ pub fn validate(key: &str, value: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: KvCommand) -> rusqlite::Result<Response> {
-    match command {
-        KvCommand::Put { key, value } => {
-            if let Err(r) = validate(&key, &value) {
-                return Ok(Err(r));
-            }
-            db.prepare_cached(
-                "INSERT INTO kv (key, value, updated_index) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_index = excluded.updated_index",
-            )?
-            .execute(params![key, value, ctx.index as i64])?;
-            Ok(Ok(Reply::KvEntry(KvEntry { key, value, index: ctx.index })))
+impl Proposal for command::Put {
+    type Reply = KvEntry;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<KvEntry, Rejection>> {
+        let Self { key, value } = self;
+        if let Err(r) = validate(&key, &value) {
+            return Ok(Err(r));
         }
+        db.prepare_cached(
+            "INSERT INTO kv (key, value, updated_index) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_index = excluded.updated_index",
+        )?
+        .execute(params![key, value, ctx.index as i64])?;
+        Ok(Ok(KvEntry { key, value, index: ctx.index }))
     }
 }
 
@@ -78,7 +80,7 @@ mod tests {
     fn put_then_get_records_the_index() {
         let c = db();
         let ctx = ApplyContext { index: 7, now_ms: 0 };
-        apply(&c, &ctx, KvCommand::Put { key: "a".into(), value: "1".into() }).unwrap().unwrap();
+        (command::Put { key: "a".into(), value: "1".into() }).apply(&c, &ctx).unwrap().unwrap();
         assert_eq!(get(&c, "a").unwrap(), Some(KvEntry { key: "a".into(), value: "1".into(), index: 7 }));
     }
 
@@ -86,9 +88,9 @@ mod tests {
     fn invalid_keys_are_rejected_and_change_nothing() {
         let c = db();
         let ctx = ApplyContext { index: 1, now_ms: 0 };
-        let r = apply(&c, &ctx, KvCommand::Put { key: String::new(), value: "1".into() }).unwrap();
+        let r = (command::Put { key: String::new(), value: "1".into() }).apply(&c, &ctx).unwrap();
         assert_eq!(r.unwrap_err().code, "invalid_key");
-        let r = apply(&c, &ctx, KvCommand::Put { key: "k".into(), value: "x".repeat(MAX_VALUE_LEN + 1) }).unwrap();
+        let r = (command::Put { key: "k".into(), value: "x".repeat(MAX_VALUE_LEN + 1) }).apply(&c, &ctx).unwrap();
         assert_eq!(r.unwrap_err().code, "value_too_large");
         assert_eq!(get(&c, "k").unwrap(), None);
     }

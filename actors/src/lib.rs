@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod cluster;
+pub mod command;
 pub mod energy;
 pub mod error;
 pub mod kv;
@@ -26,6 +27,7 @@ use panal_raft::rusqlite::{self, Connection};
 use panal_raft::{Application, ApplyContext};
 use serde::{Deserialize, Serialize};
 
+pub use command::{propose, FromReply, Proposal};
 pub use error::{Error, Rejection};
 
 /// Every command that can be proposed to the replicated log.
@@ -43,6 +45,8 @@ pub enum Command {
 /// What a command produced: a reply, or a deterministic business rejection.
 pub type Response = Result<Reply, Rejection>;
 
+/// The wire form of every command's answer (each command's own type is its
+/// [`Proposal::Reply`]; the conversions are in [`command`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Reply {
@@ -74,41 +78,6 @@ command_from!(
     Orchestration(orchestration::OrchestrationCommand)
 );
 
-/// A value a command's [`Reply`] carries, decoded where the proposer expects it (see
-/// `services::Call::write`): the one place a reply is matched against its type.
-pub trait FromReply: Sized {
-    /// The value, or the reply back when it is of another kind.
-    fn from_reply(reply: Reply) -> Result<Self, Box<Reply>>;
-}
-
-/// The proposer needs no value: any reply will do.
-impl FromReply for () {
-    fn from_reply(_: Reply) -> Result<(), Box<Reply>> {
-        Ok(())
-    }
-}
-
-macro_rules! from_reply {
-    ($($variant:ident($ty:ty)),+) => {
-        $(impl FromReply for $ty {
-            fn from_reply(reply: Reply) -> Result<Self, Box<Reply>> {
-                match reply {
-                    Reply::$variant(v) => Ok(v),
-                    other => Err(Box::new(other)),
-                }
-            }
-        })+
-    };
-}
-from_reply!(
-    User(auth::User),
-    KvEntry(kv::KvEntry),
-    Book(catalog::Book),
-    Order(catalog::Order),
-    Device(energy::Device),
-    Count(u64)
-);
-
 /// The application plugged into the replicated state machine.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PanalApp;
@@ -129,12 +98,12 @@ impl Application for PanalApp {
 
     fn apply(&self, db: &Connection, ctx: &ApplyContext, command: Command) -> rusqlite::Result<Response> {
         match command {
-            Command::Cluster(c) => cluster::apply(db, ctx, c),
-            Command::Auth(c) => auth::apply(db, ctx, c),
-            Command::Kv(c) => kv::apply(db, ctx, c),
-            Command::Catalog(c) => catalog::apply(db, ctx, c),
-            Command::Energy(c) => energy::apply(db, ctx, c),
-            Command::Orchestration(c) => orchestration::apply(db, ctx, c),
+            Command::Cluster(c) => c.apply(db, ctx),
+            Command::Auth(c) => c.apply(db, ctx),
+            Command::Kv(c) => c.apply(db, ctx),
+            Command::Catalog(c) => c.apply(db, ctx),
+            Command::Energy(c) => c.apply(db, ctx),
+            Command::Orchestration(c) => c.apply(db, ctx),
         }
     }
 }

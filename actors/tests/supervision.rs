@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use panal_actors::services::{
-    decode, encode, start_services, Ping, RequestMeta, RestartPolicy, Service, ServiceContext, ServiceHealth,
-    ServiceRequest, ServiceResponse, WorkerMsg,
+    start_services, Envelope, Ping, RequestMeta, RestartPolicy, Service, ServiceContext, ServiceHealth, ServiceRequest,
+    ServiceResponse, WorkerMsg,
 };
 use panal_actors::PanalApp;
 use panal_raft::{NodeInfo, ReplicaConfig};
@@ -25,16 +25,15 @@ fn members(service: Service) -> Vec<ractor::ActorCell> {
 
 async fn ping(service: Service, cell: &ractor::ActorCell) -> ServiceResponse {
     let req = ServiceRequest::new(Ping { service }, RequestMeta::default());
-    let bytes = encode(&req).expect("encode");
     match ractor::rpc::call::<WorkerMsg, _, _>(
         cell,
-        |reply| WorkerMsg::Call(bytes, reply),
+        |reply| WorkerMsg::Call(Envelope::new(req), reply),
         Some(Duration::from_secs(5)),
     )
     .await
     .expect("send")
     {
-        CallResult::Success(b) => decode(&b).expect("response"),
+        CallResult::Success(answer) => answer.open().expect("response"),
         _ => panic!("call failed"),
     }
 }
@@ -81,7 +80,9 @@ async fn supervisor_restarts_workers_then_fails_the_service_past_the_limit_and_r
         m.len() == 2 && m.iter().all(|c| c.get_id() != dead)
     })
     .await;
-    assert_eq!(ctx.health()[&Service::Auth], ServiceHealth::Running { workers: 2 });
+    // The supervisor publishes health after the new worker has joined its group.
+    until("auth health to count two workers", || ctx.health()[&Service::Auth] == ServiceHealth::Running { workers: 2 })
+        .await;
 
     // Past the limit (3 restarts in the window): marked failed, out of the group.
     for _ in 0..4 {

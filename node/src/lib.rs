@@ -9,3 +9,6 @@
 pub mod error;
 pub mod server;
 pub mod tooling;
+
+/// Makes aws-lc the process's rustls provider; call it before building an HTTP client.
+pub use panal_raft::install_crypto_provider;

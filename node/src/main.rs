@@ -6,6 +6,9 @@ use panal::tooling::{admin, bench, cli, drill, health, service, top, up};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // Every HTTP client and TLS port in the process uses aws-lc (reqwest has no provider
+    // of its own).
+    panal_raft::install_crypto_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_env("PANAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(start::DEFAULT_LOG));
     use std::io::IsTerminal;
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Node(cmd) => admin::node(cmd).await,
             cli::Command::Service(cmd) => service::run(cmd).await,
             cli::Command::Token(cmd) => admin::token(cmd).await,
+            cli::Command::Ca(cmd) => admin::ca(cmd).await,
             cli::Command::Status(args) => admin::status(args).await,
             cli::Command::Top(args) => {
                 top::run(args.admin, std::time::Duration::from_secs(args.every.max(1)), args.once).await

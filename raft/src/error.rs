@@ -26,9 +26,15 @@ pub enum Error {
     /// A peer rejected our credentials, or a peer request lacked them.
     #[error("peer authentication failed")]
     Unauthorized,
-    /// A membership change that cannot be made (unknown node, last voter, …).
+    /// A membership change that cannot be made (last voter, …).
     #[error("{0}")]
     Membership(String),
+    /// The node a membership change names is not a member (never was, or already removed).
+    #[error("node {0} is not a member of this cluster")]
+    NotMember(crate::NodeId),
+    /// Another membership change is still being committed; retried until the deadline.
+    #[error("another membership change is in progress: {0}")]
+    MembershipBusy(String),
     /// A peer could not be reached or answered with garbage.
     #[error("peer {addr}: {message}")]
     Peer { addr: String, message: String },
@@ -50,7 +56,7 @@ pub enum Error {
 impl Error {
     /// Errors after which retrying the same request elsewhere or later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::NoLeader | Error::Peer { .. } | Error::ReplicaLagging { .. })
+        matches!(self, Error::NoLeader | Error::Peer { .. } | Error::ReplicaLagging { .. } | Error::MembershipBusy(_))
     }
 }
 
@@ -59,6 +65,8 @@ impl Error {
 pub(crate) enum RemoteFailure {
     NotLeader,
     Membership(String),
+    NotMember(crate::NodeId),
+    MembershipBusy(String),
     Other(String),
 }
 
@@ -67,6 +75,8 @@ impl From<RemoteFailure> for Error {
         match f {
             RemoteFailure::NotLeader => Error::NoLeader,
             RemoteFailure::Membership(m) => Error::Membership(m),
+            RemoteFailure::NotMember(id) => Error::NotMember(id),
+            RemoteFailure::MembershipBusy(m) => Error::MembershipBusy(m),
             RemoteFailure::Other(m) => Error::Raft(m),
         }
     }

@@ -27,7 +27,10 @@ pub use error::{Error, Result};
 pub use isolation::{refuse_while_isolated, Isolation, ISOLATED_HEADER};
 pub use lease::{decide as decide_lease, Lease};
 pub use log_store::LogStore;
-pub use network::{peer_key, CallError, PeerClient, CLUSTER_HEADER, PEER_KEY_HEADER, TARGET_NODE_HEADER};
+pub use network::{
+    install_crypto_provider, peer_key, CallError, PeerClient, PeerTls, CLUSTER_HEADER, PEER_KEY_HEADER,
+    TARGET_NODE_HEADER,
+};
 pub use peer_api::{constant_time_eq, identity_mismatch, require_peer_key};
 pub use replica::{auto_idempotency_key, Consistency, MemberRole, MemberStatus, Replica, ReplicaConfig, WriteOutcome};
 pub use state_machine::StateMachine;

@@ -59,10 +59,71 @@ enum Codec {
     Json,
 }
 
+/// Makes aws-lc the process's default rustls provider (once; later calls do nothing).
+/// reqwest is built with rustls and no provider of its own, so every process that builds
+/// an HTTP client calls this first.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// The TLS client configuration of peer calls, swapped when the node's certificate or
+/// trust changes (see `panal::server::tls`).
+pub type PeerTls = tokio::sync::watch::Receiver<Arc<rustls::ClientConfig>>;
+
+/// The HTTP client of peer calls, rebuilt when the TLS configuration changes.
+struct Transport {
+    tls: Option<PeerTls>,
+    current: Mutex<(Option<Arc<rustls::ClientConfig>>, reqwest::Client)>,
+}
+
+impl Transport {
+    fn new(tls: Option<PeerTls>) -> Self {
+        let config = tls.as_ref().map(|rx| rx.borrow().clone());
+        let http = Self::build(config.as_deref());
+        Self { tls, current: Mutex::new((config, http)) }
+    }
+
+    fn build(tls: Option<&rustls::ClientConfig>) -> reqwest::Client {
+        install_crypto_provider();
+        let builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true);
+        let builder = match tls {
+            Some(config) => builder.use_preconfigured_tls(config.clone()),
+            None => builder,
+        };
+        builder.build().expect("reqwest client with static settings builds")
+    }
+
+    /// The client for the current TLS configuration.
+    fn http(&self) -> reqwest::Client {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = &self.tls {
+            let config = rx.borrow().clone();
+            if !current.0.as_ref().is_some_and(|c| Arc::ptr_eq(c, &config)) {
+                *current = (Some(config.clone()), Self::build(Some(&config)));
+            }
+        }
+        current.1.clone()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 /// Pooled HTTP client for peer RPC.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    transport: Arc<Transport>,
     key: String,
     /// Named on every call, so that a node can refuse calls meant for another cluster.
     cluster_id: String,
@@ -72,18 +133,22 @@ pub struct PeerClient {
 
 impl PeerClient {
     pub fn new(peer_key: String) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .expect("reqwest client with static settings builds");
-        Self { http, key: peer_key, cluster_id: String::new(), isolation: Isolation::default() }
+        Self::with_tls(peer_key, None)
+    }
+
+    /// A client speaking TLS with `tls` (plain HTTP without).
+    pub fn with_tls(peer_key: String, tls: Option<PeerTls>) -> Self {
+        Self {
+            transport: Arc::new(Transport::new(tls)),
+            key: peer_key,
+            cluster_id: String::new(),
+            isolation: Isolation::default(),
+        }
     }
 
     /// A client that names `cluster_id` on every call.
-    pub fn for_cluster(peer_key: String, cluster_id: String) -> Self {
-        Self { cluster_id, ..Self::new(peer_key) }
+    pub fn for_cluster(peer_key: String, cluster_id: String, tls: Option<PeerTls>) -> Self {
+        Self { cluster_id, ..Self::with_tls(peer_key, tls) }
     }
 
     /// The switch that cuts this node's peer traffic (both directions) during a drill.
@@ -166,8 +231,9 @@ impl PeerClient {
             return Err(CallError::Unreachable("this node is isolated (chaos drill)".into()));
         }
         let mut request = self
-            .http
-            .post(format!("http://{addr}{path}"))
+            .transport
+            .http()
+            .post(format!("{}://{addr}{path}", self.transport.scheme()))
             .header(PEER_KEY_HEADER, &self.key)
             .header(reqwest::header::CONTENT_TYPE, content_type);
         if !self.cluster_id.is_empty() {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,8 @@ pub struct ReplicaConfig {
     /// an index), whatever timeout its caller passed (membership changes are not capped): keep it below the caller's own deadline (the
     /// gateway's call timeout) so that the replica's answer, not a timeout, reaches the client.
     pub max_wait: Duration,
+    /// TLS of peer calls (mutual, with the node's certificate); none: plain HTTP.
+    pub peer_tls: Option<crate::network::PeerTls>,
 }
 
 impl ReplicaConfig {
@@ -61,6 +63,7 @@ impl ReplicaConfig {
             keep_after_snapshot: 1000,
             cluster_id: String::new(),
             max_wait: Duration::from_secs(10),
+            peer_tls: None,
         }
     }
 }
@@ -108,6 +111,15 @@ pub enum MemberRole {
     Worker,
 }
 
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            MemberRole::Manager => "manager",
+            MemberRole::Worker => "worker",
+        })
+    }
+}
+
 /// One node's own view of its Raft state, as reported to `panal node ls`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -126,6 +138,20 @@ pub struct MemberStatus {
     /// Log index of the membership config that view comes from.
     #[serde(default)]
     pub membership_index: Option<u64>,
+}
+
+/// What a membership change answers, given how it ended after `attempts` attempts. A
+/// removal is idempotent in effect, and its answer must say so: an attempt may have been
+/// committed while its answer was lost (a leader change, a timeout), and the retry then
+/// finds the node gone; a node asked to remove itself stops serving once it has. Both are
+/// the removal succeeding. A first attempt finding the node gone is `NotMember` (404).
+fn removal_outcome(change: &MembershipChange, me: NodeId, attempts: u32, outcome: Result<()>) -> Result<()> {
+    let MembershipChange::Remove { id } = change else { return outcome };
+    match outcome {
+        Err(Error::NotMember(gone)) if gone == *id && attempts > 1 => Ok(()),
+        Err(Error::NodeRemoved) if *id == me && attempts > 0 => Ok(()),
+        other => other,
+    }
 }
 
 /// Membership changes, executed on the leader.
@@ -160,6 +186,8 @@ pub(crate) struct RemovedNotice {
 }
 /// A membership change waits for a learner to catch up, which can take a while.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a membership change waits for a leader to be elected before giving up.
+const MEMBERSHIP_LEADERLESS_GRACE: Duration = Duration::from_secs(10);
 /// Pause between attempts while the cluster has no reachable leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How often waits re-check the lease (leader silence does not change openraft's metrics).
@@ -192,6 +220,9 @@ pub(crate) struct Inner<A: Application> {
     /// Serialises membership changes on the leader, so that a decision taken from the
     /// current membership (how many managers there are) still holds when it is applied.
     membership_lock: tokio::sync::Mutex<()>,
+    /// The last lookup of where the leader's log ends: when it started, and the answer
+    /// (see [`Replica::cluster_log_end`]).
+    log_end: tokio::sync::Mutex<Option<(Instant, u64)>>,
     /// Proposals waiting to be batched into the next log entry (leader only).
     batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Proposals waiting to be forwarded to the leader in one request (followers).
@@ -228,7 +259,7 @@ impl<A: Application> Replica<A> {
         let log = LogStore::open(&cfg.data_dir.join("raft-log.db"))?;
         let sm = StateMachine::open(&cfg.data_dir, app)?;
         let key = peer_key(&cfg.cluster_secret);
-        let client = PeerClient::for_cluster(key.clone(), cfg.cluster_id.clone());
+        let client = PeerClient::for_cluster(key.clone(), cfg.cluster_id.clone(), cfg.peer_tls.clone());
         let raft_config = openraft::Config {
             cluster_name: "panal".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -264,6 +295,7 @@ impl<A: Application> Replica<A> {
                 client,
                 peer_key: key,
                 membership_lock: Default::default(),
+                log_end: Default::default(),
                 batcher,
                 forwarder,
                 contact: LeaderContact::default(),
@@ -551,7 +583,16 @@ impl<A: Application> Replica<A> {
     /// leader changed) until `deadline`, after which the answer is `NoLeader`. Without a leader for [`Replica::no_leader_grace`] it answers `NoLeader`
     /// at once; an attempt whose leader loses its lease is abandoned (its idempotency key
     /// keeps a retry elsewhere safe).
-    async fn until_done<T, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T>
+    async fn until_done<T, F, Fut>(&self, deadline: Instant, attempt: F) -> Result<T>
+    where
+        F: FnMut(NodeId, NodeInfo) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.until_done_within(deadline, self.no_leader_grace(), attempt).await
+    }
+
+    /// [`Replica::until_done`], waiting at most `grace` for a leader whenever there is none.
+    async fn until_done_within<T, F, Fut>(&self, deadline: Instant, grace: Duration, mut attempt: F) -> Result<T>
     where
         F: FnMut(NodeId, NodeInfo) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -566,7 +607,7 @@ impl<A: Application> Replica<A> {
                 }
                 None => {
                     let since = *leaderless_since.get_or_insert_with(Instant::now);
-                    self.wait_for_leader(deadline.min(since + self.no_leader_grace())).await?
+                    self.wait_for_leader(deadline.min(since + grace)).await?
                 }
             };
             let outcome = tokio::select! {
@@ -579,6 +620,8 @@ impl<A: Application> Replica<A> {
                     tracing::debug!(error = %e, "attempt on the leader failed; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
+                // Still busy at the deadline: say so; anything else retryable means no leader.
+                Err(e @ Error::MembershipBusy(_)) => return Err(e),
                 Err(e) if e.is_retryable() => return Err(Error::NoLeader),
                 Err(e) => return Err(e),
             }
@@ -647,7 +690,7 @@ impl<A: Application> Replica<A> {
         let deadline = Instant::now() + timeout.min(self.inner.max_wait);
         let local_last = self.inner.raft.metrics().borrow().last_log_index.unwrap_or(0);
         if index > local_last {
-            match self.leader_last_log_index(deadline).await {
+            match self.cluster_log_end(deadline).await {
                 Ok(last) if index > last => return Err(Error::IndexAhead { wanted: index, last }),
                 Ok(_) => {}
                 // Nobody can tell where the cluster's log ends: the index cannot be reached now.
@@ -663,6 +706,26 @@ impl<A: Application> Replica<A> {
             Err(openraft::metrics::WaitError::ShuttingDown) => Err(Error::ShuttingDown),
             Err(_) => Err(Error::ReplicaLagging { applied: self.applied_index(), wanted: index }),
         }
+    }
+
+    /// Where the leader's log ends, asked of the leader one lookup at a time: a request
+    /// takes the answer of a lookup that started after it arrived (so it covers every write
+    /// acknowledged before the request was sent), else makes one. A flood of far-ahead
+    /// indexes costs the leader one call after another, not one call each.
+    async fn cluster_log_end(&self, deadline: Instant) -> Result<u64> {
+        let arrived = Instant::now();
+        let Ok(mut last) = tokio::time::timeout_at(deadline.into(), self.inner.log_end.lock()).await else {
+            return Err(Error::NoLeader);
+        };
+        if let Some((started, end)) = *last {
+            if started >= arrived {
+                return Ok(end);
+            }
+        }
+        let started = Instant::now();
+        let end = self.leader_last_log_index(deadline).await?;
+        *last = Some((started, end));
+        Ok(end)
     }
 
     /// Where the leader's log ends (it holds every committed entry).
@@ -745,17 +808,23 @@ impl<A: Application> Replica<A> {
 
     async fn change_membership(&self, change: MembershipChange) -> Result<()> {
         let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
-        self.until_done(deadline, |leader, node| {
-            let change = change.clone();
-            async move {
-                if leader == self.inner.id {
-                    return self.change_membership_local(change).await.map_err(Error::from);
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        // A change may itself cause an election (removing or demoting the leader): wait
+        // for it rather than answering no_leader for a change that was committed.
+        let outcome = self
+            .until_done_within(deadline, MEMBERSHIP_LEADERLESS_GRACE, |leader, node| {
+                let change = change.clone();
+                attempts.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    if leader == self.inner.id {
+                        return self.change_membership_local(change).await.map_err(Error::from);
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.call_leader(leader, &node, "/raft/membership", &change, left).await
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
-                self.call_leader(leader, &node, "/raft/membership", &change, left).await
-            }
-        })
-        .await
+            })
+            .await;
+        removal_outcome(&change, self.inner.id, attempts.into_inner(), outcome)
     }
 
     pub(crate) async fn change_membership_local(&self, change: MembershipChange) -> Result<(), RemoteFailure> {
@@ -765,6 +834,10 @@ impl<A: Application> Replica<A> {
         let role_of = |id: NodeId| members.iter().find(|(m, _, _)| *m == id).map(|(_, _, r)| *r);
         let map_err = |e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => RemoteFailure::NotLeader,
+            // A change left by an earlier leader is still being committed: try again.
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(e))) => {
+                RemoteFailure::MembershipBusy(e.to_string())
+            }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => RemoteFailure::Membership(e.to_string()),
             e => RemoteFailure::Other(e.to_string()),
         };
@@ -782,7 +855,7 @@ impl<A: Application> Replica<A> {
                 }
             }
             MembershipChange::Promote { id } => match role_of(id) {
-                None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
+                None => return Err(RemoteFailure::NotMember(id)),
                 Some(MemberRole::Manager) => {}
                 Some(MemberRole::Worker) => {
                     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -791,7 +864,7 @@ impl<A: Application> Replica<A> {
                 }
             },
             MembershipChange::Demote { id } => match role_of(id) {
-                None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
+                None => return Err(RemoteFailure::NotMember(id)),
                 Some(MemberRole::Worker) => {}
                 Some(MemberRole::Manager) => {
                     let managers = members.iter().filter(|(_, _, r)| *r == MemberRole::Manager).count();
@@ -805,7 +878,7 @@ impl<A: Application> Replica<A> {
             },
             MembershipChange::Remove { id } => {
                 match role_of(id) {
-                    None => return Err(RemoteFailure::Membership(format!("node {id} is not a member"))),
+                    None => return Err(RemoteFailure::NotMember(id)),
                     Some(MemberRole::Manager) => {
                         let managers = members.iter().filter(|(_, _, r)| *r == MemberRole::Manager).count();
                         if managers <= 1 {
@@ -932,5 +1005,29 @@ fn server_state_name(s: ServerState) -> &'static str {
         ServerState::Learner => "learner",
         ServerState::Candidate => "candidate",
         ServerState::Shutdown => "shutdown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_whose_retry_finds_the_node_gone_succeeded() {
+        let remove = MembershipChange::Remove { id: 4 };
+        // The first attempt finding it gone: it was not a member (404).
+        assert!(matches!(removal_outcome(&remove, 1, 1, Err(Error::NotMember(4))), Err(Error::NotMember(4))));
+        // A retry finding it gone: an earlier attempt removed it.
+        assert!(removal_outcome(&remove, 1, 2, Err(Error::NotMember(4))).is_ok());
+        // A node removing itself stops serving once it has: that is the success.
+        let itself = MembershipChange::Remove { id: 1 };
+        assert!(removal_outcome(&itself, 1, 1, Err(Error::NodeRemoved)).is_ok());
+        // Removed before any attempt, or by someone else: still an error.
+        assert!(matches!(removal_outcome(&itself, 1, 0, Err(Error::NodeRemoved)), Err(Error::NodeRemoved)));
+        assert!(matches!(removal_outcome(&remove, 1, 3, Err(Error::NodeRemoved)), Err(Error::NodeRemoved)));
+        // Other changes and other errors pass through.
+        let demote = MembershipChange::Demote { id: 4 };
+        assert!(matches!(removal_outcome(&demote, 1, 2, Err(Error::NotMember(4))), Err(Error::NotMember(4))));
+        assert!(matches!(removal_outcome(&remove, 1, 2, Err(Error::NoLeader)), Err(Error::NoLeader)));
     }
 }

@@ -143,13 +143,12 @@ impl<A: Application> StateMachine<A> {
         Ok(())
     }
 
-    /// Runs a read on a pooled read-only connection, off the async runtime.
+    /// Runs a read on a reader thread's read-only connection, off the async runtime.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> T + Send + 'static,
     ) -> Result<T, crate::Error> {
-        let shared = self.shared.clone();
-        Ok(blocking(move || shared.reads.with(f)).await?)
+        Ok(self.shared.reads.run(f).await?)
     }
 
     /// The last applied log id as recorded in the database.

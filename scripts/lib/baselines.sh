@@ -12,6 +12,17 @@ install_etcd() {
   fi
 }
 
+# wrk from Debian, the HTTP benchmark's load generator (without it `bench http` uses its
+# in-process one, which shares the machine's cores less sparingly).
+install_wrk() {
+  command -v wrk >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+  else
+    echo "wrk not installed and not root: bench http uses its in-process load generator" >&2
+  fi
+}
+
 # FastAPI and uvicorn (with its standard extras, httptools and uvloop, as FastAPI
 # recommends for deployment) from PyPI into a private venv; prints its python.
 baseline_python() {

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use panal::tooling::client::{Body, Client, ClientError, Consistency};
+pub use panal::tooling::launcher::ApiTransport;
 use panal::tooling::launcher::{Addressing, LaunchConfig, LocalCluster};
 use panal_actors::auth::User;
 use reqwest::Method;
@@ -69,14 +70,20 @@ pub struct Node {
     pub ip: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// `http://IP:7700`, or `https://…` when the cluster serves its API over TLS.
+    pub api_url: String,
 }
 
 impl Node {
     pub fn api(&self) -> String {
-        format!("http://{}:7700", self.ip)
+        self.api_url.clone()
     }
     pub fn peer(&self) -> String {
         format!("{}:7701", self.ip)
+    }
+    /// `path` on the peer port (HTTPS: peer TLS is on by default).
+    pub fn peer_url(&self, path: &str) -> String {
+        format!("https://{}:7701{path}", self.ip)
     }
 }
 
@@ -100,17 +107,25 @@ impl Cluster {
     /// Starts `managers` managers (the first with `--init`, the others joining) and
     /// `workers` workers, with `extra` flags on every node, and waits until all are ready.
     pub async fn start(managers: usize, workers: usize, extra: &[&str]) -> Cluster {
-        Self::start_from(&["start"], managers, workers, extra).await
+        Self::start_from(&["start"], managers, workers, extra, ApiTransport::Plain).await
+    }
+
+    /// Like [`Cluster::start`], the nodes serving their API as `api` says (HTTPS with the
+    /// cluster CA, or with a certificate of the test's own); every client of the harness
+    /// trusts what it must.
+    pub async fn start_with(api: ApiTransport, managers: usize, workers: usize, extra: &[&str]) -> Cluster {
+        Self::start_from(&["start"], managers, workers, extra, api).await
     }
 
     /// Like [`Cluster::start`], with the first node created by `panal restore BACKUP
     /// --init` (the others join it as usual).
     pub async fn restore(backup: &Path, managers: usize, workers: usize, extra: &[&str]) -> Cluster {
         let backup = backup.display().to_string();
-        Self::start_from(&["restore", &backup], managers, workers, extra).await
+        Self::start_from(&["restore", &backup], managers, workers, extra, ApiTransport::Plain).await
     }
 
-    fn new(dir: tempfile::TempDir, extra: Vec<String>) -> Cluster {
+    fn new(dir: tempfile::TempDir, extra: Vec<String>, api: ApiTransport) -> Cluster {
+        panal::install_crypto_provider();
         let (a, b) = fresh_subnet();
         let config = LaunchConfig {
             dir: dir.path().to_path_buf(),
@@ -121,6 +136,7 @@ impl Cluster {
             node_args: extra,
             env: vec![("PANAL_LOG".into(), "info,openraft=warn".into())],
             ready_timeout: DEADLINE,
+            api,
         };
         let launcher = LocalCluster::new(config).expect("prepare the cluster directory");
         let first_api = Addressing::LoopbackPerNode(a, b).addresses(0).0;
@@ -128,11 +144,27 @@ impl Cluster {
             base: Client::with_timeout(&[first_api], Duration::from_secs(20)).expect("an address"),
             nodes: Vec::new(),
             password: launcher.password.clone(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            http: panal::tooling::client::Trust::default()
+                .http_client(reqwest::Client::builder().timeout(Duration::from_secs(20)))
+                .unwrap(),
             launcher,
             admin: tokio::sync::OnceCell::new(),
             _dir: dir,
         }
+    }
+
+    /// A raw HTTPS client of the peer ports that trusts the cluster CA and presents node
+    /// `i`'s own certificate, as a member would (the peer key is up to the caller).
+    pub fn peer_http(&self, i: usize) -> reqwest::Client {
+        let tls = self.nodes[i].data_dir.join("tls");
+        let read = |f: &str| std::fs::read(tls.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let identity = reqwest::Identity::from_pem(&[read("node.pem"), read("node.key")].concat()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.pem")).unwrap())
+            .identity(identity)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
     }
 
     /// Mirrors the launcher's node slots in `nodes`.
@@ -143,15 +175,47 @@ impl Cluster {
                 ip: n.api_addr.rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or_default(),
                 data_dir: n.data_dir.clone(),
                 log: n.log.clone(),
+                api_url: n.api_url.clone(),
             });
         }
     }
 
+    /// Rebuilds the harness's clients with what the launcher's clients trust (the
+    /// cluster CA exists once the first node started).
+    fn trust_cluster(&mut self) {
+        let timeout = Duration::from_secs(20);
+        self.base = self.launcher.client_with_timeout(timeout).unwrap_or_else(|e| panic!("{e}"));
+        let trust = self.launcher.trust().unwrap_or_else(|e| panic!("{e}"));
+        self.http = trust.http_client(reqwest::Client::builder().timeout(timeout)).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A cluster with no node started yet, for tests that must know a node's address
+    /// before it starts (a certificate for it): [`Cluster::planned_ip`], then
+    /// [`Cluster::init`].
+    pub fn prepare(api: ApiTransport, extra: &[&str]) -> Cluster {
+        Self::new(tempfile::tempdir().unwrap(), extra.iter().map(|s| s.to_string()).collect(), api)
+    }
+
+    /// The loopback IP node `i` will have.
+    pub fn planned_ip(&self, i: usize) -> String {
+        let api = self.launcher.config.addressing.addresses(i).0;
+        api.rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or_default()
+    }
+
+    /// Starts the first node of a prepared cluster with `--init` and waits until it is ready.
+    pub async fn init(&mut self) {
+        self.launcher.init(&["start"]).await.unwrap_or_else(|e| panic!("{e}"));
+        self.sync_nodes();
+        self.trust_cluster();
+    }
+
     /// `first` is the command creating the first node (`--init` is added).
-    async fn start_from(first: &[&str], managers: usize, workers: usize, extra: &[&str]) -> Cluster {
-        let mut cluster = Self::new(tempfile::tempdir().unwrap(), extra.iter().map(|s| s.to_string()).collect());
+    async fn start_from(first: &[&str], managers: usize, workers: usize, extra: &[&str], api: ApiTransport) -> Cluster {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut cluster = Self::new(tempfile::tempdir().unwrap(), extra, api);
         cluster.launcher.init(first).await.unwrap_or_else(|e| panic!("{e}"));
         cluster.sync_nodes();
+        cluster.trust_cluster();
         for _ in 1..managers {
             cluster.add_node("manager").await;
         }
@@ -169,7 +233,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("cluster-token");
         std::fs::write(&token_file, "test-cluster-token-0123456789\n").unwrap();
-        let mut cluster = Self::new(dir, extra.iter().map(|s| s.to_string()).collect());
+        let mut cluster = Self::new(dir, extra.iter().map(|s| s.to_string()).collect(), ApiTransport::Plain);
         let indices: Vec<usize> = (0..total).map(|_| cluster.launcher.add_slot().unwrap()).collect();
         cluster.sync_nodes();
         let peers: Vec<String> = cluster.nodes.iter().map(|n| n.ip.clone()).collect();
@@ -194,6 +258,14 @@ impl Cluster {
     /// until it is ready (a manager: until it is a voter). Returns its index.
     pub async fn add_node(&mut self, role: &str) -> usize {
         let i = self.launcher.join(role).await.unwrap_or_else(|e| panic!("add a {role}: {e}"));
+        self.sync_nodes();
+        i
+    }
+
+    /// Starts a node joining through node 0 with the `role` token, without waiting for it.
+    /// Returns its index.
+    pub async fn spawn_join(&mut self, role: &str) -> usize {
+        let i = self.launcher.spawn_join(role).await.unwrap_or_else(|e| panic!("join a {role}: {e}"));
         self.sync_nodes();
         i
     }
@@ -285,7 +357,7 @@ impl Cluster {
     /// The role (`manager` / `worker`) of member `id`, or None when it is not a member.
     pub async fn role(&self, id: u64) -> Option<String> {
         let rows = self.admin().await.pinned(self.running()[0]).cluster_nodes().await.unwrap_or_else(|e| panic!("{e}"));
-        rows.into_iter().find(|r| r.id == id).map(|r| r.role)
+        rows.into_iter().find(|r| r.id == id).map(|r| r.role.to_string())
     }
 
     /// Index (in `nodes`) of the current leader, as reported by a running node.

@@ -15,13 +15,13 @@ async fn simultaneous_start_forms_one_cluster_extra_nodes_are_workers_and_a_rest
         let node = admin.pinned(i);
         poll(&format!("{} to see 4 members, 3 of them managers", c.nodes[i].name), || async {
             let rows = node.cluster_nodes().await.unwrap();
-            let managers = rows.iter().filter(|r| r.role == "manager").count();
+            let managers = rows.iter().filter(|r| r.role.to_string() == "manager").count();
             assert!(managers <= 3, "more managers than expected: {rows:?}");
             rows.len() == 4 && managers == 3
         })
         .await;
         let tokens = node.join_tokens().await.unwrap();
-        cluster_ids.insert(tokens.manager.split('-').nth(2).unwrap().to_string());
+        cluster_ids.insert(tokens.cluster_id.clone());
     }
     assert_eq!(cluster_ids.len(), 1, "one cluster id: {cluster_ids:?}");
     let leader = c.leader().await;

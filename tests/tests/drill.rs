@@ -1,11 +1,12 @@
-//! Drills end to end: `panal drill` on local 3-node clusters must pass (leader kill, actor
-//! panic storm, 30 s of random faults), and the chaos hooks it relies on remotely — isolate
-//! and crash — must behave like a real partition and a real crash.
+//! Drills end to end: `panal drill` on local 3-node clusters must pass (leader kill, leader
+//! pause, actor panic storm, node removal, leader isolation, rolling upgrade, 30 s of
+//! random faults), and the chaos hooks it relies on remotely — isolate and crash — must
+//! behave like a real partition and a real crash.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use panal_tests::{panal_bin, poll, poll_some, Call, Cluster};
+use panal_tests::{panal_bin, poll, poll_some, ApiTransport, Call, Cluster};
 use serde_json::{json, Value};
 
 /// A port range per test process, so parallel runs of this suite do not collide.
@@ -54,6 +55,68 @@ fn leader_kill_drill_passes_and_measures_failover() {
     assert!(!failovers.is_empty(), "no leader was killed: {f}");
     assert!(failovers.iter().all(|x| x["hit_leader"] == true && x["first_write_ms"].is_number()), "{failovers:?}");
     assert!(out.contains("seed 7"), "the seed is printed: {out}");
+    // The tiny book sells out within a second: the seller restocked it, so purchases went on.
+    let restocks = &f["figures"]["by_kind"]["restock"];
+    assert!(restocks["ok"].as_u64().unwrap_or(0) > 0, "no restock: {}", f["figures"]["by_kind"]);
+    assert!(f["figures"]["by_kind"]["purchase"]["ok"].as_u64().unwrap_or(0) > 100, "{}", f["figures"]["by_kind"]);
+}
+
+/// The check named `name` in a drill's figures.json.
+fn check<'a>(figures: &'a Value, name: &str) -> &'a Value {
+    figures["checks"].as_array().unwrap().iter().find(|c| c["check"] == name).unwrap_or(&Value::Null)
+}
+
+#[test]
+fn leader_pause_drill_passes_and_says_when_writes_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, f) = drill(&["leader-pause", "--duration", "15s", "--rate", "150"], dir.path(), base_port(250));
+    assert_passed("leader-pause", ok, &out, &f, dir.path());
+    let pause = &f["figures"]["by_fault"]["leader-pause"];
+    assert!(pause["writes_resumed"]["median_ms"].is_number(), "{pause}");
+    assert!(pause["new_leader"]["count"].as_u64().unwrap_or(0) > 0, "{pause}");
+    assert!(out.contains("leader-pause ×") && out.contains("writes resumed after median"), "{out}");
+}
+
+#[test]
+fn remove_node_drill_proves_the_removed_worker_served_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["remove-node", "--workers", "1", "--duration", "20s", "--rate", "150", "--seed", "3"];
+    let (ok, out, f) = drill(&args, dir.path(), base_port(150));
+    assert_passed("remove-node", ok, &out, &f, dir.path());
+    let removals = f["figures"]["failovers"].as_array().unwrap();
+    assert!(!removals.is_empty() && removals.iter().all(|x| x["kind"] == "remove-node"), "{removals:?}");
+    let silent = check(&f, "removed_nodes_silent");
+    assert_eq!(silent["passed"], true, "{silent}");
+    assert!(silent["checked"].as_u64().unwrap_or(0) > 50, "too few requests while removed: {silent}");
+    let history: Value = serde_json::from_slice(&std::fs::read(dir.path().join("history.json")).unwrap()).unwrap();
+    let fault = &history["faults"][0];
+    assert_eq!(fault["nodes"][0], "node4", "the worker was removed: {fault}");
+    assert!(fault["removed_at"].is_number(), "{fault}");
+}
+
+#[test]
+fn isolate_leader_drill_measures_how_soon_the_old_side_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, f) = drill(&["isolate-leader", "--duration", "15s", "--rate", "150"], dir.path(), base_port(50));
+    assert_passed("isolate-leader", ok, &out, &f, dir.path());
+    let isolated = &f["figures"]["by_fault"]["isolate-leader"];
+    assert!(isolated["refused"]["median_ms"].is_number(), "{isolated}");
+    assert!(isolated["unready"]["median_ms"].is_number(), "{isolated}");
+    assert_eq!(check(&f, "isolated_leader_refused")["passed"], true);
+    assert!(out.contains("isolated side 503 after median") && out.contains("not ready after median"), "{out}");
+}
+
+#[test]
+fn rolling_upgrade_drill_drains_each_node_and_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, f) = drill(&["rolling-upgrade", "--duration", "30s", "--rate", "150"], dir.path(), base_port(275));
+    assert_passed("rolling-upgrade", ok, &out, &f, dir.path());
+    let upgraded: Vec<&Value> = f["figures"]["failovers"].as_array().unwrap().iter().collect();
+    assert!(upgraded.len() >= 3, "every node upgraded: {upgraded:?}");
+    assert!(upgraded.iter().all(|x| x["drained_ms"].is_number()), "{upgraded:?}");
+    let clean = check(&f, "rolling_upgrade_without_failures");
+    assert_eq!((clean["passed"].as_bool(), clean["violations"].as_u64()), (Some(true), Some(0)), "{clean}");
+    assert!(clean["checked"].as_u64().unwrap_or(0) > 100, "{clean}");
 }
 
 #[test]
@@ -74,12 +137,16 @@ fn a_random_drill_of_30_seconds_passes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_drill_partitions_through_the_chaos_hooks_and_passes() {
-    let c = Cluster::start(3, 0, &["--chaos"]).await;
+    // Over HTTPS: the drill trusts the cluster CA given with --ca-file.
+    let c = Cluster::start_with(ApiTransport::ClusterCa, 3, 0, &["--chaos"]).await;
     c.wait_mesh(0).await;
     let dir = tempfile::tempdir().unwrap();
     let urls: Vec<String> = c.nodes.iter().map(|n| n.api()).collect();
+    assert!(urls.iter().all(|u| u.starts_with("https://")), "{urls:?}");
     let report = dir.path().display().to_string();
+    let ca_file = c.nodes[0].data_dir.join("tls/ca.pem").display().to_string();
     let mut args = vec!["drill", "partition-leader", "--duration", "15s", "--rate", "100", "--report", &report];
+    args.extend(["--ca-file", &ca_file]);
     args.push("--cluster");
     args.extend(urls.iter().map(String::as_str));
     let out = tokio::task::spawn_blocking({

@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use panal::tooling::client::{ServiceUpdate, ServiceView, TaskView};
+use panal_actors::orchestration::{Constraint, Mode};
+use panal_actors::services::{Service, ServiceHealth};
 use panal_tests::{poll, run_panal, Call, Cluster};
 use serde_json::{json, Value};
 
@@ -21,9 +24,22 @@ async fn serving(c: &Cluster, service: &str, n: usize) -> BTreeSet<String> {
     seen
 }
 
-async fn tasks(c: &Cluster, service: &str) -> Vec<Value> {
+async fn tasks(c: &Cluster, service: &str) -> Vec<TaskView> {
     let any = c.running()[0];
-    c.admin_get(any, &format!("/api/v1/services/{service}/tasks")).await.as_array().cloned().unwrap_or_default()
+    c.admin().await.pinned(any).service_tasks(service).await.unwrap_or_else(|e| panic!("tasks of {service}: {e}"))
+}
+
+async fn service(c: &Cluster, name: &str) -> ServiceView {
+    c.admin().await.pinned(0).service(name).await.unwrap_or_else(|e| panic!("service {name}: {e}"))
+}
+
+/// A change the server accepts, through the typed client.
+async fn update(c: &Cluster, name: &str, update: ServiceUpdate) -> ServiceView {
+    c.admin().await.pinned(0).update_service(name, &update).await.unwrap_or_else(|e| panic!("update {name}: {e}"))
+}
+
+fn replicated(n: u32) -> ServiceUpdate {
+    ServiceUpdate { mode: Some(Mode::Replicated), replicas: Some(n), ..Default::default() }
 }
 
 /// Node names of the tasks of `service` that run (`None` when some task is not running).
@@ -31,10 +47,10 @@ async fn running_on(c: &Cluster, service: &str, names: &[(u64, String)]) -> Opti
     let tasks = tasks(c, service).await;
     let mut out = BTreeSet::new();
     for t in &tasks {
-        if t["current_state"] != "running" {
+        if t.current_state != "running" {
             return None;
         }
-        let id = t["node_id"].as_u64()?;
+        let id = t.node_id?;
         out.insert(names.iter().find(|(n, _)| *n == id)?.1.clone());
     }
     Some(out)
@@ -69,8 +85,7 @@ async fn scale_constrain_and_drain_on_three_nodes() {
         .await;
 
     // Scale 3 -> 1 -> 4: tasks and routing follow.
-    let r = patch(&c, "/api/v1/services/catalog", json!({"mode": "replicated", "replicas": 3})).await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(update(&c, "catalog", replicated(3)).await.spec.replicas, 3);
     poll("3 catalog tasks on 3 nodes", || async { running_on(&c, "catalog", &names).await == Some(all.clone()) }).await;
     let started = Instant::now();
     cli(&c, &["service", "scale", "catalog=1"]);
@@ -81,9 +96,20 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     .await;
     poll("catalog routed to its one node only", || async { serving(&c, "catalog", 30).await == one }).await;
     eprintln!("scale 3 -> 1: routing followed in {:?}", started.elapsed());
+    // The cluster view asks every node for its own supervisors' health: catalog's workers
+    // run on its one node and are stopped on the others.
+    poll("per-node health shows catalog on its one node only", || async {
+        let rows = c.admin().await.pinned(0).cluster_nodes().await.unwrap();
+        rows.len() == 3
+            && rows.iter().all(|r| {
+                let workers = if one.contains(&r.name) { 2 } else { 0 };
+                r.services.as_ref().and_then(|s| s.get(&Service::Catalog)) == Some(&ServiceHealth::Running { workers })
+            })
+    })
+    .await;
     let started = Instant::now();
-    let r = patch(&c, "/api/v1/services/catalog", json!({"replicas": 4})).await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    let view = update(&c, "catalog", ServiceUpdate { replicas: Some(4), ..Default::default() }).await;
+    assert_eq!((view.spec.mode, view.spec.replicas), (Mode::Replicated, 4));
     poll("4 catalog tasks over 3 nodes", || async {
         tasks(&c, "catalog").await.len() == 4 && running_on(&c, "catalog", &names).await == Some(all.clone())
     })
@@ -93,8 +119,8 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     let ls = cli(&c, &["service", "ls"]);
     assert!(
         ls.lines().any(|l| l.starts_with("catalog") && l.contains("replicated") && l.contains("4/4")),
-        "{ls}\n{:#}",
-        json!(tasks(&c, "catalog").await)
+        "{ls}\n{:#?}",
+        tasks(&c, "catalog").await
     );
 
     // Bad input: clear 4xx, nothing changed.
@@ -116,9 +142,9 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     assert_eq!(patch(&c, "/api/v1/cluster/nodes/99", json!({"availability": "drain"})).await.status, 404);
     let r = patch(&c, &format!("/api/v1/cluster/nodes/{}", names[0].0), json!({"availability": "asleep"})).await;
     assert_eq!(r.status, 400, "{}", r.text);
-    let catalog = c.admin_get(0, "/api/v1/services/catalog").await;
-    assert_eq!(catalog["spec"]["replicas"], 4, "a refused change changed nothing: {catalog}");
-    assert!(catalog["spec"]["constraints"].as_array().unwrap().is_empty());
+    let catalog = service(&c, "catalog").await;
+    assert_eq!(catalog.spec.replicas, 4, "a refused change changed nothing: {catalog:?}");
+    assert!(catalog.spec.constraints.is_empty());
 
     // A constraint keeps prediction on labelled nodes, and pending when none is left.
     let (id1, id2) = (names[1].0.to_string(), names[2].0.to_string());
@@ -151,8 +177,9 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     poll("prediction pending with the reason", || async {
         let t = tasks(&c, "prediction").await;
         t.len() == 2
-            && t.iter()
-                .all(|t| t["current_state"] == "pending" && t["error"] == "no node satisfies node.labels.cpu==big")
+            && t.iter().all(|t| {
+                t.current_state == "pending" && t.error.as_deref() == Some("no node satisfies node.labels.cpu==big")
+            })
     })
     .await;
     poll("no prediction instance left", || async { c.ping(0, "prediction").await.0 == 503 }).await;
@@ -180,11 +207,8 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     let (sent, failures) = stream.stop().await;
     eprintln!("drain: {drain_time:?} until its instances left routing; {sent} requests, {} failed", failures.len());
     assert!(failures.is_empty(), "requests failed during the drain: {failures:?}");
-    let nodes = c.admin_get(0, "/api/v1/services/auth/tasks").await;
-    assert!(
-        nodes.as_array().unwrap().iter().all(|t| t["node_id"].as_u64() != Some(names[2].0)),
-        "a drained node runs no global task: {nodes}"
-    );
+    let auth = tasks(&c, "auth").await;
+    assert!(auth.iter().all(|t| t.node_id != Some(names[2].0)), "a drained node runs no global task: {auth:?}");
     let ls = cli(&c, &["node", "ls"]);
     assert!(ls.lines().any(|l| l.contains(&drained) && l.contains(" drain ")), "{ls}");
     // Drain keeps the node's replica and vote.
@@ -196,14 +220,14 @@ async fn scale_constrain_and_drain_on_three_nodes() {
     cli(&c, &["service", "update", "catalog", "--restart", "--update-parallelism", "1", "--update-delay", "300"]);
     poll("every catalog task restarted", || async {
         let t = tasks(&c, "catalog").await;
-        !t.is_empty() && t.iter().all(|t| t["generation"] == 1 && t["current_state"] == "running")
+        !t.is_empty() && t.iter().all(|t| t.generation == Some(1) && t.current_state == "running")
     })
     .await;
     let restart_time = started.elapsed();
     let (sent, failures) = stream.stop().await;
     eprintln!("rolling restart: {restart_time:?}; {sent} requests, {} failed", failures.len());
     assert!(failures.is_empty(), "requests failed during the rolling restart: {failures:?}");
-    assert_eq!(c.admin_get(0, "/api/v1/services/catalog").await["spec"]["restarts"], 1);
+    assert_eq!(service(&c, "catalog").await.spec.restarts, 1);
 }
 
 /// Idempotent requests (pings of a service through node 0) sent one after another until
@@ -284,13 +308,8 @@ async fn drained_leader_hands_over_and_lost_nodes_lose_their_tasks() {
     // The only catalog task, kept off the leader, moves when its node is killed.
     let leader_name = c.nodes[new].name.clone();
     let constraint = format!("node.name!={leader_name}");
-    let r = patch(
-        &c,
-        "/api/v1/services/catalog",
-        json!({"mode": "replicated", "replicas": 1, "constraint_add": [constraint]}),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    let constraint = Constraint::try_from(constraint).unwrap();
+    update(&c, "catalog", ServiceUpdate { constraint_add: vec![constraint], ..replicated(1) }).await;
     let holder = panal_tests::poll_some("one running catalog task", || async {
         running_on(&c, "catalog", &names).await.filter(|s| s.len() == 1).and_then(|s| s.into_iter().next())
     })
@@ -328,7 +347,7 @@ async fn drained_leader_hands_over_and_lost_nodes_lose_their_tasks() {
     assert_ne!(survivor, leader_name, "the constraint still holds");
     let moved = tasks(&c, "catalog").await;
     assert_eq!(moved.len(), 1);
-    assert_ne!(moved[0]["node_id"].as_u64(), Some(names[victim].0), "{moved:?}");
+    assert_ne!(moved[0].node_id, Some(names[victim].0), "{moved:?}");
     let metrics = c.metrics(new).await;
     assert!(
         metrics.lines().any(|l| l.starts_with("panal_orchestration_reschedules_total{cause=\"node_lost\"}")),
@@ -345,8 +364,7 @@ async fn a_returning_node_gets_tasks_back_only_on_rebalance() {
         names.push((c.node_id(i).await, c.nodes[i].name.clone()));
     }
     let all: BTreeSet<String> = names.iter().map(|(_, n)| n.clone()).collect();
-    let r = patch(&c, "/api/v1/services/catalog", json!({"mode": "replicated", "replicas": 3})).await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    update(&c, "catalog", replicated(3)).await;
     poll("one catalog task per node", || async { running_on(&c, "catalog", &names).await == Some(all.clone()) }).await;
 
     // A follower dies: its catalog task moves; when it is back (on the leader's mesh) the
@@ -357,14 +375,14 @@ async fn a_returning_node_gets_tasks_back_only_on_rebalance() {
     c.kill(victim);
     poll("the catalog task to leave the dead node", || async {
         let t = tasks(&c, "catalog").await;
-        t.len() == 3 && t.iter().all(|t| t["node_id"].as_u64() != Some(victim_id) && t["current_state"] == "running")
+        t.len() == 3 && t.iter().all(|t| t.node_id != Some(victim_id) && t.current_state == "running")
     })
     .await;
     c.restart(victim).await;
     c.wait_ready(victim).await;
     c.wait_mesh(leader).await;
     assert!(
-        tasks(&c, "catalog").await.iter().all(|t| t["node_id"].as_u64() != Some(victim_id)),
+        tasks(&c, "catalog").await.iter().all(|t| t.node_id != Some(victim_id)),
         "a returning node gets no replicated task back by itself"
     );
 
@@ -374,5 +392,5 @@ async fn a_returning_node_gets_tasks_back_only_on_rebalance() {
         running_on(&c, "catalog", &names).await.is_some_and(|s| s.contains(&victim_name) && s == all)
     })
     .await;
-    assert_eq!(c.admin_get(0, "/api/v1/services/catalog").await["spec"]["rebalances"], 1);
+    assert_eq!(service(&c, "catalog").await.spec.rebalances, 1);
 }

@@ -52,6 +52,10 @@ async fn the_console_is_served_everywhere_and_browser_sessions_resist_csrf() {
         for (path, content_type) in [
             ("/ui/", "text/html; charset=utf-8"),
             ("/ui/app.js", "text/javascript; charset=utf-8"),
+            ("/ui/lib.js", "text/javascript; charset=utf-8"),
+            ("/ui/shop.js", "text/javascript; charset=utf-8"),
+            ("/ui/cluster.js", "text/javascript; charset=utf-8"),
+            ("/ui/energy.js", "text/javascript; charset=utf-8"),
             ("/ui/app.css", "text/css; charset=utf-8"),
             ("/ui/icon.svg", "image/svg+xml"),
         ] {

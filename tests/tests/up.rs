@@ -117,7 +117,7 @@ async fn up_demo_serves_demo_data_on_every_node_and_restarts_with_it() {
     let (child, banner) = up(dir.path(), base);
     let text = banner.join("\n");
     assert!(text.contains("Demo data loaded: 10 books, 720 meter readings"), "{text}");
-    assert!(text.contains("Manager token: PANAL-1-") && text.contains("Admin user: admin"), "{text}");
+    assert!(text.contains("Manager token: PANAL-2-") && text.contains("Admin user: admin"), "{text}");
     let urls: Vec<String> = (0..3).map(|i| format!("http://127.0.0.1:{}", base + 10 * i)).collect();
     for url in &urls {
         assert!(text.contains(url.as_str()), "{url} in {text}");
@@ -157,6 +157,12 @@ async fn up_demo_serves_demo_data_on_every_node_and_restarts_with_it() {
     let svg =
         std::fs::read_to_string(elsewhere.path().join("battery.svg")).expect("the chart command writes battery.svg");
     assert!(svg.contains("<svg"), "{svg:.200}");
+    // The banner points a browser at the console (where the chart needs no token).
+    let console = command("Web console: ");
+    let console_url = console.split_whitespace().nth(2).unwrap_or_default().to_string();
+    assert_eq!(console_url, format!("{}/ui/", urls[0]), "{console}");
+    let page = reqwest::get(&console_url).await.unwrap();
+    assert_eq!(page.status(), 200, "{console_url}");
     stop(child, base);
 
     // The same directory: the same cluster and its data, the demo not loaded twice.

@@ -16,7 +16,8 @@ use panal_raft::rusqlite::{self, params, Connection, OptionalExtension};
 use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Rejection, Reply, Response};
+use crate::command::{commands, Proposal};
+use crate::{Error, Rejection};
 
 /// Default lifetime of an access token (`--token-ttl`).
 pub const TOKEN_TTL_SECS: i64 = 3600;
@@ -116,16 +117,16 @@ struct Claims {
     exp: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthCommand {
-    /// `password_hash` is computed by the proposer: hashing is slow and salted at random,
-    /// so it must not run inside the deterministic `apply`.
-    CreateUser { username: String, password_hash: String, email: Option<String>, role: Role },
-    /// Logout: the token id is refused everywhere until the token would have expired.
-    RevokeToken { jti: String, expires_ms: i64 },
-    /// Adds a signing key; new tokens use it, tokens signed with older keys stay valid.
-    RotateJwtKey { kid: String, secret: String },
+commands! {
+    pub enum AuthCommand {
+        /// `password_hash` is computed by the proposer: hashing is slow and salted at random,
+        /// so it must not run inside the deterministic `apply`.
+        CreateUser { pub username: String, pub password_hash: String, pub email: Option<String>, pub role: Role },
+        /// Logout: the token id is refused everywhere until the token would have expired.
+        RevokeToken { pub jti: String, pub expires_ms: i64 },
+        /// Adds a signing key; new tokens use it, tokens signed with older keys stay valid.
+        RotateJwtKey { pub kid: String, pub secret: String },
+    }
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -150,25 +151,37 @@ pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: AuthCommand) -> rusqlite::Result<Response> {
-    match command {
-        AuthCommand::CreateUser { username, password_hash, email, role } => {
-            Ok(create_user(db, ctx, &username, &password_hash, email.as_deref(), role)?.map(Reply::User))
+impl Proposal for command::CreateUser {
+    type Reply = User;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<User, Rejection>> {
+        let Self { username, password_hash, email, role } = self;
+        create_user(db, ctx, &username, &password_hash, email.as_deref(), role)
+    }
+}
+
+impl Proposal for command::RevokeToken {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        // Revocations of expired tokens are useless: drop them as we go.
+        db.prepare_cached("DELETE FROM revoked_tokens WHERE expires_ms < ?1")?.execute([ctx.now_ms])?;
+        db.prepare_cached("INSERT OR IGNORE INTO revoked_tokens (jti, expires_ms) VALUES (?1, ?2)")?
+            .execute(params![self.jti, self.expires_ms])?;
+        Ok(Ok(()))
+    }
+}
+
+impl Proposal for command::RotateJwtKey {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        let Self { kid, secret } = self;
+        if jwt_secret(db, &kid)?.is_some() {
+            return Ok(Err(Rejection::new("invalid_state", format!("signing key {kid:?} already exists"))));
         }
-        AuthCommand::RevokeToken { jti, expires_ms } => {
-            // Revocations of expired tokens are useless: drop them as we go.
-            db.prepare_cached("DELETE FROM revoked_tokens WHERE expires_ms < ?1")?.execute([ctx.now_ms])?;
-            db.prepare_cached("INSERT OR IGNORE INTO revoked_tokens (jti, expires_ms) VALUES (?1, ?2)")?
-                .execute(params![jti, expires_ms])?;
-            Ok(Ok(Reply::Done))
-        }
-        AuthCommand::RotateJwtKey { kid, secret } => {
-            if jwt_secret(db, &kid)?.is_some() {
-                return Ok(Err(Rejection::new("invalid_state", format!("signing key {kid:?} already exists"))));
-            }
-            install_jwt_key(db, ctx, &kid, &secret)?;
-            Ok(Ok(Reply::Done))
-        }
+        install_jwt_key(db, ctx, &kid, &secret)?;
+        Ok(Ok(()))
     }
 }
 
@@ -297,18 +310,22 @@ pub fn login_keys(username: &str, client: Option<IpAddr>) -> Vec<throttle::Throt
     keys
 }
 
-/// Refuses an attempt while one of its keys is locked (before any password is checked).
-pub fn check_throttle(keys: &[throttle::ThrottleKey]) -> Result<(), Error> {
-    login_throttle()
-        .check(keys, Instant::now())
-        .map_err(|wait| Error::TooManyAttempts { retry_after_secs: throttle::retry_after_secs(wait) })
+/// Admits a login attempt, or refuses it while one of its keys is locked (before any
+/// password is checked).
+pub fn check_throttle(keys: &[throttle::ThrottleKey]) -> Result<throttle::Attempt<'static>, Error> {
+    login_throttle().begin(keys, Instant::now()).map_err(too_many_attempts)
+}
+
+fn too_many_attempts(wait: std::time::Duration) -> Error {
+    Error::TooManyAttempts { retry_after_secs: throttle::retry_after_secs(wait) }
 }
 
 /// Checks `password` against the stored account (`None`: no such user, checked at the
 /// same cost so timing does not reveal which usernames exist) on the hashing pool, and
-/// counts the outcome in the login throttle.
+/// counts the outcome in the login throttle; an attempt that a lock overtook while its
+/// password was checked is refused whatever the password.
 pub async fn verify_login(
-    keys: &[throttle::ThrottleKey],
+    attempt: throttle::Attempt<'_>,
     password: String,
     found: Option<(User, String)>,
 ) -> Result<User, Error> {
@@ -319,11 +336,11 @@ pub async fn verify_login(
     let matches = password::pool().verify(password, hash).await?;
     match user {
         Some(user) if matches => {
-            login_throttle().success(&keys[..1]);
+            attempt.succeeded(Instant::now()).map_err(too_many_attempts)?;
             Ok(user)
         }
         _ => {
-            login_throttle().failure(keys, Instant::now());
+            attempt.failed(Instant::now()).map_err(too_many_attempts)?;
             Err(Error::BadCredentials)
         }
     }
@@ -486,11 +503,10 @@ mod tests {
     }
 
     fn login(db: &Connection, username: &str, password: &str, client: &str) -> Result<User, Error> {
-        let keys = login_keys(username, Some(client.parse().unwrap()));
-        check_throttle(&keys)?;
+        let attempt = check_throttle(&login_keys(username, Some(client.parse().unwrap())))?;
         let found = user_with_hash(db, username).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(verify_login(&keys, password.into(), found))
+        rt.block_on(verify_login(attempt, password.into(), found))
     }
 
     #[test]
@@ -527,13 +543,42 @@ mod tests {
     fn revoked_tokens_are_remembered_until_they_expire() {
         let (db, _) = db_with_admin();
         let ctx = ApplyContext { index: 2, now_ms: 1_000 };
-        apply(&db, &ctx, AuthCommand::RevokeToken { jti: "a".into(), expires_ms: 5_000 }).unwrap().unwrap();
+        command::RevokeToken { jti: "a".into(), expires_ms: 5_000 }.apply(&db, &ctx).unwrap().unwrap();
         assert!(is_revoked(&db, "a").unwrap());
         assert!(!is_revoked(&db, "b").unwrap());
         let later = ApplyContext { index: 3, now_ms: 6_000 };
-        apply(&db, &later, AuthCommand::RevokeToken { jti: "b".into(), expires_ms: 9_000 }).unwrap().unwrap();
+        command::RevokeToken { jti: "b".into(), expires_ms: 9_000 }.apply(&db, &later).unwrap().unwrap();
         assert!(!is_revoked(&db, "a").unwrap(), "expired revocations are purged");
         assert!(is_revoked(&db, "b").unwrap());
+    }
+
+    /// Issue 13: concurrent wrong logins all pass the throttle before the first one is
+    /// checked; those checked after the lock began are refused (429), not answered 401,
+    /// and so is the next one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_wrong_logins_past_the_free_failures_are_refused() {
+        let (db, _) = db_with_admin();
+        let ctx = ApplyContext { index: 2, now_ms: 0 };
+        // A username and addresses of their own: the throttle is process-wide. Fewer
+        // attempts than the hashing queue holds, so parallel tests are never refused.
+        create_user(&db, &ctx, "flooded", &hash_password("the right one").unwrap(), None, Role::User).unwrap().unwrap();
+        let flood = 12;
+        let attempts: Vec<_> = (0..flood)
+            .map(|n| {
+                let keys = login_keys("flooded", Some(format!("203.0.113.{n}").parse().unwrap()));
+                check_throttle(&keys).expect("nothing has failed yet")
+            })
+            .collect();
+        let found = user_with_hash(&db, "flooded").unwrap();
+        let outcomes = futures::future::join_all(
+            attempts.into_iter().map(|attempt| verify_login(attempt, "wrong".into(), found.clone())),
+        )
+        .await;
+        let told = outcomes.iter().filter(|o| matches!(o, Err(Error::BadCredentials))).count();
+        let refused = outcomes.iter().filter(|o| matches!(o, Err(Error::TooManyAttempts { .. }))).count();
+        assert_eq!((told, refused), (config().login_throttle.free_failures as usize + 1, flood - told), "{outcomes:?}");
+        let next = check_throttle(&login_keys("flooded", Some("203.0.113.200".parse().unwrap())));
+        assert!(matches!(next, Err(Error::TooManyAttempts { .. })), "{next:?}");
     }
 
     #[test]
@@ -587,13 +632,13 @@ mod tests {
         let (db, user) = db_with_admin();
         let (old, _) = issue_token(&db, &user, now()).unwrap();
         let ctx = ApplyContext { index: 2, now_ms: now() * 1000 };
-        apply(&db, &ctx, AuthCommand::RotateJwtKey { kid: "k2".into(), secret: "secret-two".into() }).unwrap().unwrap();
+        command::RotateJwtKey { kid: "k2".into(), secret: "secret-two".into() }.apply(&db, &ctx).unwrap().unwrap();
         let (new, _) = issue_token(&db, &user, now()).unwrap();
         assert_eq!(key_id(&new).unwrap(), "k2");
         assert_eq!(key_id(&old).unwrap(), "k1");
         verify_token(&db, &old).unwrap();
         verify_token(&db, &new).unwrap();
-        let again = apply(&db, &ctx, AuthCommand::RotateJwtKey { kid: "k2".into(), secret: "x".into() }).unwrap();
+        let again = command::RotateJwtKey { kid: "k2".into(), secret: "x".into() }.apply(&db, &ctx).unwrap();
         assert_eq!(again.unwrap_err().code, "invalid_state");
     }
 

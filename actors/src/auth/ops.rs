@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AuthCommand, Role, User};
+use super::{command, Role, User};
 use crate::error::Validator;
 use crate::services::{service_ops, Call, Operation};
 use crate::Error;
@@ -71,7 +71,7 @@ impl Operation for Register {
         v.finish()?;
         // Hashing is slow and salted at random: done here, once, never inside `apply`.
         let password_hash = super::password::pool().hash(password).await?;
-        call.write(AuthCommand::CreateUser { username, password_hash, email, role: Role::User }).await
+        call.write(command::CreateUser { username, password_hash, email, role: Role::User }).await
     }
 }
 
@@ -91,9 +91,9 @@ impl Operation for Login {
         }
         // Throttled per account and client address, before any password is checked.
         let keys = super::login_keys(&username, call.meta.client.map(|a| a.ip()));
-        super::check_throttle(&keys)?;
+        let attempt = super::check_throttle(&keys)?;
         let found = call.read(move |db| Ok(super::user_with_hash(db, &username)?)).await?;
-        let user = super::verify_login(&keys, password, found).await?;
+        let user = super::verify_login(attempt, password, found).await?;
         let now = crate::time::wall_ms() / 1000;
         let (access_token, expires_in) = call.read(move |db| super::issue_token(db, &user, now)).await?;
         Ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in })
@@ -109,9 +109,8 @@ impl Operation for Logout {
 
     async fn handle(self, call: &Call) -> Result<Revoked, Error> {
         let who = call.caller()?;
-        let command =
-            AuthCommand::RevokeToken { jti: who.jti.clone(), expires_ms: who.expires_at.saturating_mul(1000) };
-        call.write::<()>(command).await?;
+        let command = command::RevokeToken { jti: who.jti.clone(), expires_ms: who.expires_at.saturating_mul(1000) };
+        call.write(command).await?;
         Ok(Revoked { revoked: true })
     }
 }
@@ -140,7 +139,7 @@ impl Operation for RotateKey {
         call.admin()?;
         let kid = format!("k{}", hex::encode(rand::random::<[u8; 4]>()));
         let secret = hex::encode(rand::random::<[u8; 32]>());
-        call.write::<()>(AuthCommand::RotateJwtKey { kid: kid.clone(), secret }).await?;
+        call.write(command::RotateJwtKey { kid: kid.clone(), secret }).await?;
         Ok(KeyRotated { kid })
     }
 }

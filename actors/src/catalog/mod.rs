@@ -11,10 +11,11 @@ use panal_raft::rusqlite::{self, params, Connection, OptionalExtension, Row};
 use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
+use crate::command::{commands, Proposal};
 use crate::error::Validator;
 use crate::page::Page;
 use crate::time::{self, HOUR_MS, MINUTE_MS};
-use crate::{Error, Rejection, Reply, Response};
+use crate::{Error, Rejection};
 
 pub use invoice::Invoice;
 pub use payment::PaymentOutcome;
@@ -227,43 +228,43 @@ pub struct Actor {
     pub admin: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CatalogCommand {
-    CreateBook {
-        seller_id: i64,
-        book: NewBook,
-    },
-    UpdateBook {
-        book_id: i64,
-        actor: Actor,
-        patch: BookPatch,
-    },
-    DeleteBook {
-        book_id: i64,
-        actor: Actor,
-    },
-    /// Reserves `quantity` units of the book for the buyer, or fails with `out_of_stock`.
-    PlaceOrder {
-        buyer_id: i64,
-        book_id: i64,
-        quantity: i64,
-    },
-    /// The outcome of a card payment, decided by the proposer (the card number itself is
-    /// never proposed, so it never reaches the log or the database).
-    Pay {
-        order_id: i64,
-        buyer_id: i64,
-        outcome: PaymentOutcome,
-    },
-    Ship {
-        order_id: i64,
-        actor: Actor,
-        address: String,
-    },
-    /// Advances time-driven state: releases expired reservations, moves parcels along.
-    /// Proposed by the leader when something is due.
-    Tick,
+commands! {
+    pub enum CatalogCommand {
+        CreateBook {
+            pub seller_id: i64,
+            pub book: NewBook,
+        },
+        UpdateBook {
+            pub book_id: i64,
+            pub actor: Actor,
+            pub patch: BookPatch,
+        },
+        DeleteBook {
+            pub book_id: i64,
+            pub actor: Actor,
+        },
+        /// Reserves `quantity` units of the book for the buyer, or fails with `out_of_stock`.
+        PlaceOrder {
+            pub buyer_id: i64,
+            pub book_id: i64,
+            pub quantity: i64,
+        },
+        /// The outcome of a card payment, decided by the proposer (the card number itself is
+        /// never proposed, so it never reaches the log or the database).
+        Pay {
+            pub order_id: i64,
+            pub buyer_id: i64,
+            pub outcome: PaymentOutcome,
+        },
+        Ship {
+            pub order_id: i64,
+            pub actor: Actor,
+            pub address: String,
+        },
+        /// Advances time-driven state: releases expired reservations, moves parcels along.
+        /// Proposed by the leader when something is due.
+        Tick,
+    }
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -317,79 +318,122 @@ pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
     invoice::migrate(db)
 }
 
-pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: CatalogCommand) -> rusqlite::Result<Response> {
-    let now = time::now(db, ctx)?;
-    match command {
-        CatalogCommand::CreateBook { seller_id, book } => {
-            if let Err(e) = book.validate() {
-                return Ok(Err(Rejection::new("validation_failed", e.to_string())));
-            }
-            db.prepare_cached(
-                "INSERT INTO books (seller_id, title, author, description, price_cents, currency, stock, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-            )?
-            .execute(params![
-                seller_id,
-                book.title.trim(),
-                book.author.trim(),
-                book.description,
-                book.price_cents,
-                book.currency,
-                book.stock,
-                now
-            ])?;
-            let id = db.last_insert_rowid();
-            Ok(book_by_id(db, id)?.map(Reply::Book).ok_or_else(|| Rejection::not_found("book")))
+impl Proposal for command::CreateBook {
+    type Reply = Book;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<Book, Rejection>> {
+        let Self { seller_id, book } = self;
+        let now = time::now(db, ctx)?;
+        if let Err(e) = book.validate() {
+            return Ok(Err(Rejection::new("validation_failed", e.to_string())));
         }
-        CatalogCommand::UpdateBook { book_id, actor, patch } => {
-            let book = match owned_book(db, book_id, actor)? {
-                Ok(b) => b,
-                Err(r) => return Ok(Err(r)),
-            };
-            let current = NewBook {
-                title: book.title.clone(),
-                author: book.author.clone(),
-                description: book.description.clone(),
-                price_cents: book.price_cents,
-                currency: book.currency.clone(),
-                stock: book.stock,
-            };
-            let next = current.clone().patched(patch).normalized();
-            if let Err(e) = next.validate() {
-                return Ok(Err(Rejection::new("validation_failed", e.to_string())));
-            }
-            // A patch that changes nothing (empty, or every field as it is) is not a change:
-            // `updated_at` keeps telling when the listing last changed.
-            if next == current {
-                return Ok(Ok(Reply::Book(book)));
-            }
-            db.prepare_cached(
-                "UPDATE books SET title = ?2, author = ?3, description = ?4, price_cents = ?5, currency = ?6,
-                     stock = ?7, updated_ms = ?8 WHERE id = ?1",
-            )?
-            .execute(params![
-                book_id,
-                next.title.trim(),
-                next.author.trim(),
-                next.description,
-                next.price_cents,
-                next.currency,
-                next.stock,
-                now
-            ])?;
-            Ok(book_by_id(db, book_id)?.map(Reply::Book).ok_or_else(|| Rejection::not_found("book")))
+        db.prepare_cached(
+            "INSERT INTO books (seller_id, title, author, description, price_cents, currency, stock, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )?
+        .execute(params![
+            seller_id,
+            book.title.trim(),
+            book.author.trim(),
+            book.description,
+            book.price_cents,
+            book.currency,
+            book.stock,
+            now
+        ])?;
+        let id = db.last_insert_rowid();
+        Ok(book_by_id(db, id)?.ok_or_else(|| Rejection::not_found("book")))
+    }
+}
+
+impl Proposal for command::UpdateBook {
+    type Reply = Book;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<Book, Rejection>> {
+        let Self { book_id, actor, patch } = self;
+        let now = time::now(db, ctx)?;
+        let book = match owned_book(db, book_id, actor)? {
+            Ok(b) => b,
+            Err(r) => return Ok(Err(r)),
+        };
+        let current = NewBook {
+            title: book.title.clone(),
+            author: book.author.clone(),
+            description: book.description.clone(),
+            price_cents: book.price_cents,
+            currency: book.currency.clone(),
+            stock: book.stock,
+        };
+        let next = current.clone().patched(patch).normalized();
+        if let Err(e) = next.validate() {
+            return Ok(Err(Rejection::new("validation_failed", e.to_string())));
         }
-        CatalogCommand::DeleteBook { book_id, actor } => {
-            if let Err(r) = owned_book(db, book_id, actor)? {
-                return Ok(Err(r));
-            }
-            db.execute("UPDATE books SET deleted = 1, updated_ms = ?2 WHERE id = ?1", params![book_id, now])?;
-            Ok(Ok(Reply::Done))
+        // A patch that changes nothing (empty, or every field as it is) is not a change:
+        // `updated_at` keeps telling when the listing last changed.
+        if next == current {
+            return Ok(Ok(book));
         }
-        CatalogCommand::PlaceOrder { buyer_id, book_id, quantity } => place_order(db, now, buyer_id, book_id, quantity),
-        CatalogCommand::Pay { order_id, buyer_id, outcome } => pay(db, now, order_id, buyer_id, outcome),
-        CatalogCommand::Ship { order_id, actor, address } => ship(db, ctx, now, order_id, actor, &address),
-        CatalogCommand::Tick => Ok(Ok(Reply::Count(tick(db, now)?))),
+        db.prepare_cached(
+            "UPDATE books SET title = ?2, author = ?3, description = ?4, price_cents = ?5, currency = ?6,
+                 stock = ?7, updated_ms = ?8 WHERE id = ?1",
+        )?
+        .execute(params![
+            book_id,
+            next.title.trim(),
+            next.author.trim(),
+            next.description,
+            next.price_cents,
+            next.currency,
+            next.stock,
+            now
+        ])?;
+        Ok(book_by_id(db, book_id)?.ok_or_else(|| Rejection::not_found("book")))
+    }
+}
+
+impl Proposal for command::DeleteBook {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        let now = time::now(db, ctx)?;
+        if let Err(r) = owned_book(db, self.book_id, self.actor)? {
+            return Ok(Err(r));
+        }
+        db.execute("UPDATE books SET deleted = 1, updated_ms = ?2 WHERE id = ?1", params![self.book_id, now])?;
+        Ok(Ok(()))
+    }
+}
+
+impl Proposal for command::PlaceOrder {
+    type Reply = Order;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<Order, Rejection>> {
+        place_order(db, time::now(db, ctx)?, self.buyer_id, self.book_id, self.quantity)
+    }
+}
+
+impl Proposal for command::Pay {
+    type Reply = Order;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<Order, Rejection>> {
+        pay(db, time::now(db, ctx)?, self.order_id, self.buyer_id, self.outcome)
+    }
+}
+
+impl Proposal for command::Ship {
+    type Reply = Order;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<Order, Rejection>> {
+        ship(db, ctx, time::now(db, ctx)?, self.order_id, self.actor, &self.address)
+    }
+}
+
+/// Answers how many orders changed.
+impl Proposal for command::Tick {
+    type Reply = u64;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<u64, Rejection>> {
+        Ok(Ok(tick(db, time::now(db, ctx)?)?))
     }
 }
 
@@ -403,7 +447,13 @@ fn owned_book(db: &Connection, book_id: i64, actor: Actor) -> rusqlite::Result<R
     Ok(Ok(book))
 }
 
-fn place_order(db: &Connection, now: i64, buyer_id: i64, book_id: i64, quantity: i64) -> rusqlite::Result<Response> {
+fn place_order(
+    db: &Connection,
+    now: i64,
+    buyer_id: i64,
+    book_id: i64,
+    quantity: i64,
+) -> rusqlite::Result<Result<Order, Rejection>> {
     if !(1..=MAX_QUANTITY).contains(&quantity) {
         return Ok(Err(Rejection::new("validation_failed", format!("quantity must be 1 to {MAX_QUANTITY}"))));
     }
@@ -434,7 +484,13 @@ fn place_order(db: &Connection, now: i64, buyer_id: i64, book_id: i64, quantity:
     order_reply(db, id)
 }
 
-fn pay(db: &Connection, now: i64, order_id: i64, buyer_id: i64, outcome: PaymentOutcome) -> rusqlite::Result<Response> {
+fn pay(
+    db: &Connection,
+    now: i64,
+    order_id: i64,
+    buyer_id: i64,
+    outcome: PaymentOutcome,
+) -> rusqlite::Result<Result<Order, Rejection>> {
     let Some(order) = order_by_id(db, order_id)? else {
         return Ok(Err(Rejection::not_found(format!("no order {order_id}"))));
     };
@@ -486,7 +542,7 @@ fn ship(
     order_id: i64,
     actor: Actor,
     address: &str,
-) -> rusqlite::Result<Response> {
+) -> rusqlite::Result<Result<Order, Rejection>> {
     let Some(order) = order_by_id(db, order_id)? else {
         return Ok(Err(Rejection::not_found(format!("no order {order_id}"))));
     };
@@ -578,8 +634,7 @@ pub async fn drive_time(replica: crate::Replica) {
         if due > now {
             continue;
         }
-        let tick = crate::Command::Catalog(CatalogCommand::Tick);
-        match replica.write(&tick, None, crate::services::WRITE_TIMEOUT).await {
+        match crate::propose(&replica, command::Tick, None, crate::services::WRITE_TIMEOUT).await {
             Ok(out) => tracing::debug!(index = out.index, "time-driven catalog changes applied"),
             Err(e) => tracing::debug!(error = %e, "tick not applied; retrying on the next round"),
         }
@@ -599,8 +654,8 @@ fn add_event(db: &Connection, order_id: i64, event: &str, at_ms: i64, note: Opti
     Ok(())
 }
 
-fn order_reply(db: &Connection, id: i64) -> rusqlite::Result<Response> {
-    Ok(order_by_id(db, id)?.map(Reply::Order).ok_or_else(|| Rejection::not_found(format!("no order {id}"))))
+fn order_reply(db: &Connection, id: i64) -> rusqlite::Result<Result<Order, Rejection>> {
+    Ok(order_by_id(db, id)?.ok_or_else(|| Rejection::not_found(format!("no order {id}"))))
 }
 
 const BOOK_COLUMNS: &str = "b.id, b.seller_id, coalesce(u.username, ''), b.title, b.author, b.description,
@@ -657,11 +712,18 @@ pub fn list_books(db: &Connection, q: &BookQuery, limit: u32, after: i64) -> rus
     let pattern = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(like_pattern);
     // `?author=` (empty) filters nothing, as `?q=` does.
     let author = q.author.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    // Only the filters in use are in the statement: SQLite prepares a statement whose LIKE
+    // takes a bound pattern again at every run (the pattern may change its plan), which
+    // the plain catalog page, the common request, must not pay.
+    let search = if pattern.is_some() {
+        "AND (b.title LIKE ?2 ESCAPE '\\' OR b.author LIKE ?2 ESCAPE '\\' OR b.description LIKE ?2 ESCAPE '\\')"
+    } else {
+        "AND ?2 IS NULL"
+    };
     let rows = db
         .prepare_cached(&format!(
             "SELECT {BOOK_COLUMNS} FROM books b LEFT JOIN users u ON u.id = b.seller_id
-             WHERE b.deleted = 0 AND b.id > ?1
-               AND (?2 IS NULL OR b.title LIKE ?2 ESCAPE '\\' OR b.author LIKE ?2 ESCAPE '\\' OR b.description LIKE ?2 ESCAPE '\\')
+             WHERE b.deleted = 0 AND b.id > ?1 {search}
                AND (?3 IS NULL OR b.author = ?3 COLLATE NOCASE)
              ORDER BY b.id LIMIT ?4"
         ))?

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::invoice::{self, Invoice};
 use super::payment::{self, CardPayment};
-use super::{Actor, Book, BookPatch, BookQuery, CatalogCommand, NewBook, Order, Side};
+use super::{command, Actor, Book, BookPatch, BookQuery, NewBook, Order, Side};
 use crate::auth::{Identity, Role};
 use crate::page::{Page, PageParams, MAX_LIMIT};
 use crate::services::service_ops;
@@ -48,7 +48,7 @@ impl Operation for CreateBook {
     async fn handle(self, call: &Call) -> Result<Book, Error> {
         let who = call.caller()?;
         self.book.validate()?;
-        call.write(CatalogCommand::CreateBook { seller_id: who.user_id, book: self.book }).await
+        call.write(command::CreateBook { seller_id: who.user_id, book: self.book }).await
     }
 }
 
@@ -94,7 +94,7 @@ impl Operation for UpdateBook {
 
     async fn handle(self, call: &Call) -> Result<Book, Error> {
         let actor = actor(call.caller()?);
-        call.write(CatalogCommand::UpdateBook { book_id: self.id, actor, patch: self.patch }).await
+        call.write(command::UpdateBook { book_id: self.id, actor, patch: self.patch }).await
     }
 }
 
@@ -108,7 +108,7 @@ impl Operation for DeleteBook {
 
     async fn handle(self, call: &Call) -> Result<Deleted, Error> {
         let actor = actor(call.caller()?);
-        call.write::<()>(CatalogCommand::DeleteBook { book_id: self.id, actor }).await?;
+        call.write(command::DeleteBook { book_id: self.id, actor }).await?;
         Ok(Deleted { deleted: self.id })
     }
 }
@@ -133,7 +133,7 @@ impl Operation for PlaceOrder {
             format!("must be 1 to {}", super::MAX_QUANTITY),
         );
         v.finish()?;
-        call.write(CatalogCommand::PlaceOrder { buyer_id: who.user_id, book_id, quantity }).await
+        call.write(command::PlaceOrder { buyer_id: who.user_id, book_id, quantity }).await
     }
 }
 
@@ -198,7 +198,7 @@ impl Operation for PayOrder {
     async fn handle(self, call: &Call) -> Result<Order, Error> {
         let who = call.caller()?;
         let outcome = payment::authorize(&self.card, crate::time::wall_ms())?;
-        call.write(CatalogCommand::Pay { order_id: self.id, buyer_id: who.user_id, outcome }).await
+        call.write(command::Pay { order_id: self.id, buyer_id: who.user_id, outcome }).await
     }
 }
 
@@ -219,7 +219,7 @@ impl Operation for ShipOrder {
         let len = address.trim().chars().count();
         v.check((1..=500).contains(&len), "address", "required, at most 500 characters");
         v.finish()?;
-        call.write(CatalogCommand::Ship { order_id: self.id, actor, address }).await
+        call.write(command::Ship { order_id: self.id, actor, address }).await
     }
 }
 

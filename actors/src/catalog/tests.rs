@@ -6,7 +6,7 @@ use panal_raft::{Application, ApplyContext};
 use super::payment::{DeclineCode, PaymentOutcome};
 use super::*;
 use crate::auth::{create_user, Role};
-use crate::{Command, PanalApp};
+use crate::{Command, PanalApp, Reply, Response};
 
 const T0: i64 = 1_795_000_000_000;
 
@@ -27,10 +27,10 @@ impl Db {
         Db { db, index: 1, now: T0 }
     }
 
-    fn apply(&mut self, c: CatalogCommand) -> Response {
+    fn apply(&mut self, c: impl Into<CatalogCommand>) -> Response {
         self.index += 1;
         let ctx = ApplyContext { index: self.index, now_ms: self.now };
-        PanalApp.apply(&self.db, &ctx, Command::Catalog(c)).unwrap()
+        PanalApp.apply(&self.db, &ctx, Command::Catalog(c.into())).unwrap()
     }
 
     fn book(&mut self, stock: i64) -> Book {
@@ -42,14 +42,14 @@ impl Db {
             currency: "EUR".into(),
             stock,
         };
-        match self.apply(CatalogCommand::CreateBook { seller_id: SELLER, book }).unwrap() {
+        match self.apply(command::CreateBook { seller_id: SELLER, book }).unwrap() {
             Reply::Book(b) => b,
             other => panic!("{other:?}"),
         }
     }
 
     fn order(&mut self, book_id: i64, quantity: i64) -> Response {
-        self.apply(CatalogCommand::PlaceOrder { buyer_id: BUYER, book_id, quantity })
+        self.apply(command::PlaceOrder { buyer_id: BUYER, book_id, quantity })
     }
 
     fn stock(&self, id: i64) -> i64 {
@@ -91,7 +91,7 @@ fn orders_reserve_stock_and_never_oversell() {
 fn nobody_buys_their_own_listing_or_bad_quantities() {
     let mut db = Db::new();
     let book = db.book(5);
-    let own = db.apply(CatalogCommand::PlaceOrder { buyer_id: SELLER, book_id: book.id, quantity: 1 });
+    let own = db.apply(command::PlaceOrder { buyer_id: SELLER, book_id: book.id, quantity: 1 });
     assert_eq!(own.unwrap_err().code, "own_listing");
     assert_eq!(db.order(book.id, 0).unwrap_err().code, "validation_failed");
     assert_eq!(db.order(999, 1).unwrap_err().code, "not_found");
@@ -109,20 +109,20 @@ fn payment_issues_gapless_invoices_and_declines_keep_the_reservation() {
         code: DeclineCode::CardDeclined,
         reason: "declined".into(),
     };
-    let r = db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: BUYER, outcome: declined });
+    let r = db.apply(command::Pay { order_id: a.id, buyer_id: BUYER, outcome: declined });
     assert_eq!(r.unwrap_err().code, "card_declined");
     let after_decline = order_by_id(&db.db, a.id).unwrap().unwrap();
     assert_eq!(after_decline.status, OrderStatus::PendingPayment);
     assert_eq!(after_decline.history.last().unwrap().event, "payment_declined");
-    let wrong = db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: OTHER, outcome: approved() });
+    let wrong = db.apply(command::Pay { order_id: a.id, buyer_id: OTHER, outcome: approved() });
     assert_eq!(wrong.unwrap_err().code, "not_found", "a stranger cannot see the order, so cannot pay it");
-    let by_seller = db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: SELLER, outcome: approved() });
+    let by_seller = db.apply(command::Pay { order_id: a.id, buyer_id: SELLER, outcome: approved() });
     assert_eq!(by_seller.unwrap_err().code, "forbidden", "the seller sees the order and is told why not");
-    let paid_b = order_of(db.apply(CatalogCommand::Pay { order_id: b.id, buyer_id: BUYER, outcome: approved() }));
-    let paid_a = order_of(db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: BUYER, outcome: approved() }));
+    let paid_b = order_of(db.apply(command::Pay { order_id: b.id, buyer_id: BUYER, outcome: approved() }));
+    let paid_a = order_of(db.apply(command::Pay { order_id: a.id, buyer_id: BUYER, outcome: approved() }));
     assert_eq!((paid_b.invoice_number, paid_a.invoice_number), (Some(1), Some(2)));
     assert_eq!(paid_a.card.as_ref().unwrap().last4, "4242");
-    let again = db.apply(CatalogCommand::Pay { order_id: a.id, buyer_id: BUYER, outcome: approved() });
+    let again = db.apply(command::Pay { order_id: a.id, buyer_id: BUYER, outcome: approved() });
     assert_eq!(again.unwrap_err().code, "invalid_state");
     let inv = invoice::by_order(&db.db, b.id).unwrap().unwrap();
     // Prices include tax: the invoice's total is what the order charged, 21 % of it is tax.
@@ -141,7 +141,7 @@ fn unpaid_orders_expire_and_release_their_stock() {
     db.now = T0 + RESERVATION_MS - 1;
     assert_eq!(db.apply(CatalogCommand::Tick).unwrap(), Reply::Count(0));
     db.now = T0 + RESERVATION_MS;
-    let late = db.apply(CatalogCommand::Pay { order_id: o.id, buyer_id: BUYER, outcome: approved() });
+    let late = db.apply(command::Pay { order_id: o.id, buyer_id: BUYER, outcome: approved() });
     assert_eq!(late.unwrap_err().code, "order_expired");
     assert_eq!(db.apply(CatalogCommand::Tick).unwrap(), Reply::Count(1));
     assert_eq!(db.stock(book.id), 4);
@@ -154,26 +154,26 @@ fn shipping_moves_along_with_the_clock() {
     let mut db = Db::new();
     let book = db.book(1);
     let o = order_of(db.order(book.id, 1));
-    let early = db.apply(CatalogCommand::Ship {
+    let early = db.apply(command::Ship {
         order_id: o.id,
         actor: Actor { user_id: SELLER, admin: false },
         address: "1 Main St".into(),
     });
     assert_eq!(early.unwrap_err().code, "invalid_state");
-    order_of(db.apply(CatalogCommand::Pay { order_id: o.id, buyer_id: BUYER, outcome: approved() }));
-    let by_buyer = db.apply(CatalogCommand::Ship {
+    order_of(db.apply(command::Pay { order_id: o.id, buyer_id: BUYER, outcome: approved() }));
+    let by_buyer = db.apply(command::Ship {
         order_id: o.id,
         actor: Actor { user_id: BUYER, admin: false },
         address: "1 Main St".into(),
     });
     assert_eq!(by_buyer.unwrap_err().code, "forbidden");
-    let by_stranger = db.apply(CatalogCommand::Ship {
+    let by_stranger = db.apply(command::Ship {
         order_id: o.id,
         actor: Actor { user_id: OTHER, admin: false },
         address: "1 Main St".into(),
     });
     assert_eq!(by_stranger.unwrap_err().code, "not_found");
-    let shipped = order_of(db.apply(CatalogCommand::Ship {
+    let shipped = order_of(db.apply(command::Ship {
         order_id: o.id,
         actor: Actor { user_id: OTHER, admin: true },
         address: "1 Main St".into(),
@@ -196,28 +196,21 @@ fn only_the_seller_or_an_admin_changes_a_listing() {
     let mut db = Db::new();
     let book = db.book(1);
     let patch = BookPatch { price_cents: Some(1500), ..Default::default() };
-    let r = db.apply(CatalogCommand::UpdateBook {
+    let r = db.apply(command::UpdateBook {
         book_id: book.id,
         actor: Actor { user_id: OTHER, admin: false },
         patch: patch.clone(),
     });
     assert_eq!(r.unwrap_err().code, "forbidden");
     let bad = BookPatch { stock: Some(-1), ..Default::default() };
-    let r = db.apply(CatalogCommand::UpdateBook {
-        book_id: book.id,
-        actor: Actor { user_id: SELLER, admin: false },
-        patch: bad,
-    });
+    let r =
+        db.apply(command::UpdateBook { book_id: book.id, actor: Actor { user_id: SELLER, admin: false }, patch: bad });
     assert_eq!(r.unwrap_err().code, "validation_failed");
-    let r = db.apply(CatalogCommand::UpdateBook {
-        book_id: book.id,
-        actor: Actor { user_id: SELLER, admin: false },
-        patch,
-    });
+    let r = db.apply(command::UpdateBook { book_id: book.id, actor: Actor { user_id: SELLER, admin: false }, patch });
     assert!(matches!(r.unwrap(), Reply::Book(b) if b.price_cents == 1500));
-    let r = db.apply(CatalogCommand::DeleteBook { book_id: book.id, actor: Actor { user_id: OTHER, admin: false } });
+    let r = db.apply(command::DeleteBook { book_id: book.id, actor: Actor { user_id: OTHER, admin: false } });
     assert_eq!(r.unwrap_err().code, "forbidden");
-    db.apply(CatalogCommand::DeleteBook { book_id: book.id, actor: Actor { user_id: OTHER, admin: true } }).unwrap();
+    db.apply(command::DeleteBook { book_id: book.id, actor: Actor { user_id: OTHER, admin: true } }).unwrap();
     assert_eq!(book_by_id(&db.db, book.id).unwrap(), None);
     assert_eq!(db.order(book.id, 1).unwrap_err().code, "not_found");
 }
@@ -236,7 +229,7 @@ fn book_lists_filter_and_paginate() {
         currency: "USD".into(),
         stock: 1,
     };
-    db.apply(CatalogCommand::CreateBook { seller_id: OTHER, book: other }).unwrap();
+    db.apply(command::CreateBook { seller_id: OTHER, book: other }).unwrap();
     let all = BookQuery::default();
     let p1 = list_books(&db.db, &all, 4, 0).unwrap();
     assert_eq!(p1.items.len(), 4);
@@ -263,10 +256,10 @@ fn a_patch_that_changes_nothing_keeps_updated_at() {
     let seller = Actor { user_id: SELLER, admin: false };
     let same = BookPatch { title: Some(" Dune ".into()), stock: Some(3), ..Default::default() };
     for patch in [BookPatch::default(), same] {
-        let r = db.apply(CatalogCommand::UpdateBook { book_id: book.id, actor: seller, patch });
+        let r = db.apply(command::UpdateBook { book_id: book.id, actor: seller, patch });
         assert_eq!(r, Ok(Reply::Book(book.clone())));
     }
-    let changed = db.apply(CatalogCommand::UpdateBook {
+    let changed = db.apply(command::UpdateBook {
         book_id: book.id,
         actor: seller,
         patch: BookPatch { stock: Some(4), ..Default::default() },

@@ -9,10 +9,11 @@ use panal_raft::rusqlite::{self, params, Connection, OptionalExtension, Row};
 use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
+use crate::command::{commands, Proposal};
 use crate::page::Page;
 use crate::prediction::forecast::SlotReadings;
 use crate::time;
-use crate::{Rejection, Reply, Response};
+use crate::Rejection;
 
 use battery::BatterySample;
 
@@ -112,41 +113,41 @@ pub struct ReadingRow {
 /// Who is asking: the caller's id and whether they are an admin.
 pub use crate::catalog::Actor;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnergyCommand {
-    CreateDevice {
-        owner_id: i64,
-        device: NewDevice,
-    },
-    UpdateDevice {
-        device_id: i64,
-        actor: Actor,
-        patch: DevicePatch,
-    },
-    DeleteDevice {
-        device_id: i64,
-        actor: Actor,
-    },
-    /// Inserts readings; a reading for a timestamp already stored replaces it, so sending
-    /// the same batch twice changes nothing.
-    AddReadings {
-        device_id: i64,
-        actor: Actor,
-        readings: Vec<ReadingRow>,
-    },
-    AddBatterySamples {
-        device_id: i64,
-        actor: Actor,
-        samples: Vec<BatterySample>,
-    },
-    /// Deletes the device's readings in `[from, to)` (an absent bound is open).
-    DeleteReadings {
-        device_id: i64,
-        actor: Actor,
-        from_ms: Option<i64>,
-        to_ms: Option<i64>,
-    },
+commands! {
+    pub enum EnergyCommand {
+        CreateDevice {
+            pub owner_id: i64,
+            pub device: NewDevice,
+        },
+        UpdateDevice {
+            pub device_id: i64,
+            pub actor: Actor,
+            pub patch: DevicePatch,
+        },
+        DeleteDevice {
+            pub device_id: i64,
+            pub actor: Actor,
+        },
+        /// Inserts readings; a reading for a timestamp already stored replaces it, so sending
+        /// the same batch twice changes nothing.
+        AddReadings {
+            pub device_id: i64,
+            pub actor: Actor,
+            pub readings: Vec<ReadingRow>,
+        },
+        AddBatterySamples {
+            pub device_id: i64,
+            pub actor: Actor,
+            pub samples: Vec<BatterySample>,
+        },
+        /// Deletes the device's readings in `[from, to)` (an absent bound is open).
+        DeleteReadings {
+            pub device_id: i64,
+            pub actor: Actor,
+            pub from_ms: Option<i64>,
+            pub to_ms: Option<i64>,
+        },
+    }
 }
 
 pub(crate) fn migrate(db: &Connection) -> rusqlite::Result<()> {
@@ -214,102 +215,137 @@ pub fn valid_reading(r: &ReadingRow) -> Result<(), &'static str> {
     Ok(())
 }
 
-pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: EnergyCommand) -> rusqlite::Result<Response> {
-    let now = time::now(db, ctx)?;
-    match command {
-        EnergyCommand::CreateDevice { owner_id, device } => {
-            if !valid_name(&device.name) {
-                return Ok(Err(Rejection::new("validation_failed", "name: required, at most 100 characters")));
-            }
-            db.prepare_cached(
-                "INSERT INTO devices (owner_id, name, kind, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
-            )?
-            .execute(params![owner_id, device.name.trim(), device.kind.as_str(), now])?;
-            device_reply(db, db.last_insert_rowid())
+impl Proposal for command::CreateDevice {
+    type Reply = Device;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<Device, Rejection>> {
+        let Self { owner_id, device } = self;
+        let now = time::now(db, ctx)?;
+        if !valid_name(&device.name) {
+            return Ok(Err(Rejection::new("validation_failed", "name: required, at most 100 characters")));
         }
-        EnergyCommand::UpdateDevice { device_id, actor, patch } => {
-            let device = match owned_device(db, device_id, actor)? {
-                Ok(d) => d,
-                Err(r) => return Ok(Err(r)),
-            };
-            let name = patch.name.unwrap_or_else(|| device.name.clone());
-            if !valid_name(&name) {
-                return Ok(Err(Rejection::new("validation_failed", "name: required, at most 100 characters")));
-            }
-            let kind = patch.kind.unwrap_or(device.kind);
-            // A patch that changes nothing leaves `updated_at` alone.
-            if name.trim() == device.name && kind == device.kind {
-                return Ok(Ok(Reply::Device(device)));
-            }
-            db.execute(
-                "UPDATE devices SET name = ?2, kind = ?3, updated_ms = ?4 WHERE id = ?1",
-                params![device_id, name.trim(), kind.as_str(), now],
-            )?;
-            device_reply(db, device_id)
+        db.prepare_cached(
+            "INSERT INTO devices (owner_id, name, kind, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+        )?
+        .execute(params![owner_id, device.name.trim(), device.kind.as_str(), now])?;
+        device_reply(db, db.last_insert_rowid())
+    }
+}
+
+impl Proposal for command::UpdateDevice {
+    type Reply = Device;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<Device, Rejection>> {
+        let Self { device_id, actor, patch } = self;
+        let now = time::now(db, ctx)?;
+        let device = match owned_device(db, device_id, actor)? {
+            Ok(d) => d,
+            Err(r) => return Ok(Err(r)),
+        };
+        let name = patch.name.unwrap_or_else(|| device.name.clone());
+        if !valid_name(&name) {
+            return Ok(Err(Rejection::new("validation_failed", "name: required, at most 100 characters")));
         }
-        EnergyCommand::DeleteDevice { device_id, actor } => {
-            if let Err(r) = owned_device(db, device_id, actor)? {
-                return Ok(Err(r));
-            }
-            db.execute("DELETE FROM readings WHERE device_id = ?1", [device_id])?;
-            db.execute("DELETE FROM battery_samples WHERE device_id = ?1", [device_id])?;
-            db.execute("DELETE FROM devices WHERE id = ?1", [device_id])?;
-            Ok(Ok(Reply::Done))
+        let kind = patch.kind.unwrap_or(device.kind);
+        // A patch that changes nothing leaves `updated_at` alone.
+        if name.trim() == device.name && kind == device.kind {
+            return Ok(Ok(device));
         }
-        EnergyCommand::AddReadings { device_id, actor, readings } => {
-            if let Err(r) = owned_device(db, device_id, actor)? {
-                return Ok(Err(r));
-            }
-            if readings.is_empty() || readings.len() > MAX_BATCH {
-                return Ok(Err(Rejection::new("validation_failed", format!("send 1 to {MAX_BATCH} readings"))));
-            }
-            if let Some((i, e)) = readings.iter().enumerate().find_map(|(i, r)| valid_reading(r).err().map(|e| (i, e)))
-            {
-                return Ok(Err(Rejection::new("validation_failed", format!("readings[{i}]: {e}"))));
-            }
-            if let Some((i, e)) = first_from_the_future(&readings, now) {
-                return Ok(Err(Rejection::new("validation_failed", format!("readings[{i}].ts: {e}"))));
-            }
-            let mut insert = db.prepare_cached(
-                "INSERT INTO readings (device_id, ts_ms, consumption_kwh, generation_kwh) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(device_id, ts_ms) DO UPDATE SET consumption_kwh = excluded.consumption_kwh,
-                     generation_kwh = excluded.generation_kwh",
-            )?;
-            for r in &readings {
-                insert.execute(params![device_id, r.ts_ms, r.consumption_kwh, r.generation_kwh])?;
-            }
-            Ok(Ok(Reply::Count(readings.len() as u64)))
+        db.execute(
+            "UPDATE devices SET name = ?2, kind = ?3, updated_ms = ?4 WHERE id = ?1",
+            params![device_id, name.trim(), kind.as_str(), now],
+        )?;
+        device_reply(db, device_id)
+    }
+}
+
+impl Proposal for command::DeleteDevice {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, _: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        let Self { device_id, actor } = self;
+        if let Err(r) = owned_device(db, device_id, actor)? {
+            return Ok(Err(r));
         }
-        EnergyCommand::AddBatterySamples { device_id, actor, samples } => {
-            let device = match owned_device(db, device_id, actor)? {
-                Ok(d) => d,
-                Err(r) => return Ok(Err(r)),
-            };
-            if device.kind != DeviceKind::Battery {
-                return Ok(Err(not_a_battery(device_id)));
-            }
-            let mut insert = db.prepare_cached(
-                "INSERT INTO battery_samples (device_id, ts_ms, soc_pct, voltage_v, current_a, temperature_c)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(device_id, ts_ms) DO UPDATE SET soc_pct = excluded.soc_pct, voltage_v = excluded.voltage_v,
-                     current_a = excluded.current_a, temperature_c = excluded.temperature_c",
-            )?;
-            for s in &samples {
-                insert.execute(params![device_id, s.ts_ms, s.soc_pct, s.voltage_v, s.current_a, s.temperature_c])?;
-            }
-            Ok(Ok(Reply::Count(samples.len() as u64)))
+        db.execute("DELETE FROM readings WHERE device_id = ?1", [device_id])?;
+        db.execute("DELETE FROM battery_samples WHERE device_id = ?1", [device_id])?;
+        db.execute("DELETE FROM devices WHERE id = ?1", [device_id])?;
+        Ok(Ok(()))
+    }
+}
+
+/// Answers how many readings were stored.
+impl Proposal for command::AddReadings {
+    type Reply = u64;
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<u64, Rejection>> {
+        let Self { device_id, actor, readings } = self;
+        let now = time::now(db, ctx)?;
+        if let Err(r) = owned_device(db, device_id, actor)? {
+            return Ok(Err(r));
         }
-        EnergyCommand::DeleteReadings { device_id, actor, from_ms, to_ms } => {
-            if let Err(r) = owned_device(db, device_id, actor)? {
-                return Ok(Err(r));
-            }
-            if let (Some(from), Some(to)) = (from_ms, to_ms) {
-                if from >= to {
-                    return Ok(Err(Rejection::new("validation_failed", "to: must be after from")));
-                }
-            }
-            Ok(Ok(Reply::Count(delete_readings(db, device_id, from_ms, to_ms)?)))
+        if readings.is_empty() || readings.len() > MAX_BATCH {
+            return Ok(Err(Rejection::new("validation_failed", format!("send 1 to {MAX_BATCH} readings"))));
         }
+        if let Some((i, e)) = readings.iter().enumerate().find_map(|(i, r)| valid_reading(r).err().map(|e| (i, e))) {
+            return Ok(Err(Rejection::new("validation_failed", format!("readings[{i}]: {e}"))));
+        }
+        if let Some((i, e)) = first_from_the_future(&readings, now) {
+            return Ok(Err(Rejection::new("validation_failed", format!("readings[{i}].ts: {e}"))));
+        }
+        let mut insert = db.prepare_cached(
+            "INSERT INTO readings (device_id, ts_ms, consumption_kwh, generation_kwh) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(device_id, ts_ms) DO UPDATE SET consumption_kwh = excluded.consumption_kwh,
+                 generation_kwh = excluded.generation_kwh",
+        )?;
+        for r in &readings {
+            insert.execute(params![device_id, r.ts_ms, r.consumption_kwh, r.generation_kwh])?;
+        }
+        Ok(Ok(readings.len() as u64))
+    }
+}
+
+/// Answers how many samples were stored.
+impl Proposal for command::AddBatterySamples {
+    type Reply = u64;
+
+    fn apply(self, db: &Connection, _: &ApplyContext) -> rusqlite::Result<Result<u64, Rejection>> {
+        let Self { device_id, actor, samples } = self;
+        let device = match owned_device(db, device_id, actor)? {
+            Ok(d) => d,
+            Err(r) => return Ok(Err(r)),
+        };
+        if device.kind != DeviceKind::Battery {
+            return Ok(Err(not_a_battery(device_id)));
+        }
+        let mut insert = db.prepare_cached(
+            "INSERT INTO battery_samples (device_id, ts_ms, soc_pct, voltage_v, current_a, temperature_c)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(device_id, ts_ms) DO UPDATE SET soc_pct = excluded.soc_pct, voltage_v = excluded.voltage_v,
+                 current_a = excluded.current_a, temperature_c = excluded.temperature_c",
+        )?;
+        for s in &samples {
+            insert.execute(params![device_id, s.ts_ms, s.soc_pct, s.voltage_v, s.current_a, s.temperature_c])?;
+        }
+        Ok(Ok(samples.len() as u64))
+    }
+}
+
+/// Answers how many readings were deleted.
+impl Proposal for command::DeleteReadings {
+    type Reply = u64;
+
+    fn apply(self, db: &Connection, _: &ApplyContext) -> rusqlite::Result<Result<u64, Rejection>> {
+        let Self { device_id, actor, from_ms, to_ms } = self;
+        if let Err(r) = owned_device(db, device_id, actor)? {
+            return Ok(Err(r));
+        }
+        if let (Some(from), Some(to)) = (from_ms, to_ms) {
+            if from >= to {
+                return Ok(Err(Rejection::new("validation_failed", "to: must be after from")));
+            }
+        }
+        Ok(Ok(delete_readings(db, device_id, from_ms, to_ms)?))
     }
 }
 
@@ -338,8 +374,8 @@ pub fn visible_device(db: &Connection, id: i64, actor: Actor) -> rusqlite::Resul
     owned_device(db, id, actor)
 }
 
-fn device_reply(db: &Connection, id: i64) -> rusqlite::Result<Response> {
-    Ok(device_by_id(db, id)?.map(Reply::Device).ok_or_else(|| Rejection::not_found(format!("no device {id}"))))
+fn device_reply(db: &Connection, id: i64) -> rusqlite::Result<Result<Device, Rejection>> {
+    Ok(device_by_id(db, id)?.ok_or_else(|| Rejection::not_found(format!("no device {id}"))))
 }
 
 fn device_row(r: &Row) -> rusqlite::Result<Device> {
@@ -469,14 +505,16 @@ pub fn summary(
     from_ms: Option<i64>,
     to_ms: Option<i64>,
 ) -> rusqlite::Result<EnergySummary> {
-    let (devices, readings, consumption, generation): (i64, i64, f64, f64) = db.query_row(
-        "SELECT (SELECT count(*) FROM devices WHERE owner_id = ?1), count(r.ts_ms),
+    let (devices, readings, consumption, generation): (i64, i64, f64, f64) = db
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM devices WHERE owner_id = ?1), count(r.ts_ms),
                 coalesce(sum(r.consumption_kwh), 0), coalesce(sum(r.generation_kwh), 0)
          FROM readings r JOIN devices d ON d.id = r.device_id
          WHERE d.owner_id = ?1 AND r.ts_ms >= ?2 AND r.ts_ms < ?3",
-        params![owner_id, from_ms.unwrap_or(i64::MIN), to_ms.unwrap_or(i64::MAX)],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )?;
+        )?
+        .query_row(params![owner_id, from_ms.unwrap_or(i64::MIN), to_ms.unwrap_or(i64::MAX)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
     let (consumption, generation) = (round_kwh(consumption), round_kwh(generation));
     Ok(EnergySummary {
         from_ms,

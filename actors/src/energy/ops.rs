@@ -4,9 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::battery::{self, BatterySample, BatterySummary};
-use super::{
-    Actor, Aggregate, Bucket, Device, DevicePatch, EnergyCommand, EnergySummary, NewDevice, ReadingRow, MAX_BATCH,
-};
+use super::{command, Actor, Aggregate, Bucket, Device, DevicePatch, EnergySummary, NewDevice, ReadingRow, MAX_BATCH};
 use crate::auth::{Identity, Role};
 use crate::error::{FieldError, Validator};
 use crate::page::{Page, PageParams};
@@ -157,7 +155,7 @@ impl Operation for CreateDevice {
         let mut v = Validator::default();
         v.check(super::valid_name(&self.device.name), "name", "required, at most 100 characters");
         v.finish()?;
-        call.write(EnergyCommand::CreateDevice { owner_id: who.user_id, device: self.device }).await
+        call.write(command::CreateDevice { owner_id: who.user_id, device: self.device }).await
     }
 }
 
@@ -205,7 +203,7 @@ impl Operation for UpdateDevice {
         let mut v = Validator::default();
         v.check(self.patch.name.as_deref().is_none_or(super::valid_name), "name", "required, at most 100 characters");
         v.finish()?;
-        call.write(EnergyCommand::UpdateDevice { device_id: self.id, actor, patch: self.patch }).await
+        call.write(command::UpdateDevice { device_id: self.id, actor, patch: self.patch }).await
     }
 }
 
@@ -220,7 +218,7 @@ impl Operation for DeleteDevice {
 
     async fn handle(self, call: &Call) -> Result<Deleted, Error> {
         let actor = actor(call.caller()?);
-        call.write::<()>(EnergyCommand::DeleteDevice { device_id: self.id, actor }).await?;
+        call.write(command::DeleteDevice { device_id: self.id, actor }).await?;
         Ok(Deleted { deleted: self.id })
     }
 }
@@ -245,7 +243,7 @@ impl Operation for AddReadings {
             // A rule of the clock, not of the schema: 422 `rule_violated`.
             return Err(Error::RuleViolated(vec![FieldError { field: format!("readings[{i}].ts"), message: e }]));
         }
-        let stored = call.write(EnergyCommand::AddReadings { device_id: self.id, actor, readings }).await?;
+        let stored = call.write(command::AddReadings { device_id: self.id, actor, readings }).await?;
         Ok(ReadingsStored { device_id: self.id, stored })
     }
 }
@@ -296,7 +294,7 @@ impl Operation for DeleteReadings {
     async fn handle(self, call: &Call) -> Result<ReadingsDeleted, Error> {
         let actor = actor(call.caller()?);
         let (from_ms, to_ms) = range(self.range.from.as_deref(), self.range.to.as_deref())?;
-        let deleted = call.write(EnergyCommand::DeleteReadings { device_id: self.id, actor, from_ms, to_ms }).await?;
+        let deleted = call.write(command::DeleteReadings { device_id: self.id, actor, from_ms, to_ms }).await?;
         Ok(ReadingsDeleted { device_id: self.id, deleted })
     }
 }
@@ -346,7 +344,7 @@ impl Operation for UploadBattery {
             )
         })?;
         let summary = battery::summarize(&samples);
-        let stored = call.write(EnergyCommand::AddBatterySamples { device_id: self.id, actor, samples }).await?;
+        let stored = call.write(command::AddBatterySamples { device_id: self.id, actor, samples }).await?;
         Ok(BatteryUploaded { device_id: self.id, stored, summary })
     }
 }

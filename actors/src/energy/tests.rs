@@ -4,7 +4,7 @@ use panal_raft::rusqlite::{params, Connection};
 use panal_raft::{Application, ApplyContext};
 
 use super::*;
-use crate::{Command, PanalApp};
+use crate::{Command, PanalApp, Reply, Response};
 
 const OWNER: Actor = Actor { user_id: 1, admin: false };
 const STRANGER: Actor = Actor { user_id: 2, admin: false };
@@ -19,12 +19,12 @@ fn db() -> Connection {
     db
 }
 
-fn run(db: &Connection, c: EnergyCommand) -> Response {
+fn run(db: &Connection, c: impl Into<EnergyCommand>) -> Response {
     run_at(db, NOW, c)
 }
 
-fn run_at(db: &Connection, now_ms: i64, c: EnergyCommand) -> Response {
-    PanalApp.apply(db, &ApplyContext { index: 1, now_ms }, Command::Energy(c)).unwrap()
+fn run_at(db: &Connection, now_ms: i64, c: impl Into<EnergyCommand>) -> Response {
+    PanalApp.apply(db, &ApplyContext { index: 1, now_ms }, Command::Energy(c.into())).unwrap()
 }
 
 fn stored(db: &Connection) -> i64 {
@@ -33,7 +33,7 @@ fn stored(db: &Connection) -> i64 {
 
 fn device(db: &Connection, kind: DeviceKind) -> Device {
     let new = NewDevice { name: "home".into(), kind };
-    match run(db, EnergyCommand::CreateDevice { owner_id: OWNER.user_id, device: new }).unwrap() {
+    match run(db, command::CreateDevice { owner_id: OWNER.user_id, device: new }).unwrap() {
         Reply::Device(d) => d,
         other => panic!("{other:?}"),
     }
@@ -53,11 +53,11 @@ fn readings_aggregate_by_hour_day_and_month() {
     let mut rows = hourly(T0, 30 * 24, 1.0, Some(0.5));
     rows.push(ReadingRow { ts_ms: T0 + 60_000, consumption_kwh: Some(3.0), generation_kwh: None });
     assert_eq!(
-        run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: rows.clone() }).unwrap(),
+        run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: rows.clone() }).unwrap(),
         Reply::Count(721)
     );
     // Sent again: replaced, not doubled.
-    run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: rows }).unwrap();
+    run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: rows }).unwrap();
     let hours = readings(&db, d.id, Bucket::Hour, i64::MIN, i64::MAX, 1000, None).unwrap();
     assert_eq!(hours.items.len(), 720);
     let first = &hours.items[0];
@@ -83,12 +83,11 @@ fn summary_covers_the_users_devices_only() {
     let db = db();
     let meter = device(&db, DeviceKind::Meter);
     let solar = device(&db, DeviceKind::Solar);
-    run(&db, EnergyCommand::AddReadings { device_id: meter.id, actor: OWNER, readings: hourly(T0, 10, 2.0, None) })
-        .unwrap();
+    run(&db, command::AddReadings { device_id: meter.id, actor: OWNER, readings: hourly(T0, 10, 2.0, None) }).unwrap();
     let gen: Vec<ReadingRow> = (0..10)
         .map(|h| ReadingRow { ts_ms: T0 + h * time::HOUR_MS, consumption_kwh: None, generation_kwh: Some(0.5) })
         .collect();
-    run(&db, EnergyCommand::AddReadings { device_id: solar.id, actor: OWNER, readings: gen }).unwrap();
+    run(&db, command::AddReadings { device_id: solar.id, actor: OWNER, readings: gen }).unwrap();
     let s = summary(&db, OWNER.user_id, None, None).unwrap();
     assert_eq!((s.devices, s.readings), (2, 20));
     assert_eq!((s.consumption_kwh, s.generation_kwh, s.net_kwh), (20.0, 5.0, 15.0));
@@ -102,19 +101,18 @@ fn strangers_cannot_see_or_change_devices_but_admins_can() {
     let db = db();
     let d = device(&db, DeviceKind::Meter);
     let patch = DevicePatch { name: Some("x".into()), kind: None };
-    let r = run(&db, EnergyCommand::UpdateDevice { device_id: d.id, actor: STRANGER, patch: patch.clone() });
+    let r = run(&db, command::UpdateDevice { device_id: d.id, actor: STRANGER, patch: patch.clone() });
     assert_eq!(r.unwrap_err().code, "not_found");
-    let r =
-        run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: STRANGER, readings: hourly(T0, 1, 1.0, None) });
+    let r = run(&db, command::AddReadings { device_id: d.id, actor: STRANGER, readings: hourly(T0, 1, 1.0, None) });
     assert_eq!(r.unwrap_err().code, "not_found");
     assert!(visible_device(&db, d.id, STRANGER).unwrap().is_err());
     assert!(visible_device(&db, d.id, ADMIN).unwrap().is_ok());
     assert_eq!(list_devices(&db, STRANGER, 10, 0).unwrap().items.len(), 0);
     assert_eq!(list_devices(&db, ADMIN, 10, 0).unwrap().items.len(), 1);
-    let r = run(&db, EnergyCommand::UpdateDevice { device_id: d.id, actor: ADMIN, patch });
+    let r = run(&db, command::UpdateDevice { device_id: d.id, actor: ADMIN, patch });
     assert!(matches!(r.unwrap(), Reply::Device(d) if d.name == "x"));
-    run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(T0, 3, 1.0, None) }).unwrap();
-    run(&db, EnergyCommand::DeleteDevice { device_id: d.id, actor: OWNER }).unwrap();
+    run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(T0, 3, 1.0, None) }).unwrap();
+    run(&db, command::DeleteDevice { device_id: d.id, actor: OWNER }).unwrap();
     let left: i64 = db.query_row("SELECT count(*) FROM readings", [], |r| r.get(0)).unwrap();
     assert_eq!(left, 0, "a deleted device takes its readings with it");
 }
@@ -124,18 +122,16 @@ fn invalid_readings_and_battery_samples_on_other_kinds_are_refused() {
     let db = db();
     let meter = device(&db, DeviceKind::Meter);
     let bad = vec![ReadingRow { ts_ms: T0, consumption_kwh: Some(f64::NAN), generation_kwh: None }];
-    let r = run(&db, EnergyCommand::AddReadings { device_id: meter.id, actor: OWNER, readings: bad });
+    let r = run(&db, command::AddReadings { device_id: meter.id, actor: OWNER, readings: bad });
     assert_eq!(r.unwrap_err().code, "validation_failed");
     let empty = vec![ReadingRow { ts_ms: T0, consumption_kwh: None, generation_kwh: None }];
-    assert!(run(&db, EnergyCommand::AddReadings { device_id: meter.id, actor: OWNER, readings: empty }).is_err());
+    assert!(run(&db, command::AddReadings { device_id: meter.id, actor: OWNER, readings: empty }).is_err());
     let sample =
         battery::BatterySample { ts_ms: T0, soc_pct: 50.0, voltage_v: 48.0, current_a: 1.0, temperature_c: None };
-    let r =
-        run(&db, EnergyCommand::AddBatterySamples { device_id: meter.id, actor: OWNER, samples: vec![sample.clone()] });
+    let r = run(&db, command::AddBatterySamples { device_id: meter.id, actor: OWNER, samples: vec![sample.clone()] });
     assert_eq!(r.unwrap_err().code, "not_a_battery");
     let bat = device(&db, DeviceKind::Battery);
-    run(&db, EnergyCommand::AddBatterySamples { device_id: bat.id, actor: OWNER, samples: vec![sample.clone()] })
-        .unwrap();
+    run(&db, command::AddBatterySamples { device_id: bat.id, actor: OWNER, samples: vec![sample.clone()] }).unwrap();
     assert_eq!(battery_samples(&db, bat.id, i64::MIN, i64::MAX).unwrap(), vec![sample]);
 }
 
@@ -145,7 +141,7 @@ fn consumption_series_has_one_slot_per_hour_with_gaps() {
     let d = device(&db, DeviceKind::Meter);
     let mut rows = hourly(T0, 5, 1.0, None);
     rows.remove(2);
-    run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: rows }).unwrap();
+    run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: rows }).unwrap();
     let values = |slots: Vec<Option<SlotReadings>>| slots.iter().map(|s| s.map(|s| s.value)).collect::<Vec<_>>();
     let (first, series) =
         consumption_series(&db, Some(d.id), OWNER.user_id, time::HOUR_MS, 1000, NOW).unwrap().unwrap();
@@ -165,12 +161,12 @@ fn readings_from_the_future_are_refused_by_the_replicated_clock() {
     // A little ahead (a meter's clock drifting) is fine; one reading far ahead refuses the batch.
     let fine = vec![at(now - time::HOUR_MS), at(now + MAX_AHEAD_MS)];
     assert_eq!(
-        run_at(&db, now, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: fine }),
+        run_at(&db, now, command::AddReadings { device_id: d.id, actor: OWNER, readings: fine }),
         Ok(Reply::Count(2))
     );
     let future = vec![at(now - 2 * time::HOUR_MS), at(now + MAX_AHEAD_MS + 1)];
-    let r = run_at(&db, now, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: future.clone() })
-        .unwrap_err();
+    let r =
+        run_at(&db, now, command::AddReadings { device_id: d.id, actor: OWNER, readings: future.clone() }).unwrap_err();
     assert_eq!(r.code, "validation_failed");
     assert!(r.message.starts_with("readings[1].ts: "), "{}", r.message);
     assert!(r.message.contains("in the future"), "{}", r.message);
@@ -178,7 +174,7 @@ fn readings_from_the_future_are_refused_by_the_replicated_clock() {
     // The clock the entry carries decides, including an advanced application clock.
     time::advance(&db, time::HOUR_MS).unwrap();
     assert_eq!(
-        run_at(&db, now, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: future }),
+        run_at(&db, now, command::AddReadings { device_id: d.id, actor: OWNER, readings: future }),
         Ok(Reply::Count(2))
     );
     assert_eq!(first_from_the_future(&[at(now)], now), None);
@@ -188,9 +184,8 @@ fn readings_from_the_future_are_refused_by_the_replicated_clock() {
 fn an_owner_deletes_a_range_of_readings() {
     let db = db();
     let d = device(&db, DeviceKind::Meter);
-    run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(T0, 10, 1.0, None) })
-        .unwrap();
-    let delete = |actor, from_ms, to_ms| EnergyCommand::DeleteReadings { device_id: d.id, actor, from_ms, to_ms };
+    run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(T0, 10, 1.0, None) }).unwrap();
+    let delete = |actor, from_ms, to_ms| command::DeleteReadings { device_id: d.id, actor, from_ms, to_ms };
     let r = run(&db, delete(STRANGER, None, None));
     assert_eq!(r.unwrap_err().code, "not_found", "a stranger's device does not exist for them");
     let r = run(&db, delete(OWNER, Some(T0 + time::HOUR_MS), Some(T0)));
@@ -228,7 +223,7 @@ fn energy_figures_are_rounded_to_the_watt_hour() {
             generation_kwh: Some(0.1),
         })
         .collect();
-    run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: rows }).unwrap();
+    run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: rows }).unwrap();
     let hour = &readings(&db, d.id, Bucket::Hour, i64::MIN, i64::MAX, 10, None).unwrap().items[0];
     assert_eq!(hour.consumption_kwh.unwrap().sum, 0.6);
     assert_eq!(serde_json::to_value(hour).unwrap()["consumption_kwh"]["sum"].to_string(), "0.6");
@@ -248,7 +243,7 @@ fn consumption_series_ends_with_the_last_finished_slot() {
     let d = device(&db, DeviceKind::Meter);
     // Three whole days and three hours of today, then one reading stamped far ahead (stored
     // before such readings were refused: it must not move the series there).
-    run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(T0, 3 * 24 + 3, 1.4, None) })
+    run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(T0, 3 * 24 + 3, 1.4, None) })
         .unwrap();
     db.execute("INSERT INTO readings (device_id, ts_ms, consumption_kwh) VALUES (?1, ?2, 9.0)", params![d.id, NOW])
         .unwrap();
@@ -272,7 +267,7 @@ fn a_daily_forecast_ignores_the_day_in_progress() {
     // Five weeks of a clean 33.6 kWh/day, starting at noon, read three hours into today.
     let start = T0 + 12 * time::HOUR_MS;
     let hours = 35 * 24 - 12 + 3;
-    run(&db, EnergyCommand::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(start, hours, 1.4, None) })
+    run(&db, command::AddReadings { device_id: d.id, actor: OWNER, readings: hourly(start, hours, 1.4, None) })
         .unwrap();
     let now = start + hours * time::HOUR_MS;
     let (_, slots) = consumption_series(&db, Some(d.id), OWNER.user_id, time::DAY_MS, 365, now).unwrap().unwrap();
@@ -290,7 +285,7 @@ fn a_device_patch_that_changes_nothing_keeps_updated_at() {
     let db = db();
     let d = device(&db, DeviceKind::Meter);
     let later = NOW + time::HOUR_MS;
-    let update = |patch| EnergyCommand::UpdateDevice { device_id: d.id, actor: OWNER, patch };
+    let update = |patch| command::UpdateDevice { device_id: d.id, actor: OWNER, patch };
     assert_eq!(run_at(&db, later, update(DevicePatch::default())), Ok(Reply::Device(d.clone())));
     let same = DevicePatch { name: Some("home ".into()), kind: Some(DeviceKind::Meter) };
     assert_eq!(run_at(&db, later, update(same)), Ok(Reply::Device(d.clone())));

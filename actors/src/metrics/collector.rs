@@ -3,13 +3,14 @@
 //! cluster view's live streams. Samples are per-node facts: nothing here goes through Raft.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::ring::Ring;
-use super::system::{NodeSample, Sampler};
+use super::system::{NodeSample, RequestStats, Sampler};
 
 /// The `service` label of the collector's restarts in `panal_actor_restarts_total`.
 pub const COLLECTOR_SERVICE: &str = "metrics_collector";
@@ -22,6 +23,35 @@ pub struct MetricsHub {
     ring: RwLock<Ring<NodeSample>>,
     /// Tells live streams that a sample was taken.
     pub taken: tokio::sync::watch::Sender<u64>,
+    /// HTTP requests answered since the last sample, recorded by the API layer.
+    pub requests: RequestCounter,
+}
+
+/// Requests and their summed latency since the counter was last taken.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl RequestCounter {
+    pub fn record(&self, latency: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The rate and mean latency over `elapsed_ms`, starting the count afresh.
+    pub fn take(&self, elapsed_ms: i64) -> RequestStats {
+        let count = self.count.swap(0, Ordering::Relaxed);
+        let micros = self.micros.swap(0, Ordering::Relaxed);
+        if count == 0 || elapsed_ms <= 0 {
+            return RequestStats::default();
+        }
+        RequestStats {
+            per_second: count as f64 * 1000.0 / elapsed_ms as f64,
+            mean_latency_ms: micros as f64 / count as f64 / 1000.0,
+        }
+    }
 }
 
 impl std::fmt::Debug for MetricsHub {
@@ -32,7 +62,11 @@ impl std::fmt::Debug for MetricsHub {
 
 impl Default for MetricsHub {
     fn default() -> Self {
-        Self { ring: RwLock::new(Ring::new(RING_CAPACITY)), taken: tokio::sync::watch::channel(0).0 }
+        Self {
+            ring: RwLock::new(Ring::new(RING_CAPACITY)),
+            taken: tokio::sync::watch::channel(0).0,
+            requests: RequestCounter::default(),
+        }
     }
 }
 
@@ -135,6 +169,8 @@ pub struct CollectorArgs {
 pub struct CollectorState {
     hub: Arc<MetricsHub>,
     sampler: Option<Sampler>,
+    /// When the request counter was last taken.
+    requests_since_ms: i64,
 }
 
 /// Local-only message: take a sample now.
@@ -153,7 +189,11 @@ impl Actor for Collector {
     ) -> Result<CollectorState, ActorProcessingErr> {
         myself.send_interval(args.interval, || Tick);
         let _ = myself.send_message(Tick);
-        Ok(CollectorState { hub: args.hub, sampler: Some(Sampler::new(args.proc_root)) })
+        Ok(CollectorState {
+            hub: args.hub,
+            sampler: Some(Sampler::new(args.proc_root)),
+            requests_since_ms: crate::time::wall_ms(),
+        })
     }
 
     async fn handle(&self, _: ActorRef<Tick>, _: Tick, state: &mut CollectorState) -> Result<(), ActorProcessingErr> {
@@ -166,7 +206,9 @@ impl Actor for Collector {
         .await?;
         state.sampler = Some(sampler);
         match result {
-            Ok(sample) => {
+            Ok(mut sample) => {
+                sample.requests = state.hub.requests.take(sample.ts_ms - state.requests_since_ms);
+                state.requests_since_ms = sample.ts_ms;
                 record(&sample);
                 state.hub.push(sample);
             }
@@ -199,4 +241,24 @@ pub async fn start(hub: Arc<MetricsHub>, proc_root: PathBuf, interval: Duration)
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_counter_gives_rate_and_mean_latency_then_starts_afresh() {
+        let counter = RequestCounter::default();
+        assert_eq!(counter.take(1000), RequestStats::default(), "no requests: zero, not NaN");
+        for ms in [10, 20, 30, 40] {
+            counter.record(Duration::from_millis(ms));
+        }
+        let stats = counter.take(2000);
+        assert_eq!(stats.per_second, 2.0);
+        assert_eq!(stats.mean_latency_ms, 25.0);
+        assert_eq!(counter.take(1000), RequestStats::default(), "taken counts are gone");
+        counter.record(Duration::from_millis(5));
+        assert_eq!(counter.take(0), RequestStats::default(), "no time elapsed: no rate");
+    }
 }

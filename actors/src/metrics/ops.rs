@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::system::NodeSample;
-use crate::services::{service_ops, Call, Operation};
+use crate::services::{service_ops, Call, Operation, Service, ServiceHealth};
 use crate::Error;
 
 /// The process group of the metrics instances of one node.
@@ -68,7 +68,7 @@ impl HistoryQuery {
 
 service_ops! {
     /// The metrics service's operations, about the node whose instance serves them.
-    MetricsOp => Metrics { Latest, History, After }
+    MetricsOp => Metrics { Latest, History, After, Health }
 }
 
 /// This node's latest sample (none before the first).
@@ -116,5 +116,18 @@ impl Operation for After {
     async fn handle(self, call: &Call) -> Result<Vec<SampleView>, Error> {
         let node = call.ctx.node_name.as_str();
         Ok(call.ctx.hub.after(self.after_ms).into_iter().map(|s| SampleView::new(node, s)).collect())
+    }
+}
+
+/// How each service's supervisor on this node is doing (what this node's `/ready` lists),
+/// for the cluster view's per-node health.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Health;
+
+impl Operation for Health {
+    type Output = std::collections::BTreeMap<Service, ServiceHealth>;
+
+    async fn handle(self, call: &Call) -> Result<Self::Output, Error> {
+        Ok(call.ctx.health())
     }
 }

@@ -45,6 +45,18 @@ pub struct NodeSample {
     pub process_open_fds: u64,
     pub processes: ProcessCounts,
     pub source: ProcSource,
+    /// HTTP requests this node answered since the previous sample (filled in by the
+    /// collector; absent from samples of older nodes).
+    #[serde(default)]
+    pub requests: RequestStats,
+}
+
+/// Requests answered over the interval before a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestStats {
+    pub per_second: f64,
+    /// Mean time to the response's head, in milliseconds (0 without requests).
+    pub mean_latency_ms: f64,
 }
 
 impl Stamped for NodeSample {
@@ -180,6 +192,7 @@ impl Sampler {
             process_open_fds,
             processes,
             source,
+            requests: RequestStats::default(),
         })
     }
 }
@@ -298,6 +311,7 @@ mod tests {
                 process_open_fds: 4,
                 processes: fake_counts(),
                 source: ProcSource::Scan,
+                requests: RequestStats::default(),
             }
         );
         assert!((first.cpu_busy_pct - 100.0 * 20086.0 / 135757.0).abs() < 1e-9, "{}", first.cpu_busy_pct);

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 pub use scheduler::{my_turn_to_restart, schedule, successor_of_drained_leader, tasks_on, Assignment, NodeView};
 pub use spec::{Availability, Constraint, Mode, NodePatch, NodeSettings, ServiceSpec, SpecPatch};
 
+use crate::command::{commands, Proposal};
 use crate::services::Service;
-use crate::{Rejection, Reply, Response};
+use crate::Rejection;
 
 /// What a node's reconciler saw its service doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -31,32 +32,32 @@ pub enum ObservedState {
     Shutdown,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrchestrationCommand {
-    UpdateService {
-        service: Service,
-        patch: SpecPatch,
-    },
-    UpdateNode {
-        node_id: u64,
-        patch: NodePatch,
-    },
-    /// The leader's scheduler output: the whole assignment.
-    SetAssignments {
-        assignments: Vec<Assignment>,
-    },
-    /// A node's reconciler reports one service.
-    /// `generation`: the service's `restarts` this node's instances are up to date with.
-    Observe {
-        node_id: u64,
-        service: Service,
-        state: ObservedState,
-        workers: u32,
-        error: Option<String>,
-        #[serde(default)]
-        generation: u64,
-    },
+commands! {
+    pub enum OrchestrationCommand {
+        UpdateService {
+            pub service: Service,
+            pub patch: SpecPatch,
+        },
+        UpdateNode {
+            pub node_id: u64,
+            pub patch: NodePatch,
+        },
+        /// The leader's scheduler output: the whole assignment.
+        SetAssignments {
+            pub assignments: Vec<Assignment>,
+        },
+        /// A node's reconciler reports one service.
+        /// `generation`: the service's `restarts` this node's instances are up to date with.
+        Observe {
+            pub node_id: u64,
+            pub service: Service,
+            pub state: ObservedState,
+            pub workers: u32,
+            pub error: Option<String>,
+            #[serde(default)]
+            pub generation: u64,
+        },
+    }
 }
 
 /// One task as the API shows it: where it should run and what its node reports.
@@ -211,94 +212,121 @@ pub fn observed_generations(db: &Connection, service: Service) -> rusqlite::Resu
     rows.collect()
 }
 
-pub(crate) fn apply(db: &Connection, ctx: &ApplyContext, command: OrchestrationCommand) -> rusqlite::Result<Response> {
-    match command {
-        OrchestrationCommand::UpdateService { service, patch } => {
-            let current = specs(db)?.remove(&service).unwrap_or_default();
-            let next = match current.patched(service, &patch) {
-                Ok(next) => next,
-                Err(r) => return Ok(Err(r)),
-            };
+impl Proposal for command::UpdateService {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, _: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        let Self { service, patch } = self;
+        let current = specs(db)?.remove(&service).unwrap_or_default();
+        let next = match current.patched(service, &patch) {
+            Ok(next) => next,
+            Err(r) => return Ok(Err(r)),
+        };
+        db.execute(
+            "INSERT INTO orch_specs (service, spec) VALUES (?1, ?2) ON CONFLICT(service) DO UPDATE SET spec = excluded.spec",
+            params![service.name(), json(&next)?],
+        )?;
+        Ok(Ok(()))
+    }
+}
+
+impl Proposal for command::UpdateNode {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, _: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        let Self { node_id, patch } = self;
+        let current = node_settings(db)?.remove(&node_id).unwrap_or_default();
+        let next = match current.patched(&patch) {
+            Ok(next) => next,
+            Err(r) => return Ok(Err(r)),
+        };
+        db.execute(
+            "INSERT INTO orch_nodes (node_id, settings) VALUES (?1, ?2) ON CONFLICT(node_id) DO UPDATE SET settings = excluded.settings",
+            params![node_id as i64, json(&next)?],
+        )?;
+        Ok(Ok(()))
+    }
+}
+
+impl Proposal for command::SetAssignments {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        let Self { assignments: next } = self;
+        if next.len() > Service::ALL.len() * (spec::MAX_REPLICAS as usize + 1) {
+            return Ok(Err(Rejection::new("validation_failed", "too many tasks")));
+        }
+        let current = assignments(db)?;
+        let key = |a: &Assignment| (a.service, a.slot);
+        let kept: BTreeMap<_, _> = current.iter().map(|a| (key(a), a)).collect();
+        let wanted: BTreeMap<_, _> = next.iter().map(|a| (key(a), a)).collect();
+        for (service, slot) in kept.keys().filter(|k| !wanted.contains_key(*k)) {
             db.execute(
-                "INSERT INTO orch_specs (service, spec) VALUES (?1, ?2) ON CONFLICT(service) DO UPDATE SET spec = excluded.spec",
-                params![service.name(), json(&next)?],
+                "DELETE FROM orch_tasks WHERE service = ?1 AND slot = ?2",
+                params![service.name(), *slot as i64],
             )?;
-            Ok(Ok(Reply::Done))
         }
-        OrchestrationCommand::UpdateNode { node_id, patch } => {
-            let current = node_settings(db)?.remove(&node_id).unwrap_or_default();
-            let next = match current.patched(&patch) {
-                Ok(next) => next,
-                Err(r) => return Ok(Err(r)),
-            };
+        // Unchanged slots keep their `since`.
+        for (k, a) in wanted {
+            if kept.get(&k) == Some(&a) {
+                continue;
+            }
             db.execute(
-                "INSERT INTO orch_nodes (node_id, settings) VALUES (?1, ?2) ON CONFLICT(node_id) DO UPDATE SET settings = excluded.settings",
-                params![node_id as i64, json(&next)?],
+                "INSERT INTO orch_tasks (service, slot, node_id, pending, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(service, slot) DO UPDATE SET node_id = excluded.node_id, pending = excluded.pending, since_ms = excluded.since_ms",
+                params![k.0.name(), k.1 as i64, a.node_id.map(|n| n as i64), a.pending, ctx.now_ms],
             )?;
-            Ok(Ok(Reply::Done))
         }
-        OrchestrationCommand::SetAssignments { assignments: next } => {
-            if next.len() > Service::ALL.len() * (spec::MAX_REPLICAS as usize + 1) {
-                return Ok(Err(Rejection::new("validation_failed", "too many tasks")));
-            }
-            let current = assignments(db)?;
-            let key = |a: &Assignment| (a.service, a.slot);
-            let kept: BTreeMap<_, _> = current.iter().map(|a| (key(a), a)).collect();
-            let wanted: BTreeMap<_, _> = next.iter().map(|a| (key(a), a)).collect();
-            for (service, slot) in kept.keys().filter(|k| !wanted.contains_key(*k)) {
-                db.execute(
-                    "DELETE FROM orch_tasks WHERE service = ?1 AND slot = ?2",
-                    params![service.name(), *slot as i64],
-                )?;
-            }
-            // Unchanged slots keep their `since`.
-            for (k, a) in wanted {
-                if kept.get(&k) == Some(&a) {
-                    continue;
-                }
-                db.execute(
-                    "INSERT INTO orch_tasks (service, slot, node_id, pending, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(service, slot) DO UPDATE SET node_id = excluded.node_id, pending = excluded.pending, since_ms = excluded.since_ms",
-                    params![k.0.name(), k.1 as i64, a.node_id.map(|n| n as i64), a.pending, ctx.now_ms],
-                )?;
-            }
-            Ok(Ok(Reply::Done))
+        Ok(Ok(()))
+    }
+}
+
+impl Proposal for command::Observe {
+    type Reply = ();
+
+    fn apply(self, db: &Connection, ctx: &ApplyContext) -> rusqlite::Result<Result<(), Rejection>> {
+        let Self { node_id, service, state, workers, error, generation } = self;
+        let state_text = json(&state)?.trim_matches('"').to_string();
+        let unchanged: Option<i64> = db
+            .query_row(
+                "SELECT 1 FROM orch_observed WHERE node_id = ?1 AND service = ?2 AND state = ?3 AND workers = ?4 AND error IS ?5
+                 AND generation = ?6",
+                params![node_id as i64, service.name(), state_text, workers as i64, error, generation as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if unchanged.is_none() {
+            db.execute(
+                "INSERT INTO orch_observed (node_id, service, state, workers, error, since_ms, generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(node_id, service) DO UPDATE SET state = excluded.state, workers = excluded.workers,
+                   error = excluded.error, since_ms = excluded.since_ms, generation = excluded.generation",
+                params![
+                    node_id as i64,
+                    service.name(),
+                    state_text,
+                    workers as i64,
+                    error,
+                    ctx.now_ms,
+                    generation as i64
+                ],
+            )?;
         }
-        OrchestrationCommand::Observe { node_id, service, state, workers, error, generation } => {
-            let state_text = json(&state)?.trim_matches('"').to_string();
-            let unchanged: Option<i64> = db
-                .query_row(
-                    "SELECT 1 FROM orch_observed WHERE node_id = ?1 AND service = ?2 AND state = ?3 AND workers = ?4 AND error IS ?5
-                     AND generation = ?6",
-                    params![node_id as i64, service.name(), state_text, workers as i64, error, generation as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if unchanged.is_none() {
-                db.execute(
-                    "INSERT INTO orch_observed (node_id, service, state, workers, error, since_ms, generation)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(node_id, service) DO UPDATE SET state = excluded.state, workers = excluded.workers,
-                       error = excluded.error, since_ms = excluded.since_ms, generation = excluded.generation",
-                    params![
-                        node_id as i64,
-                        service.name(),
-                        state_text,
-                        workers as i64,
-                        error,
-                        ctx.now_ms,
-                        generation as i64
-                    ],
-                )?;
-            }
-            Ok(Ok(Reply::Done))
-        }
+        Ok(Ok(()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn apply(
+        db: &Connection,
+        ctx: &ApplyContext,
+        c: impl Into<OrchestrationCommand>,
+    ) -> rusqlite::Result<crate::Response> {
+        c.into().apply(db, ctx)
+    }
 
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -311,13 +339,13 @@ mod tests {
         let db = db();
         let ctx = ApplyContext { index: 1, now_ms: 1000 };
         assert!(specs(&db).unwrap().values().all(|s| *s == ServiceSpec::default()));
-        let scale_metrics = OrchestrationCommand::UpdateService {
+        let scale_metrics = command::UpdateService {
             service: Service::Metrics,
             patch: SpecPatch { mode: Some(Mode::Replicated), replicas: Some(1), ..Default::default() },
         };
         assert_eq!(apply(&db, &ctx, scale_metrics).unwrap().unwrap_err().code, "validation_failed");
         assert_eq!(specs(&db).unwrap()[&Service::Metrics], ServiceSpec::default());
-        let scale = OrchestrationCommand::UpdateService {
+        let scale = command::UpdateService {
             service: Service::Catalog,
             patch: SpecPatch { mode: Some(Mode::Replicated), replicas: Some(2), ..Default::default() },
         };
@@ -329,10 +357,10 @@ mod tests {
     fn assignments_keep_since_for_unchanged_slots_and_join_reports() {
         let db = db();
         let a = |slot, node| Assignment { service: Service::Catalog, slot, node_id: node, pending: None };
-        let set = |v: Vec<Assignment>| OrchestrationCommand::SetAssignments { assignments: v };
+        let set = |v: Vec<Assignment>| command::SetAssignments { assignments: v };
         apply(&db, &ApplyContext { index: 1, now_ms: 1000 }, set(vec![a(0, Some(1)), a(1, Some(2))])).unwrap().unwrap();
         apply(&db, &ApplyContext { index: 2, now_ms: 5000 }, set(vec![a(0, Some(1)), a(1, Some(3))])).unwrap().unwrap();
-        let observe = OrchestrationCommand::Observe {
+        let observe = command::Observe {
             node_id: 1,
             service: Service::Catalog,
             state: ObservedState::Running,
@@ -370,9 +398,9 @@ mod tests {
         let db = db();
         let ctx = ApplyContext { index: 1, now_ms: 0 };
         let patch = NodePatch { label_add: [("cpu".into(), "big".into())].into(), ..Default::default() };
-        apply(&db, &ctx, OrchestrationCommand::UpdateNode { node_id: 2, patch }).unwrap().unwrap();
+        apply(&db, &ctx, command::UpdateNode { node_id: 2, patch }).unwrap().unwrap();
         let bad = NodePatch { label_rm: vec!["nope".into()], ..Default::default() };
-        assert!(apply(&db, &ctx, OrchestrationCommand::UpdateNode { node_id: 2, patch: bad }).unwrap().is_err());
+        assert!(apply(&db, &ctx, command::UpdateNode { node_id: 2, patch: bad }).unwrap().is_err());
         assert_eq!(node_settings(&db).unwrap()[&2].labels["cpu"], "big");
         forget_nodes(&db).unwrap();
         assert!(node_settings(&db).unwrap().is_empty());

@@ -158,6 +158,16 @@ pub enum Availability {
     Drain,
 }
 
+impl std::fmt::Display for Availability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        })
+    }
+}
+
 impl std::str::FromStr for Availability {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -10,7 +10,7 @@ use panal_raft::rusqlite::Connection;
 
 use super::{Body, Operation, RequestMeta, ServiceContext, ServiceResponse};
 use crate::auth::{Identity, Role};
-use crate::{Command, Error, FromReply};
+use crate::{propose, Error, Proposal};
 
 /// Deadline for a write, including forwarding and retries across an election.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,13 +77,13 @@ impl Call {
         Ok(who)
     }
 
-    /// Proposes `command`; a rejection becomes an error. The reply is decoded into the
-    /// type the caller expects (`()` when it needs none); the index is kept for the answer.
-    pub async fn write<R: FromReply>(&self, command: impl Into<Command>) -> Result<R, Error> {
-        let out = self.ctx.replica.write(&command.into(), self.meta.idempotency_key.clone(), WRITE_TIMEOUT).await?;
+    /// Proposes `proposal` with the request's idempotency key and answers the reply its
+    /// command declares (`P::Reply`); a rejection becomes an error. The index is kept for
+    /// the answer.
+    pub async fn write<P: Proposal>(&self, proposal: P) -> Result<P::Reply, Error> {
+        let out = propose(&self.ctx.replica, proposal, self.meta.idempotency_key.clone(), WRITE_TIMEOUT).await?;
         self.written.store(out.index, Ordering::Relaxed);
-        R::from_reply(out.response?)
-            .map_err(|other| Error::Internal(format!("unexpected reply from the state machine: {other:?}")))
+        Ok(out.response)
     }
 
     /// Reads the local replica once it satisfies the request's consistency level.

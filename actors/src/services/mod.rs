@@ -177,6 +177,36 @@ impl ServiceContext {
     }
 }
 
+/// A request or an answer between a gateway and a worker. Ractor hands a message to a
+/// local actor as it is and serialises it only for an actor on another node, so a call that
+/// stays on this node is never encoded: the value itself travels, and MessagePack (the
+/// value alone, as before) only across the mesh.
+/// Boxed, so that a worker's messages stay small.
+#[derive(Debug)]
+pub struct Envelope<T>(Result<Box<T>, String>);
+
+impl<T> Envelope<T> {
+    pub fn new(value: T) -> Self {
+        Self(Ok(Box::new(value)))
+    }
+
+    /// The value, or why the bytes it came as could not be decoded.
+    pub fn open(self) -> Result<T, String> {
+        self.0.map(|v| *v)
+    }
+}
+
+impl<T: Serialize + serde::de::DeserializeOwned> ractor::BytesConvertable for Envelope<T> {
+    fn into_bytes(self) -> Vec<u8> {
+        // A value that cannot be encoded goes as no bytes: the receiver reports it undecodable.
+        self.0.ok().and_then(|v| encode(&*v).ok()).unwrap_or_default()
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(decode(&bytes).map(Box::new).map_err(|e| e.to_string()))
+    }
+}
+
 /// Serialises an envelope for the mesh (MessagePack, fields by name so that optional
 /// and renamed fields decode as they were written).
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {

@@ -177,7 +177,7 @@ impl Operation for Ping {
             .ctx
             .replica
             .state_machine()
-            .read(|db| db.query_row("SELECT count(*) FROM users", [], |r| r.get(0)))
+            .read(|db| db.prepare_cached("SELECT count(*) FROM users")?.query_row([], |r| r.get(0)))
             .await??;
         let ctx = &call.ctx;
         let name = self.service.name();

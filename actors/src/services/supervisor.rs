@@ -134,14 +134,20 @@ async fn resize(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) -
 /// and stops it after [`RETIRE_GRACE`]. Its in-flight calls run in their own tasks and
 /// finish either way.
 fn retire(service: Service, node_name: &str, cell: ActorCell) {
-    ractor::pg::leave(service.group(), vec![cell.clone()]);
-    if service == Service::Metrics {
-        ractor::pg::leave(crate::metrics::ops::node_group(node_name), vec![cell.clone()]);
-    }
+    leave_groups(service, node_name, &cell);
     tokio::spawn(async move {
         tokio::time::sleep(RETIRE_GRACE).await;
         cell.stop(Some("scaled down".into()));
     });
+}
+
+/// Takes a worker out of the process groups gateways route by. A stopping actor leaves them
+/// only once it has stopped; this makes it unreachable at once.
+fn leave_groups(service: Service, node_name: &str, cell: &ActorCell) {
+    ractor::pg::leave(service.group(), vec![cell.clone()]);
+    if service == Service::Metrics {
+        ractor::pg::leave(crate::metrics::ops::node_group(node_name), vec![cell.clone()]);
+    }
 }
 
 fn now_ms() -> i64 {
@@ -229,8 +235,9 @@ impl Actor for ServiceSupervisor {
             tracing::error!(service = service.name(), restarts = state.restarts.len(), window = ?policy.window, cooldown = ?policy.cooldown, last_error = %reason,
                 "restart intensity exceeded: service marked failed on this node");
             state.failed = true;
-            // Stopping leaves the process group: no gateway routes here any more.
+            // Out of the process groups before the health says failed: no gateway routes here any more.
             for (_, worker) in std::mem::take(&mut state.workers).into_values() {
+                leave_groups(service, &state.args.ctx.node_name, &worker);
                 worker.stop(Some("service marked failed".into()));
             }
             state.args.ctx.set_health(

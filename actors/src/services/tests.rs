@@ -25,8 +25,8 @@ async fn context(dir: &std::path::Path) -> Arc<ServiceContext> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A signing key, as cluster initialisation would install it.
-    let key = crate::auth::AuthCommand::RotateJwtKey { kid: "k1".into(), secret: "00".repeat(32) };
-    replica.write(&crate::Command::Auth(key), None, Duration::from_secs(10)).await.unwrap().response.unwrap();
+    let key = crate::auth::command::RotateJwtKey { kid: "k1".into(), secret: "00".repeat(32) };
+    crate::propose(&replica, key, None, Duration::from_secs(10)).await.unwrap();
     ServiceContext::new("t1".into(), replica)
 }
 
@@ -40,15 +40,24 @@ fn identity(user: &User) -> Identity {
     }
 }
 
-/// Sends `op` as the gateway would: encoded, decoded, then served by the worker dispatch.
+/// Sends `op` as the gateway sends it to another node: encoded as the mesh carries it,
+/// decoded, served by the worker dispatch, and the answer back the same way.
 async fn send(ctx: &Arc<ServiceContext>, op: impl Into<ServiceCall>, identity: Option<Identity>) -> ServiceResponse {
+    use ractor::BytesConvertable;
     let meta = RequestMeta { identity, request_id: "r1".into(), ..Default::default() };
-    let req = ServiceRequest::new(op, meta);
-    let bytes = encode(&req).unwrap();
-    let req: ServiceRequest = decode(&bytes).unwrap();
+    let req = Envelope::<ServiceRequest>::from_bytes(Envelope::new(ServiceRequest::new(op, meta)).into_bytes());
+    let req = req.open().unwrap();
     let service = req.call.service();
     let resp = serve(ctx, service, 0, req).await;
-    decode(&encode(&resp).unwrap()).unwrap()
+    Envelope::<ServiceResponse>::from_bytes(Envelope::new(resp).into_bytes()).open().unwrap()
+}
+
+#[test]
+fn bytes_that_are_no_request_open_as_an_error() {
+    use ractor::BytesConvertable;
+    let garbage = Envelope::<ServiceRequest>::from_bytes(vec![0xc1, 0x00]);
+    assert!(garbage.open().is_err());
+    assert!(Envelope::<ServiceRequest>::from_bytes(Vec::new()).open().is_err());
 }
 
 fn json<T: serde::de::DeserializeOwned>(resp: &ServiceResponse) -> T {

@@ -8,15 +8,15 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
-use super::{decode, encode, Body, Call, Service, ServiceContext, ServiceRequest, ServiceResponse};
+use super::{Body, Call, Envelope, Service, ServiceContext, ServiceRequest, ServiceResponse};
 use crate::Error;
 
-/// Messages a worker accepts, locally or over the mesh (payloads are serde bytes).
+/// Messages a worker accepts, locally or over the mesh (MessagePack only across the mesh).
 #[derive(RactorClusterMessage)]
 pub enum WorkerMsg {
-    /// A [`ServiceRequest`] as MessagePack; the reply is a [`ServiceResponse`] as MessagePack.
+    /// One request; the reply is the answer.
     #[rpc]
-    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    Call(Envelope<ServiceRequest>, RpcReplyPort<Envelope<ServiceResponse>>),
     /// Chaos: panic with this message.
     Panic(String),
 }
@@ -53,27 +53,21 @@ impl Actor for ServiceWorker {
             WorkerMsg::Panic(reason) => {
                 panic!("chaos panic in {} worker {}: {reason}", state.service.name(), state.slot)
             }
-            WorkerMsg::Call(bytes, reply) => {
+            WorkerMsg::Call(request, reply) => {
                 let (ctx, service, slot) = (state.ctx.clone(), state.service, state.slot);
                 tokio::spawn(async move {
                     let delay = ctx.delay_ms(service);
                     if delay > 0 {
                         tokio::time::sleep(Duration::from_millis(delay)).await;
                     }
-                    let response = match decode::<ServiceRequest>(&bytes) {
+                    let response = match request.open() {
                         Ok(req) => serve(&ctx, service, slot, req).await,
                         Err(e) => {
                             let e = Error::BadRequest("invalid_request", format!("undecodable service request: {e}"));
                             error(&ctx, &e, "")
                         }
                     };
-                    match encode(&response) {
-                        Ok(bytes) => {
-                            let _ = reply.send(bytes);
-                        }
-                        // Dropping the port tells the gateway the instance answered nothing.
-                        Err(e) => tracing::error!(service = service.name(), error = %e, "cannot encode an answer"),
-                    }
+                    let _ = reply.send(Envelope::new(response));
                 });
             }
         }

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::server::tls::CaMaterial;
 
 /// Default peer port, used when a peer or `--join` names a host without one.
 pub const DEFAULT_PEER_PORT: u16 = 7701;
@@ -46,6 +47,8 @@ pub struct SharedSecrets {
     pub config: ClusterConfig,
     /// Authenticates hello requests between bootstrapping nodes.
     pub hello_key: String,
+    /// The cluster CA, derived from the token (see `tls::ca`).
+    pub ca: CaMaterial,
 }
 
 impl SharedSecrets {
@@ -74,14 +77,21 @@ impl SharedSecrets {
             out.truncate(hex_len);
             out
         };
+        let cluster_id = derive("cluster-id", 16);
+        // Every node derives the same CA key, so a joining node knows the fingerprint to
+        // expect before it talks to anyone, and a node can present a certificate from the
+        // cluster CA from its first hello on.
+        let ca = CaMaterial::derive(&cluster_id, &derive("cluster-ca", 64)).map_err(|e| e.0)?;
         Ok(Self {
             config: ClusterConfig {
-                cluster_id: derive("cluster-id", 16),
+                cluster_id,
                 cluster_secret: derive("cluster-secret", 64),
                 manager_secret: derive("manager-token", 32),
                 worker_secret: derive("worker-token", 32),
+                ca_fingerprint: Some(ca.fingerprint().map_err(|e| e.0)?),
             },
             hello_key: derive("hello", 64),
+            ca,
         })
     }
 
@@ -196,8 +206,9 @@ pub async fn await_decision(
     peers: &[String],
     expect: usize,
     me: &HelloState,
+    tls: Option<panal_raft::PeerTls>,
 ) -> Result<Decision> {
-    let client = PeerClient::new(secrets.hello_key.clone());
+    let client = PeerClient::with_tls(secrets.hello_key.clone(), tls);
     let mut last_report = Instant::now();
     loop {
         let answers = round(&client, peers, me).await;
@@ -242,6 +253,8 @@ mod tests {
         assert_eq!(a.config.cluster_secret, b.config.cluster_secret);
         assert_ne!(a.config.cluster_secret, other.config.cluster_secret);
         assert_ne!(a.config.manager_secret, a.config.worker_secret);
+        assert_eq!(a.config.ca_fingerprint, b.config.ca_fingerprint, "the same CA everywhere");
+        assert_ne!(a.config.ca_fingerprint, other.config.ca_fingerprint);
         let token: JoinToken = a.manager_token().to_string().parse().unwrap();
         assert_eq!(a.config.verify(&token).unwrap(), JoinRole::Manager);
         assert!(SharedSecrets::derive("short").is_err());

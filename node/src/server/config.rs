@@ -94,8 +94,66 @@ pub struct StartArgs {
     /// `https://console.example.com`, or `*` for any. Off by default.
     #[arg(long = "cors-origin", env = "PANAL_CORS_ORIGIN", value_delimiter = ',', value_parser = super::api::cors::parse_origin)]
     pub cors_origins: Vec<String>,
+    /// Mutual TLS between nodes (peer port and actor mesh) with certificates from the
+    /// cluster's own CA. `off` only to measure what TLS costs: every member must agree.
+    #[arg(long, env = "PANAL_PEER_TLS", value_enum, default_value = "on")]
+    pub peer_tls: PeerTls,
+    /// Lifetime of the node certificates this node issues and asks for, in seconds
+    /// (renewed at a random point in 50–80 % of it). Default: 90 days.
+    #[arg(long, env = "PANAL_CERT_TTL", default_value_t = 90 * 86_400, value_parser = clap::value_parser!(u64).range(10..=5 * 365 * 86_400))]
+    pub cert_ttl: u64,
+    #[command(flatten)]
+    pub api_tls: ApiTlsArgs,
     #[command(flatten)]
     pub limits: Limits,
+}
+
+/// HTTPS on the public API port (see `api_tls.rs`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ApiTlsArgs {
+    /// HTTPS on the API port: `auto` (a certificate from the cluster CA for the advertised
+    /// host, localhost and --api-san) or `off`. Default: `auto`, except `off` when the API
+    /// listens on a loopback address only. --api-tls-cert/--api-tls-key serve your own.
+    #[arg(long, env = "PANAL_API_TLS", value_enum, conflicts_with = "api_tls_cert")]
+    pub api_tls: Option<ApiTlsMode>,
+    /// Your own certificate chain for the API port (PEM, leaf first), with --api-tls-key.
+    /// Both files are reloaded on SIGHUP and when they change; a new pair that does not
+    /// load is logged and the previous one stays in service.
+    #[arg(long, env = "PANAL_API_TLS_CERT", requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The private key of --api-tls-cert (PEM).
+    #[arg(long, env = "PANAL_API_TLS_KEY", requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
+    /// Another name or address the `auto` certificate is valid for (a load balancer's name,
+    /// a public address); repeatable or comma-separated.
+    #[arg(long, env = "PANAL_API_SAN", value_delimiter = ',')]
+    pub api_san: Vec<String>,
+}
+
+/// `--api-tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiTlsMode {
+    /// A certificate from the cluster CA.
+    Auto,
+    /// Plain HTTP.
+    Off,
+}
+
+/// `--peer-tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerTls {
+    On,
+    Off,
+}
+
+impl PeerTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerTls::On => "on",
+            PeerTls::Off => "off",
+        }
+    }
 }
 
 /// Limits that keep a node's memory, connections and threads bounded whatever strangers send.

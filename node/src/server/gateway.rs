@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use panal_actors::services::{decode, encode, Service, ServiceRequest, ServiceResponse, WorkerMsg};
+use panal_actors::services::{Envelope, Service, ServiceRequest, ServiceResponse, WorkerMsg};
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorId};
 
@@ -123,14 +123,13 @@ impl Gateway {
     /// nothing and every write carries its idempotency key.
     pub async fn call(&self, req: &ServiceRequest) -> Result<ServiceResponse> {
         let service = req.call.service();
-        let bytes = encode(req).map_err(|e| Error::Internal(format!("cannot encode a service request: {e}")))?;
         let mut tried: Vec<ActorId> = Vec::new();
         let attempts = 3;
         let mut last_loss = String::new();
         for _ in 0..attempts {
             let instance = self.choose(service, &tried)?;
             tried.push(instance.get_id());
-            match self.call_instance(service, &instance, bytes.clone()).await? {
+            match self.call_instance(service, &instance, req.clone()).await? {
                 Attempt::Done(resp) => {
                     metrics::counter!("panal_balance_decisions_total", "service" => service.name(), "target" => resp.node.clone())
                         .increment(1);
@@ -167,8 +166,7 @@ impl Gateway {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Unavailable("unreachable", format!("{name} is not connected to this node's mesh")))?;
-        let bytes = encode(req).map_err(|e| Error::Internal(format!("cannot encode a service request: {e}")))?;
-        let call = self.call_instance(Service::Metrics, &instance, bytes);
+        let call = self.call_instance(Service::Metrics, &instance, req.clone());
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(Attempt::Done(resp))) => Ok(resp),
             Ok(Ok(Attempt::Lost(why))) => Err(Error::Unavailable("unreachable", format!("{name}: {why}"))),
@@ -212,19 +210,22 @@ impl Gateway {
         Ok(candidates[i].clone())
     }
 
-    async fn call_instance(&self, service: Service, instance: &ActorCell, bytes: Vec<u8>) -> Result<Attempt> {
+    /// Calls one instance. The request is passed as it is to an instance on this node, and
+    /// as MessagePack to one across the mesh (see [`Envelope`]).
+    async fn call_instance(&self, service: Service, instance: &ActorCell, req: ServiceRequest) -> Result<Attempt> {
         let id = instance.get_id();
         *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += 1;
         let _guard = InFlight { gateway: self, id, service };
         metrics::gauge!("panal_gateway_in_flight", "service" => service.name()).increment(1.0);
-        let result = ractor::rpc::call::<WorkerMsg, Vec<u8>, _>(
+        let result = ractor::rpc::call::<WorkerMsg, Envelope<ServiceResponse>, _>(
             instance,
-            |reply| WorkerMsg::Call(bytes, reply),
+            |reply| WorkerMsg::Call(Envelope::new(req), reply),
             Some(self.timeout),
         )
         .await;
         match result {
-            Ok(CallResult::Success(reply)) => decode::<ServiceResponse>(&reply)
+            Ok(CallResult::Success(reply)) => reply
+                .open()
                 .map(Attempt::Done)
                 .map_err(|e| Error::Internal(format!("undecodable answer from a {} instance: {e}", service.name()))),
             Ok(CallResult::Timeout) => Err(Error::GatewayTimeout(format!(

@@ -17,6 +17,10 @@ pub struct NodeIdentity {
     /// Set while a join was admitted but the node is not yet in the membership: the
     /// member to ask again after a crash.
     pub pending_join: Option<PendingJoin>,
+    /// `--peer-tls` when the node was created (none: before peer TLS existed, i.e. off);
+    /// every member must agree, so a restart with another setting is refused.
+    #[serde(default)]
+    pub peer_tls: Option<crate::server::config::PeerTls>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

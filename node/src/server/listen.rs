@@ -3,11 +3,15 @@
 //! connections. At the cap the longest-idle connection is closed to make room, so a pile
 //! of idle or half-sent connections never locks real clients (or `/ready`) out.
 //! axum's `serve` has none of these, so connections are served by hyper directly.
+//! A port may speak TLS ([`TlsConfig`]): the handshake runs inside the connection's own
+//! task under the header timeout, so a stranger who stalls it holds one slot, not the
+//! accept loop. A client certificate the handshake verified is handed to every request of
+//! the connection as a [`ClientCertificate`] extension.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -17,6 +21,7 @@ use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
 
 use crate::server::config::Limits;
+use crate::server::tls::ClientCertificate;
 
 /// Connection limits of one port.
 #[derive(Debug, Clone, Copy)]
@@ -165,12 +170,19 @@ impl Connections {
     }
 }
 
+/// The TLS settings of a port, swapped whole when certificates or trust change (a renewed
+/// node certificate, a rotated CA, a reloaded key pair): each new connection takes the
+/// current one, connections already open keep theirs.
+pub type TlsConfig = tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>;
+
 /// Serves `router` on `listener` until `stop` turns true, then lets requests in flight
-/// finish (at most 5 s). `port` names the port in logs.
+/// finish (at most 5 s). With `tls`, every connection is a TLS session first. `port`
+/// names the port in logs.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: HttpLimits,
+    tls: Option<TlsConfig>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     port: &'static str,
 ) {
@@ -213,22 +225,44 @@ pub async fn serve(
         let (id, slot) = connections.add();
         let Ok(tower_service) = make_service.call(remote).await;
         let busy_slot = slot.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        // Set once the TLS handshake verified a client certificate; routes that need one
+        // find it in the request's extensions.
+        let client_cert: Arc<OnceLock<ClientCertificate>> = Default::default();
+        let request_cert = client_cert.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let busy = Busy::new(busy_slot.clone());
+            if let Some(cert) = request_cert.get() {
+                req.extensions_mut().insert(cert.clone());
+            }
             let call = tower_service.clone().oneshot(req);
             async move {
                 let response = call.await?;
                 Ok::<_, std::convert::Infallible>(response.map(|inner| TrackedBody { inner, _busy: busy }))
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        let connections = connections.clone();
+        let acceptor = tls.as_ref().map(|config| tokio_rustls::TlsAcceptor::from(config.borrow().clone()));
+        let (builder, watcher, connections) = (builder.clone(), graceful.watcher(), connections.clone());
         tokio::spawn(async move {
+            let served = async {
+                match acceptor {
+                    None => serve_connection(&builder, watcher, stream, service, port, remote).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                if let Some(cert) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                                    let _ = client_cert.set(ClientCertificate(cert.clone().into_owned()));
+                                }
+                                serve_connection(&builder, watcher, stream, service, port, remote).await
+                            }
+                            // A client without the right certificate, or not speaking TLS: its problem.
+                            Ok(Err(e)) => tracing::debug!(port, %remote, error = %e, "TLS handshake refused"),
+                            Err(_) => tracing::debug!(port, %remote, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                // Header timeouts and client errors end up here; they are the client's.
-                result = connection => if let Err(e) = result {
-                    tracing::debug!(port, %remote, error = %e, "connection ended with an error");
-                },
+                _ = served => {}
                 // Dropping the connection closes the socket.
                 _ = slot.close.notified() => tracing::debug!(port, %remote, "closed an idle connection"),
             }
@@ -239,6 +273,27 @@ pub async fn serve(
     reaper.abort();
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
         tracing::warn!(port, "requests still running after 5 s; closing their connections");
+    }
+}
+
+/// Serves one connection (plain or TLS) until it ends. Header timeouts and client errors
+/// end up here; they are the client's.
+async fn serve_connection<S, F>(
+    builder: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: S,
+    service: F,
+    port: &'static str,
+    remote: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: hyper::service::HttpService<Incoming>,
+    F::ResBody: 'static,
+    <F::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F::Future: 'static,
+{
+    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
+        tracing::debug!(port, %remote, error = %e, "connection ended with an error");
     }
 }
 

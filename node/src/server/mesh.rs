@@ -1,6 +1,8 @@
 //! The actor mesh: a ractor_cluster node server on the mesh port, authenticated with a
 //! cookie derived from the cluster secret, connected to every member of the Raft
-//! membership. The mesh has no keepalive of its own, so a probe actor on every node is
+//! membership. With peer TLS every session is mutual TLS first: an incoming connection
+//! without a certificate from the cluster CA is closed in the TLS handshake, before the
+//! node server reads a byte of it. The mesh has no keepalive of its own, so a probe actor on every node is
 //! called each second; a session whose probe stops answering is dropped (which removes
 //! that node's actors from every process group) and reconnected later.
 
@@ -8,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -186,9 +189,25 @@ pub struct MeshLimits {
     pub handshake_timeout: Duration,
 }
 
+/// The mesh's TLS (from `tls::NodeTls`): the acceptor's and the connector's configurations.
+#[derive(Clone)]
+pub struct MeshTls {
+    pub server: watch::Receiver<Arc<rustls::ServerConfig>>,
+    pub client: watch::Receiver<Arc<rustls::ClientConfig>>,
+}
+
 /// Starts the node server behind the guarded mesh listener, and the task that keeps the
-/// mesh connected.
-pub async fn start(listener: TcpListener, limits: MeshLimits, cluster_secret: &str, replica: Replica) -> Result<()> {
+/// mesh connected. With `hold_until`, the node stays out of the mesh until that flag is
+/// set: a joining node's workers must not take other nodes' requests before its replica
+/// holds the cluster's state (they would refuse valid passwords and read an empty store).
+pub async fn start(
+    listener: TcpListener,
+    limits: MeshLimits,
+    cluster_secret: &str,
+    replica: Replica,
+    tls: Option<MeshTls>,
+    hold_until: Option<Arc<AtomicBool>>,
+) -> Result<()> {
     let listen = listener.local_addr()?;
     let name = replica.node().name.clone();
     let host = replica.node().mesh_addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
@@ -200,15 +219,22 @@ pub async fn start(listener: TcpListener, limits: MeshLimits, cluster_secret: &s
         current: Default::default(),
         handshakes: Default::default(),
     };
-    let server = spec.spawn().await?;
+    let held = hold_until.as_ref().is_some_and(|flag| !flag.load(Ordering::Acquire));
+    let server = if held { None } else { Some(spec.spawn().await?) };
     {
         let mut h = handle().lock().unwrap_or_else(|p| p.into_inner());
         h.started = Instant::now();
-        h.server = Some(server.clone());
+        h.server = server.clone();
     }
-    tokio::spawn(guard(listener, limits, spec.current.clone(), spec.handshakes.clone()));
+    tokio::spawn(guard(
+        listener,
+        limits,
+        spec.current.clone(),
+        spec.handshakes.clone(),
+        tls.as_ref().map(|t| t.server.clone()),
+    ));
     Actor::spawn(None, Probe, name.clone()).await.map_err(|e| Error::Fatal(format!("mesh probe: {e}")))?;
-    tokio::spawn(keep_connected(spec, server, replica, name));
+    tokio::spawn(keep_connected(spec, server, replica, name, tls.map(|t| t.client), hold_until));
     Ok(())
 }
 
@@ -254,6 +280,7 @@ async fn guard(
     limits: MeshLimits,
     current: Arc<Mutex<Option<ActorRef<NodeServerMessage>>>>,
     handshakes: Arc<Handshakes>,
+    tls: Option<watch::Receiver<Arc<rustls::ServerConfig>>>,
 ) {
     let authenticating = Arc::new(Semaphore::new(limits.max_unauthenticated));
     let mut next_id: u64 = 0;
@@ -276,22 +303,50 @@ async fn guard(
         let _ = stream.set_nodelay(true);
         next_id += 1;
         let label = format!("{remote}#{next_id}");
-        let authenticated = handshakes.begin(label.clone());
-        let (read, write) = stream.into_split();
-        let guarded = HandshakeGuard::new(read, limits, authenticated, permit, label.clone());
-        let stream = GuardedStream { read: guarded, write, label: label.clone() };
-        if server
-            .cast(NodeServerMessage::ConnectionOpenedExternal { stream: Box::new(stream), is_server: true })
-            .is_err()
-        {
-            handshakes.end(&label, false);
-        }
+        let Some(tls) = &tls else {
+            let (read, write) = stream.into_split();
+            hand_over(&server, &handshakes, limits, permit, label, Box::new(read), Box::new(write));
+            continue;
+        };
+        // The TLS handshake runs in its own task, under the handshake timeout and holding
+        // the connection's slot among those authenticating.
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().clone());
+        let handshakes = handshakes.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let (read, write) = tokio::io::split(stream);
+                    hand_over(&server, &handshakes, limits, permit, label, Box::new(read), Box::new(write));
+                }
+                Ok(Err(e)) => tracing::warn!(%remote, error = %e, "mesh connection refused in the TLS handshake"),
+                Err(_) => tracing::warn!(%remote, "mesh connection closed: TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Hands an accepted connection, its reads guarded until it authenticates, to the node
+/// server.
+fn hand_over(
+    server: &ActorRef<NodeServerMessage>,
+    handshakes: &Handshakes,
+    limits: MeshLimits,
+    permit: OwnedSemaphorePermit,
+    label: String,
+    read: ractor_cluster::BoxRead,
+    write: ractor_cluster::BoxWrite,
+) {
+    let authenticated = handshakes.begin(label.clone());
+    let guarded = HandshakeGuard::new(read, limits, authenticated, permit, label.clone());
+    let stream = GuardedStream { read: guarded, write, label: label.clone() };
+    if server.cast(NodeServerMessage::ConnectionOpenedExternal { stream: Box::new(stream), is_server: true }).is_err() {
+        handshakes.end(&label, false);
     }
 }
 
 struct GuardedStream {
-    read: HandshakeGuard<tokio::net::tcp::OwnedReadHalf>,
-    write: tokio::net::tcp::OwnedWriteHalf,
+    read: HandshakeGuard<ractor_cluster::BoxRead>,
+    write: ractor_cluster::BoxWrite,
     label: String,
 }
 
@@ -431,6 +486,7 @@ async fn follow_isolation(
     spec: &ServerSpec,
     server: Option<ActorRef<NodeServerMessage>>,
     replica: &Replica,
+    held: bool,
 ) -> Option<ActorRef<NodeServerMessage>> {
     let isolated = replica.peer_client().isolation().is_isolated();
     // A removed node leaves the mesh for good: its workers drop out of every group.
@@ -448,9 +504,10 @@ async fn follow_isolation(
             shut_down(server).await;
             None
         }
+        None if held => None,
         None if !isolated && !removed => match spec.spawn().await {
             Ok(server) => {
-                tracing::info!("isolation over: mesh server listening again");
+                tracing::info!("mesh server listening (isolation over, or this joining node caught up)");
                 Some(server)
             }
             Err(e) => {
@@ -485,13 +542,21 @@ fn node_name_of(peer: &str) -> &str {
     peer.split_once('@').map(|(n, _)| n).unwrap_or(peer)
 }
 
-async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, replica: Replica, me: String) {
+async fn keep_connected(
+    spec: ServerSpec,
+    server: Option<ActorRef<NodeServerMessage>>,
+    replica: Replica,
+    me: String,
+    tls: Option<watch::Receiver<Arc<rustls::ClientConfig>>>,
+    hold_until: Option<Arc<AtomicBool>>,
+) {
     // Missed probes per mesh session (ractor_cluster's node id of the session).
     let mut misses: HashMap<u64, u32> = HashMap::new();
     let mut last_attempt: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut running = Some(server);
+    let mut running = server;
+    let mut ever_started = running.is_some();
     let mut removed = replica.removed_watch();
     loop {
         tokio::select! {
@@ -500,7 +565,13 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
             _ = replica.peer_client().isolation().changed() => {}
             _ = removed.wait_for(|r| *r), if !replica.is_removed() => {}
         }
-        running = follow_isolation(&spec, running, &replica).await;
+        let held = hold_until.as_ref().is_some_and(|flag| !flag.load(Ordering::Acquire));
+        running = follow_isolation(&spec, running, &replica, held).await;
+        if !ever_started && running.is_some() {
+            // Held while joining: the bounded wait of `/ready` for the mesh starts now.
+            ever_started = true;
+            handle().lock().unwrap_or_else(|p| p.into_inner()).started = Instant::now();
+        }
         let Some(server) = running.clone() else {
             misses.clear();
             continue;
@@ -532,9 +603,19 @@ async fn keep_connected(spec: ServerSpec, server: ActorRef<NodeServerMessage>, r
             }
             last_attempt.insert(node.name.clone(), Instant::now());
             let (addr, server) = (node.mesh_addr.clone(), server.clone());
+            let connector = tls.as_ref().map(|t| tokio_rustls::TlsConnector::from(t.borrow().clone()));
             tokio::spawn(async move {
-                match tokio::time::timeout(PROBE_TIMEOUT, ractor_cluster::client_connect(&server, addr.as_str())).await
-                {
+                let connect = async {
+                    match connector {
+                        // Peers are checked by their CA, not their name (see `tls::config`).
+                        Some(connector) => {
+                            let name = rustls_pki_types::ServerName::try_from("panal-mesh").expect("a valid DNS name");
+                            ractor_cluster::client_connect_enc(&server, addr.as_str(), connector, name).await
+                        }
+                        None => ractor_cluster::client_connect(&server, addr.as_str()).await,
+                    }
+                };
+                match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
                     Ok(Ok(())) => tracing::info!(peer = %addr, "mesh session opened"),
                     Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "mesh connect failed"),
                     Err(_) => tracing::debug!(peer = %addr, "mesh connect timed out"),

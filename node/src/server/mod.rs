@@ -6,12 +6,14 @@
 //! - `bootstrap`: the orchestrated bootstrap (`--bootstrap-expect`).
 //! - `identity`: the node's identity file and join tokens.
 //! - `api`: the public HTTP API (routes, extractors, OpenAPI).
+//! - `api_tls`: HTTPS on the API port (`--api-tls`, bring-your-own certificates).
 //! - `gateway`: picks a service instance anywhere in the cluster and calls it.
 //! - `mesh`: the actor mesh between nodes.
 //! - `peer`: the peer port (Raft RPC, forwarded writes, joins).
 //! - `reconciler`: orchestration on the node (the leader's scheduler, the reconciler).
 
 pub mod api;
+pub mod api_tls;
 pub mod bootstrap;
 pub mod config;
 pub mod gateway;
@@ -21,3 +23,4 @@ pub mod mesh;
 pub mod peer;
 pub mod reconciler;
 pub mod start;
+pub mod tls;

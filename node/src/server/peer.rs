@@ -2,7 +2,12 @@
 //! Raft server in between:
 //!
 //! 1. `POST /join` (authenticated by the join token, answered by any member): checks the
-//!    token, reserves a node id through Raft, returns the id and the cluster secret.
+//!    token, reserves a node id through Raft, signs the node's certificate request with
+//!    the cluster CA, returns the id, the cluster secret and the certificate. With peer
+//!    TLS the joining node has checked the member's CA against the token's fingerprint
+//!    during the handshake, before sending the token. A member without the current CA's
+//!    key (a worker, a manager that has not fetched a rotated CA's key yet) hands the
+//!    request to a manager.
 //! 2. `POST /join/activate` (authenticated by the peer key): adds the node as a learner,
 //!    waits until it has caught up, and promotes it for a manager token. Forwarded to the
 //!    leader by the replica.
@@ -16,18 +21,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use panal_actors::auth::throttle::{retry_after_secs, Throttle, ThrottleConfig, ThrottleKey};
-use panal_actors::cluster::{ClusterCommand, JoinRole, JoinToken};
-use panal_actors::{Command, Replica, Reply};
+use panal_actors::cluster::{self, AllocatedNodeId, JoinRole, JoinToken};
+use panal_actors::Replica;
 use panal_raft::NodeInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{error_response, Error};
+use crate::server::tls::{self, Issued, NodeTls};
 use panal_actors::services::WRITE_TIMEOUT;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JoinRequest {
     pub token: String,
     pub node: NodeInfo,
+    /// The node's certificate signing request (PEM); none from a node with `--peer-tls off`.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +45,9 @@ pub struct JoinAdmission {
     pub cluster_id: String,
     pub cluster_secret: String,
     pub role: JoinRole,
+    /// The node's certificate and the trust bundle (peer TLS on).
+    #[serde(default)]
+    pub certificate: Option<Issued>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,18 +61,27 @@ pub struct ActivateRequest {
     pub max_managers: Option<usize>,
 }
 
-/// Peer-port routes: the replica's Raft RPC plus the join protocol.
-pub fn router(replica: Replica) -> Router {
-    let admission =
-        Admission { replica: replica.clone(), throttle: Arc::new(Throttle::new(ThrottleConfig::default())) };
+/// Peer-port routes: the replica's Raft RPC, the join protocol and (with peer TLS) the
+/// CA's routes. With TLS every route but `/join` needs a client certificate from the
+/// cluster CA as well as the peer key.
+pub fn router(replica: Replica, tls: Option<NodeTls>) -> Router {
+    let admission = Admission {
+        replica: replica.clone(),
+        tls: tls.clone(),
+        throttle: Arc::new(Throttle::new(ThrottleConfig::default())),
+    };
     let open = Router::new().route("/join", post(admit)).with_state(admission);
-    let authenticated =
-        replica.authenticated(Router::new().route("/join/activate", post(activate)).with_state(replica.clone()));
+    let mut own = Router::new().route("/join/activate", post(activate)).with_state(replica.clone());
+    if let Some(tls) = &tls {
+        own = own.merge(tls::routes(replica.clone(), tls.clone()));
+    }
+    let mut members_only = replica.peer_router().merge(replica.authenticated(own));
+    if tls.is_some() {
+        members_only = members_only.layer(axum::middleware::from_fn(tls::require_client_certificate));
+    }
     let isolation = replica.peer_client().isolation().clone();
-    replica
-        .peer_router()
+    members_only
         .merge(open)
-        .merge(authenticated)
         // Outermost: an isolated node (chaos drill) refuses all peer traffic, joins included.
         .layer(axum::middleware::from_fn_with_state(isolation, panal_raft::refuse_while_isolated))
 }
@@ -70,6 +91,7 @@ pub fn router(replica: Replica) -> Router {
 #[derive(Clone)]
 struct Admission {
     replica: Replica,
+    tls: Option<NodeTls>,
     throttle: Arc<Throttle>,
 }
 
@@ -79,23 +101,29 @@ async fn admit(
     body: axum::body::Bytes,
 ) -> Response {
     let keys = [ThrottleKey::Client(remote.ip())];
-    if let Err(wait) = admission.throttle.check(&keys, Instant::now()) {
-        let secs = retry_after_secs(wait);
-        tracing::warn!(%remote, "join refused: too many failed attempts from this address");
-        let message = format!("too many failed join attempts from this address; try again in {secs} s");
-        let mut resp = error_response("too_many_attempts", &message);
-        resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from(secs));
-        return resp;
-    }
+    let attempt = match admission.throttle.begin(&keys, Instant::now()) {
+        Ok(attempt) => attempt,
+        Err(wait) => return too_many_join_attempts(remote, wait),
+    };
     let req: JoinRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error_response("malformed_json", &e.to_string()),
     };
-    match admit_inner(&admission.replica, req).await {
+    let signs_here = match &admission.tls {
+        Some(tls) => tls::holds_signing_key(&admission.replica, tls).await,
+        None => true,
+    };
+    let admitted = match signs_here {
+        false => relay_to_manager(&admission.replica, &req).await,
+        true => admit_inner(&admission.replica, admission.tls.as_ref(), req).await,
+    };
+    match admitted {
         Ok(a) => Json(a).into_response(),
         Err(e) => {
             if matches!(e, Error::Unauthorized(_) | Error::BadRequest("invalid_join_token", _)) {
-                admission.throttle.failure(&keys, Instant::now());
+                if let Err(wait) = attempt.failed(Instant::now()) {
+                    return too_many_join_attempts(remote, wait);
+                }
             }
             tracing::warn!(%remote, error = %e, "join refused");
             e.into_response()
@@ -103,7 +131,31 @@ async fn admit(
     }
 }
 
-async fn admit_inner(replica: &Replica, req: JoinRequest) -> Result<JoinAdmission, Error> {
+fn too_many_join_attempts(remote: SocketAddr, wait: std::time::Duration) -> Response {
+    let secs = retry_after_secs(wait);
+    tracing::warn!(%remote, "join refused: too many failed attempts from this address");
+    let message = format!("too many failed join attempts from this address; try again in {secs} s");
+    let mut resp = error_response("too_many_attempts", &message);
+    resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from(secs));
+    resp
+}
+
+/// A member without the CA key cannot issue the certificate: a manager admits the node.
+async fn relay_to_manager(replica: &Replica, req: &JoinRequest) -> Result<JoinAdmission, Error> {
+    let mut last = Error::Unavailable("no_manager", "no manager answered the join".into());
+    for addr in tls::manager_addrs(replica) {
+        match replica.peer_client().call_json::<_, JoinAdmission>(&addr, "/join", req, WRITE_TIMEOUT).await {
+            Ok(admission) => return Ok(admission),
+            Err(panal_raft::CallError::Network(why)) if why.contains("HTTP 4") => {
+                return Err(Error::Unauthorized(format!("manager {addr} refused the join: {why}")))
+            }
+            Err(e) => last = Error::Unavailable("no_manager", format!("manager {addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+async fn admit_inner(replica: &Replica, tls: Option<&NodeTls>, req: JoinRequest) -> Result<JoinAdmission, Error> {
     let token: JoinToken = req.token.parse().map_err(|e| Error::BadRequest("invalid_join_token", e))?;
     let config = replica
         .state_machine()
@@ -129,12 +181,35 @@ async fn admit_inner(replica: &Replica, req: JoinRequest) -> Result<JoinAdmissio
             format!("member {id} ({name}) already uses {what} address {addr}; give the new node its own addresses"),
         ));
     }
-    let out = replica.write(&Command::Cluster(ClusterCommand::AllocateNodeId), None, WRITE_TIMEOUT).await?;
-    let Reply::NodeId(node_id) = out.response? else {
-        return Err(Error::Internal("unexpected reply to AllocateNodeId".into()));
+    match (tls, &req.csr_pem) {
+        (Some(_), None) => {
+            return Err(Error::BadRequest(
+                "peer_tls_mismatch",
+                "this cluster runs with --peer-tls on; start the joining node with --peer-tls on as well".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::BadRequest(
+                "peer_tls_mismatch",
+                "this cluster runs with --peer-tls off; start the joining node with --peer-tls off as well".into(),
+            ))
+        }
+        _ => {}
+    }
+    let AllocatedNodeId(node_id) =
+        panal_actors::propose(replica, cluster::command::AllocateNodeId, None, WRITE_TIMEOUT).await?.response;
+    let certificate = match (tls, &req.csr_pem) {
+        (Some(tls), Some(csr)) => Some(tls::sign_locally(replica, tls, csr, node_id).await?),
+        _ => None,
     };
     tracing::info!(node_id, name = %req.node.name, role = role.as_str(), "admitted a joining node");
-    Ok(JoinAdmission { node_id, cluster_id: config.cluster_id, cluster_secret: config.cluster_secret, role })
+    Ok(JoinAdmission {
+        node_id,
+        cluster_id: config.cluster_id,
+        cluster_secret: config.cluster_secret,
+        role,
+        certificate,
+    })
 }
 
 async fn activate(State(replica): State<Replica>, Json(req): Json<ActivateRequest>) -> Response {

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use panal_actors::orchestration::{self, Assignment, NodeView, ObservedState, OrchestrationCommand, ServiceSpec};
+use panal_actors::orchestration::{self, command, Assignment, NodeView, ObservedState, ServiceSpec};
 use panal_actors::services::{NodeSupervisorMsg, Service, ServiceContext, ServiceHealth};
 use panal_actors::{Command, Replica};
 use panal_raft::Consistency;
@@ -165,7 +165,7 @@ async fn schedule_loop(o: Arc<Orchestrator>) {
             let cause = if lost.is_empty() { "change" } else { "node_lost" };
             metrics::counter!("panal_orchestration_reschedules_total", "cause" => cause).increment(1);
             tracing::info!(tasks = next.len(), ?lost, "recording a new task assignment");
-            let command = Command::Orchestration(OrchestrationCommand::SetAssignments { assignments: next });
+            let command = Command::from(command::SetAssignments { assignments: next });
             if let Err(e) = o.replica.write(&command, None, WRITE_TIMEOUT).await {
                 tracing::warn!(error = %e, "cannot record the task assignment");
                 continue;
@@ -311,14 +311,7 @@ async fn reconcile_loop(o: Arc<Orchestrator>) {
                 continue;
             }
             let (state, workers, error, generation) = observed.clone();
-            let command = Command::Orchestration(OrchestrationCommand::Observe {
-                node_id: me,
-                service,
-                state,
-                workers,
-                error,
-                generation,
-            });
+            let command = Command::from(command::Observe { node_id: me, service, state, workers, error, generation });
             if o.replica.write(&command, None, WRITE_TIMEOUT).await.is_ok() {
                 reported.insert(service, observed);
             }

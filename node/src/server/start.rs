@@ -7,17 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use panal_actors::cluster::{ClusterCommand, ClusterConfig, JoinRole, JoinToken};
-use panal_actors::{Command, PanalApp, Replica};
+use panal_actors::cluster::{self, ClusterConfig, JoinRole, JoinToken};
+use panal_actors::{PanalApp, Replica};
 use panal_raft::{NodeInfo, ReplicaConfig};
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
 use crate::server::api::{self, AppState};
 use crate::server::bootstrap;
-use crate::server::config::StartArgs;
+use crate::server::config::{PeerTls, StartArgs};
 use crate::server::identity::{self, NodeIdentity, PendingJoin};
 use crate::server::peer::{self, ActivateRequest, JoinAdmission, JoinRequest};
+use crate::server::tls;
 
 /// Log filter without `PANAL_LOG`. openraft logs every failed replication attempt to an
 /// unreachable peer (about ten WARN/ERROR lines a second per peer); the replica logs one
@@ -54,6 +55,15 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
                 data_dir.display(), id.node_id, id.name, id.cluster_id
             )));
         }
+        let created_with = id.peer_tls.unwrap_or(PeerTls::Off);
+        if created_with != args.peer_tls {
+            return Err(Error::Fatal(format!(
+                "node {} was created with --peer-tls {}, and every member must agree: start it with --peer-tls {}",
+                id.node_id,
+                created_with.as_str(),
+                created_with.as_str()
+            )));
+        }
         if args.init || args.join.is_some() {
             return Err(Error::Fatal(format!(
                 "{} already holds node {} ({}) of cluster {}; --init and --join are for the first start only. Start without them to restart this node.",
@@ -74,6 +84,10 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
             )));
         }
     }
+    let node_tls = match args.peer_tls {
+        PeerTls::On => Some(tls::NodeTls::open(tls::TlsDir::new(&data_dir), Duration::from_secs(args.cert_ttl))?),
+        PeerTls::Off => None,
+    };
     let token: Option<JoinToken> = match join_token_text(&args)? {
         Some(t) if args.join.is_some() => Some(t.parse().map_err(|e: String| Error::Fatal(format!("--token: {e}")))?),
         _ => None,
@@ -101,6 +115,16 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         peer_addr: advertised(&args, &peer_listener.local_addr()?),
         mesh_addr: advertised_str(&args, &args.mesh_addr),
     };
+    let api_host = node.api_addr.rsplit_once(':').map_or(node.api_addr.as_str(), |(host, _)| host);
+    let api_tls = crate::server::api_tls::ApiTlsPlan::from_flags(&args.api_tls, api_listener.local_addr()?, api_host)?;
+
+    if let (Some(tls), Some((_, secrets)), None) = (&node_tls, &bootstrap, &existing) {
+        // Hellos travel over mutual TLS from the start: a certificate from the derived CA
+        // for now (named node 0, a member of nothing), the node's own once it is a member.
+        let (key, csr) = tls::ca::node_request(&tls::hosts_of(&node, &[]))?;
+        let cert = secrets.ca.issue(&csr, 0, tls.ttl())?;
+        tls.install(&cert, &key, &secrets.ca.cert_pem)?;
+    }
 
     // The peer port serves from now on: bootstrap hellos at once, everything else once the
     // replica is open (503 until then, which peers retry).
@@ -112,36 +136,45 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         peer_listener,
         late_router(hello_routes, replica_routes.clone()),
         http_limits,
+        node_tls.as_ref().map(|t| t.peer_server()),
         stop_rx.clone(),
         "peer",
     ));
 
     let (identity, replica, fresh_init) = match existing {
         Some(identity) => {
-            let replica = open_replica(&args, &identity, node.clone()).await?;
+            let replica = open_replica(&args, &identity, node.clone(), node_tls.as_ref()).await?;
             refuse_taken_address(&replica, &identity, &node).await?;
             tracing::info!(node_id = identity.node_id, name = %identity.name, cluster = %identity.cluster_id, "restarting from the data dir");
             (identity, replica, None)
         }
         None if args.init => {
-            let (identity, replica, config, password) = init(&args, node.clone(), None, seed.as_deref()).await?;
+            let (identity, replica, config, password) =
+                init(&args, node.clone(), None, seed.as_deref(), node_tls.as_ref()).await?;
             (identity, replica, Some((config, password)))
         }
         None if bootstrap.is_some() => {
             let (expect, secrets) = bootstrap.as_ref().expect("checked");
             let decision = tokio::select! {
-                d = bootstrap::await_decision(secrets, &args.peers, *expect, &hello) => d?,
+                d = bootstrap::await_decision(secrets, &args.peers, *expect, &hello, node_tls.as_ref().map(|t| t.client())) => d?,
                 _ = shutdown_signal() => return Ok(()),
             };
             match decision {
                 bootstrap::Decision::Init => {
-                    let (identity, replica, config, password) =
-                        init(&args, node.clone(), Some(secrets.config.clone()), None).await?;
+                    let (identity, replica, config, password) = init(
+                        &args,
+                        node.clone(),
+                        Some((secrets.config.clone(), secrets.ca.clone())),
+                        None,
+                        node_tls.as_ref(),
+                    )
+                    .await?;
                     (identity, replica, Some((config, password)))
                 }
                 bootstrap::Decision::Join { via } => {
                     let (identity, replica) =
-                        join(&args, via, &secrets.manager_token(), node.clone(), Some(*expect)).await?;
+                        join(&args, via, &secrets.manager_token(), node.clone(), Some(*expect), node_tls.as_ref())
+                            .await?;
                     (identity, replica, None)
                 }
             }
@@ -149,12 +182,15 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         None => {
             let join_addr = bootstrap::with_default_port(args.join.as_deref().unwrap_or_default());
             let token = token.expect("clap requires --token with --join");
-            let (identity, replica) = join(&args, join_addr, &token, node.clone(), None).await?;
+            let (identity, replica) = join(&args, join_addr, &token, node.clone(), None, node_tls.as_ref()).await?;
             (identity, replica, None)
         }
     };
     hello.set_member_of(&identity.cluster_id);
-    let _ = replica_routes.set(peer::router(replica.clone()));
+    let _ = replica_routes.set(peer::router(replica.clone(), node_tls.clone()));
+    if let Some(tls) = &node_tls {
+        tokio::spawn(tls::upkeep(replica.clone(), tls.clone()));
+    }
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -194,13 +230,25 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     )
     .await
     .map_err(|e| Error::Fatal(format!("cannot start the metrics collector: {e}")))?;
-    crate::server::mesh::start(mesh_listener, mesh_limits(&args), &identity.cluster_secret, replica.clone()).await?;
-
+    let mesh_tls =
+        node_tls.as_ref().map(|t| crate::server::mesh::MeshTls { server: t.mesh_server(), client: t.client() });
     let caught_up = Arc::new(AtomicBool::new(false));
+    let joining = identity.pending_join.is_some();
+    crate::server::mesh::start(
+        mesh_listener,
+        mesh_limits(&args),
+        &identity.cluster_secret,
+        replica.clone(),
+        mesh_tls,
+        joining.then(|| caught_up.clone()),
+    )
+    .await?;
     let state = AppState {
         replica: replica.clone(),
         node_name: name.clone().into(),
         caught_up: caught_up.clone(),
+        joining,
+        key_barrier: Default::default(),
         jwt_keys: Default::default(),
         gateway: Arc::new(crate::server::gateway::Gateway::new(
             args.balance,
@@ -213,10 +261,21 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Fatal(e.to_string()))?,
+        tls: node_tls.clone(),
     };
     let shutdown = shutdown_signal();
-    let api_router = api::cors::wrap(api::router(state), &args.cors_origins);
-    let api_server = crate::server::listen::serve(api_listener, api_router, http_limits, stop_rx.clone(), "api");
+    let mut api_router = api::cors::wrap(api::router(state), &args.cors_origins);
+    // The `auto` certificate's issuer is the cluster CA.
+    let issuer = node_tls.clone().map(|tls| {
+        Arc::new(tls::ApiIssuer { replica: replica.clone(), tls })
+            as Arc<dyn crate::server::api_tls::ApiCertificateIssuer>
+    });
+    let api_tls = api_tls.start(issuer).await?;
+    if api_tls.is_some() {
+        api_router = api_router.layer(axum::Extension(crate::server::api_tls::ServedOverTls));
+    }
+    let api_server =
+        crate::server::listen::serve(api_listener, api_router, http_limits, api_tls, stop_rx.clone(), "api");
 
     if let Some(pending) = identity.pending_join.clone() {
         let replica = replica.clone();
@@ -371,21 +430,56 @@ async fn join(
     token: &JoinToken,
     node: NodeInfo,
     max_managers: Option<usize>,
+    node_tls: Option<&tls::NodeTls>,
 ) -> Result<(NodeIdentity, Replica)> {
-    let admission = request_admission(&join_addr, token, &node, Duration::from_secs(args.join_timeout)).await?;
+    let request = match node_tls {
+        Some(_) => {
+            let fingerprint = token.ca_fingerprint.as_deref().ok_or_else(|| {
+                Error::Fatal(
+                    "this join token carries no CA fingerprint (PANAL-1-…): the cluster runs with --peer-tls off, so start this node with --peer-tls off too, or get a current token with `panal token show`".into(),
+                )
+            })?;
+            let (key, csr) = tls::ca::node_request(&tls::hosts_of(&node, &[]))?;
+            Some((tls::config::join_client(fingerprint)?, key, csr))
+        }
+        None => None,
+    };
+    let admission = request_admission(
+        &join_addr,
+        token,
+        &node,
+        request.as_ref().map(|(config, _, csr)| (config, csr.as_str())),
+        Duration::from_secs(args.join_timeout),
+    )
+    .await?;
+    match (node_tls, request, &admission.certificate) {
+        (Some(tls), Some((_, key, _)), Some(issued)) => tls.install_issued(issued, &key)?,
+        (Some(_), _, None) => {
+            return Err(Error::Fatal(format!(
+                "{join_addr} admitted this node without a certificate (peer TLS off there?)"
+            )))
+        }
+        _ => {}
+    }
     let identity = NodeIdentity {
         node_id: admission.node_id,
         name: node.name.clone(),
         cluster_id: admission.cluster_id.clone(),
         cluster_secret: admission.cluster_secret.clone(),
         pending_join: Some(PendingJoin { via: join_addr, voter: admission.role == JoinRole::Manager, max_managers }),
+        peer_tls: Some(args.peer_tls),
     };
     identity::save(&args.data_dir, &identity)?;
-    let replica = open_replica(args, &identity, node).await?;
+    let replica = open_replica(args, &identity, node, node_tls).await?;
     Ok((identity, replica))
 }
 
-fn replica_config(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> ReplicaConfig {
+fn replica_config(
+    args: &StartArgs,
+    identity: &NodeIdentity,
+    node: NodeInfo,
+    node_tls: Option<&tls::NodeTls>,
+) -> ReplicaConfig {
     let mut cfg = ReplicaConfig::new(identity.node_id, node, args.data_dir.clone(), identity.cluster_secret.clone());
     cfg.heartbeat_ms = args.heartbeat_ms;
     cfg.election_timeout_ms = args.election_timeout_ms;
@@ -393,6 +487,7 @@ fn replica_config(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> 
     cfg.keep_after_snapshot = args.keep_after_snapshot;
     cfg.cluster_id = identity.cluster_id.clone();
     cfg.max_wait = replica_budget(Duration::from_millis(args.call_timeout_ms));
+    cfg.peer_tls = node_tls.map(|t| t.client());
     cfg
 }
 
@@ -432,13 +527,18 @@ async fn remember_removal(replica: Replica, data_dir: PathBuf) {
     }
 }
 
-async fn open_replica(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo) -> Result<Replica> {
+async fn open_replica(
+    args: &StartArgs,
+    identity: &NodeIdentity,
+    node: NodeInfo,
+    node_tls: Option<&tls::NodeTls>,
+) -> Result<Replica> {
     if args.heartbeat_ms == 0 || args.election_timeout_ms <= args.heartbeat_ms {
         return Err(Error::Fatal(
             "--election-timeout-ms must be greater than --heartbeat-ms (and both above 0)".into(),
         ));
     }
-    Replica::open(replica_config(args, identity, node), PanalApp)
+    Replica::open(replica_config(args, identity, node, node_tls), PanalApp)
         .await
         .map_err(|e| Error::Fatal(format!("cannot open the replica: {e}")))
 }
@@ -450,15 +550,43 @@ async fn open_replica(args: &StartArgs, identity: &NodeIdentity, node: NodeInfo)
 async fn init(
     args: &StartArgs,
     node: NodeInfo,
-    config: Option<ClusterConfig>,
+    derived: Option<(ClusterConfig, tls::CaMaterial)>,
     seed: Option<&std::path::Path>,
+    node_tls: Option<&tls::NodeTls>,
 ) -> Result<(NodeIdentity, Replica, ClusterConfig, String)> {
-    let config = config.unwrap_or_else(|| ClusterConfig {
-        cluster_id: identity::random_hex(8),
-        cluster_secret: identity::random_hex(32),
-        manager_secret: identity::random_hex(16),
-        worker_secret: identity::random_hex(16),
-    });
+    let (mut config, derived_ca) = match derived {
+        Some((config, ca)) => (config, Some(ca)),
+        None => {
+            let config = ClusterConfig {
+                cluster_id: identity::random_hex(8),
+                cluster_secret: identity::random_hex(32),
+                manager_secret: identity::random_hex(16),
+                worker_secret: identity::random_hex(16),
+                ca_fingerprint: None,
+            };
+            (config, None)
+        }
+    };
+    // The CA: its key stays on this node (and later managers), its certificate is
+    // replicated, its fingerprint goes into the join tokens.
+    let ca_bundle = match node_tls {
+        Some(tls) => {
+            let ca = match derived_ca {
+                Some(ca) => ca,
+                None => tls::CaMaterial::generate(&config.cluster_id)?,
+            };
+            let (key, csr) = tls::ca::node_request(&tls::hosts_of(&node, &[]))?;
+            let cert = ca.issue(&csr, 1, tls.ttl())?;
+            tls.install(&cert, &key, &ca.cert_pem)?;
+            tls.dir().write_ca_key(&ca.key_pem)?;
+            config.ca_fingerprint = Some(ca.fingerprint()?);
+            Some(ca.cert_pem)
+        }
+        None => {
+            config.ca_fingerprint = None;
+            None
+        }
+    };
     let password =
         match admin_password_from_env()? {
             Some(p) if p.len() >= 8 => p,
@@ -474,6 +602,7 @@ async fn init(
         cluster_id: config.cluster_id.clone(),
         cluster_secret: config.cluster_secret.clone(),
         pending_join: None,
+        peer_tls: Some(args.peer_tls),
     };
     if let Some(backup) = seed {
         let restored = panal_raft::StateMachine::<PanalApp>::seed_from_backup(backup, &args.data_dir)
@@ -484,17 +613,17 @@ async fn init(
         panal_actors::orchestration::forget_nodes(&restored)?;
         tracing::info!(backup = %backup.display(), "state restored from the backup");
     }
-    let replica = open_replica(args, &identity, node).await?;
+    let replica = open_replica(args, &identity, node, node_tls).await?;
     replica.initialize().await.map_err(|e| Error::Fatal(format!("cannot initialise Raft: {e}")))?;
     replica.wait_for_leader(Instant::now() + Duration::from_secs(30)).await?;
     let hash = panal_actors::auth::hash_password(&password)?;
-    let command = Command::Cluster(ClusterCommand::Init {
+    let init = cluster::command::Init {
         config: config.clone(),
         jwt_key: identity::random_hex(32),
         admin_password_hash: hash,
-    });
-    let out = replica.write(&command, None, Duration::from_secs(30)).await?;
-    out.response?;
+        ca_bundle,
+    };
+    panal_actors::propose(&replica, init, None, Duration::from_secs(30)).await?;
     if seed.is_some() {
         // Joining nodes must receive the restored state, which is in no log entry.
         replica.snapshot_and_purge().await?;
@@ -564,10 +693,17 @@ async fn request_admission(
     join_addr: &str,
     token: &JoinToken,
     node: &NodeInfo,
+    tls: Option<(&rustls::ClientConfig, &str)>,
     join_timeout: Duration,
 ) -> Result<JoinAdmission> {
-    let http =
-        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| Error::Fatal(e.to_string()))?;
+    panal_raft::install_crypto_provider();
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    let (http, scheme) = match tls {
+        Some((config, _)) => (builder.use_preconfigured_tls(config.clone()), "https"),
+        None => (builder, "http"),
+    };
+    let http = http.build().map_err(|e| Error::Fatal(e.to_string()))?;
+    let mode = if tls.is_some() { "on" } else { "off" };
     let started = Instant::now();
     let deadline = started + join_timeout;
     let mut next_progress = started + JOIN_PROGRESS_EVERY;
@@ -582,8 +718,12 @@ async fn request_admission(
             );
         }
         let resp = http
-            .post(format!("http://{join_addr}/join"))
-            .json(&JoinRequest { token: token.to_string(), node: node.clone() })
+            .post(format!("{scheme}://{join_addr}/join"))
+            .json(&JoinRequest {
+                token: token.to_string(),
+                node: node.clone(),
+                csr_pem: tls.map(|(_, csr)| csr.to_string()),
+            })
             .send()
             .await;
         match resp {
@@ -606,11 +746,18 @@ async fn request_admission(
                 last_problem = format!("cannot reach {join_addr}: {e}");
             }
             Err(e) => {
+                use std::error::Error as _;
+                let mut cause = e.to_string();
+                let mut source = e.source();
+                while let Some(s) = source {
+                    cause = format!("{cause}: {s}");
+                    source = s.source();
+                }
                 return Err(Error::Fatal(format!(
-                    "gave up joining through {join_addr} after {} s (--join-timeout {} s): {e}",
+                    "gave up joining through {join_addr} after {} s (--join-timeout {} s): {cause}. Every member must run with the same --peer-tls (this node: {mode}); with TLS, the member's CA must match the token's fingerprint",
                     started.elapsed().as_secs(),
                     join_timeout.as_secs()
-                )))
+                )));
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -2,8 +2,9 @@
 //! to any node through the [client](crate::tooling::client) and print the answer.
 
 use crate::error::{Error, Result};
-use crate::tooling::cli::{AdminArgs, NodeCommand, TokenCommand};
+use crate::tooling::cli::{AdminArgs, CaCommand, NodeCommand, TokenCommand};
 use crate::tooling::client::{Client, NodeRow};
+use panal_actors::services::ServiceHealth;
 
 /// `panal backup`: downloads the state and writes it next to FILE, then renames it, so a
 /// failed backup never leaves a truncated file under the final name.
@@ -60,7 +61,7 @@ pub fn node_table(rows: &[NodeRow]) -> String {
             r.api_addr,
             if r.reachable { "yes" } else { "NO" },
             opt(r.applied_index.map(|i| i.to_string())),
-            opt(r.availability.clone()),
+            r.availability,
             if r.labels.is_empty() {
                 "-".to_string()
             } else {
@@ -88,6 +89,58 @@ pub async fn token(cmd: TokenCommand) -> Result<()> {
     Ok(())
 }
 
+pub async fn ca(cmd: CaCommand) -> Result<()> {
+    let when = |secs: Option<u64>| match secs {
+        Some(at) => {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let left = at.saturating_sub(now);
+            format!("in {} d {} h {} min (unix time {at})", left / 86_400, left % 86_400 / 3600, left % 3600 / 60)
+        }
+        None => "-".into(),
+    };
+    match cmd {
+        CaCommand::Show(admin) => {
+            let ca = Client::admin(&admin).await?.cluster_ca().await?;
+            let Some(fingerprint) = &ca.fingerprint else {
+                println!("this cluster runs without peer TLS (--peer-tls off): no CA");
+                return Ok(());
+            };
+            println!("CA fingerprint (SHA-256 of its key): {fingerprint}");
+            println!("CA expires:   {}", when(ca.ca_not_after));
+            if let Some(previous) = &ca.previous_fingerprint {
+                println!("rotation under way: the old CA {previous} is still trusted");
+                let pending: Vec<String> = ca.pending_nodes.iter().map(u64::to_string).collect();
+                println!("  members without a certificate from the new CA yet: {}", pending.join(", "));
+            }
+            println!(
+                "node certificate: {}   expires: {}   issued by: {}",
+                ca.node_subject.as_deref().unwrap_or("-"),
+                when(ca.node_not_after),
+                ca.node_issuer_fingerprint.as_deref().unwrap_or("-")
+            );
+        }
+        CaCommand::Rotate(admin) => {
+            let rotated = Client::admin(&admin).await?.rotate_ca().await?;
+            println!("new CA: {}", rotated.fingerprint);
+            println!(
+                "old CA: {} (trusted until every member holds a certificate from the new one)",
+                rotated.previous_fingerprint
+            );
+            println!("Join tokens now carry the new fingerprint (`panal token show`). Follow the progress with `panal ca show`,");
+            println!("then give clients the new bundle with `panal ca export FILE`.");
+        }
+        CaCommand::Export { file, admin } => {
+            let ca = Client::admin(&admin).await?.cluster_ca().await?;
+            let pem =
+                ca.ca_pem.ok_or_else(|| Error::Fatal("this cluster runs without peer TLS: no CA to export".into()))?;
+            std::fs::write(&file, pem).map_err(|e| Error::Fatal(format!("cannot write {}: {e}", file.display())))?;
+            println!("wrote the CA certificate to {}", file.display());
+        }
+    }
+    Ok(())
+}
+
 pub async fn status(args: AdminArgs) -> Result<()> {
     let client = Client::admin(&args).await?;
     let status = client.cluster_status().await?;
@@ -107,10 +160,9 @@ pub async fn status(args: AdminArgs) -> Result<()> {
         let line: Vec<String> = status
             .services
             .iter()
-            .map(|(name, h)| match h["state"].as_str() {
-                Some("running") => format!("{name}: running ({} workers)", h["workers"]),
-                Some("failed") => format!("{name}: FAILED ({})", h["reason"].as_str().unwrap_or("?")),
-                _ => format!("{name}: {h}"),
+            .map(|(service, h)| match h {
+                ServiceHealth::Running { workers } => format!("{}: running ({workers} workers)", service.name()),
+                ServiceHealth::Failed { reason, .. } => format!("{}: FAILED ({reason})", service.name()),
             })
             .collect();
         println!("services on this node: {}", line.join(", "));
@@ -127,15 +179,16 @@ mod tests {
         let rows = [NodeRow {
             id: 2,
             name: "node2".into(),
-            role: "worker".into(),
+            role: panal_raft::MemberRole::Worker,
             state: None,
             leader: None,
             api_addr: "127.0.0.1:7710".into(),
             reachable: false,
             applied_index: None,
             term: None,
-            availability: None,
+            availability: Default::default(),
             labels: Default::default(),
+            services: None,
         }];
         let table = node_table(&rows);
         let line = table.lines().nth(1).unwrap();

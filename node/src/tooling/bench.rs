@@ -11,9 +11,15 @@
 //! `bench metrics` times one sample of the node's statistics: the `/proc` scan, the kernel
 //! module's `/proc/panal_procs` and a full sample, with thousands of idle processes
 //! (`metrics.rs`; `scripts/kmod-test.sh --bench` runs it in a guest with the module loaded).
+//!
+//! `bench orchestration` times rescheduling after a node kill, a drain and a rolling restart
+//! under load (`orchestration.rs`).
 
+mod http;
 mod login_flood;
 mod metrics;
+mod orchestration;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
-use futures::StreamExt;
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
@@ -31,6 +36,7 @@ use crate::tooling::launcher::{LaunchConfig, LocalCluster};
 
 mod report;
 mod services;
+use http::HttpBench;
 use report::{num, Report, Table};
 use services::{services, ServicesBench};
 
@@ -38,8 +44,9 @@ use services::{services, ServicesBench};
 pub enum BenchCommand {
     /// Replicated writes/s and latency vs etcd, and leader failover time.
     Raft(RaftBench),
-    /// Requests/s and latency through one node with each balancing policy, vs a
-    /// single-process FastAPI + SQLite service, and node memory under that load.
+    /// Requests/s and latency through one node, route by route (`/health`, the service
+    /// ping, a book list, a book page, an energy summary) with each balancing policy, beside
+    /// a single-process FastAPI + SQLite service, and node memory under that load.
     Http(HttpBench),
     /// Browse, purchase and ingest mixes through a 3-node cluster, every node serving, vs a
     /// single-process FastAPI + SQLite service doing the same work.
@@ -52,6 +59,12 @@ pub enum BenchCommand {
     Metrics(metrics::MetricsBench),
     /// Node memory before, during and after a flood of wrong logins from concurrent clients.
     LoginFlood(login_flood::LoginFloodBench),
+    /// Node kill → first request served by the rescheduled instance, drain duration, and a
+    /// rolling restart under load with its failed requests.
+    Orchestration(orchestration::OrchestrationBench),
+    /// Reads and writes with the API over HTTPS vs plain HTTP (and plain peers when
+    /// available), side by side.
+    Tls(tls::TlsBench),
 }
 
 #[derive(Debug, Args)]
@@ -62,7 +75,8 @@ pub struct AllBench {
     /// Python with fastapi and uvicorn installed, for the FastAPI baselines.
     #[arg(long)]
     pub baseline_python: Option<PathBuf>,
-    /// Benchmarks to skip, comma-separated (raft, http, services, metrics, login-flood).
+    /// Benchmarks to skip, comma-separated (raft, http, services, tls, metrics, login-flood,
+    /// orchestration).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Where to write the Markdown.
@@ -71,26 +85,6 @@ pub struct AllBench {
     /// Where to write every figure as JSON.
     #[arg(long, default_value = "docs/benchmarks.json")]
     pub json: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct HttpBench {
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 100)]
-    pub connections: usize,
-    /// Seconds per run.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// First port for the benchmark's clusters.
-    #[arg(long, default_value_t = 18700)]
-    pub base_port: u16,
-    /// Python with fastapi and uvicorn installed, for the baseline (scripts/bench-http.sh
-    /// makes one); without it the baseline is skipped.
-    #[arg(long)]
-    pub baseline_python: Option<PathBuf>,
-    /// Write the results as JSON here too.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -135,7 +129,7 @@ async fn run_one(cmd: BenchCommand) -> Result<()> {
         }
         BenchCommand::Http(args) => {
             let json = args.json.clone();
-            http(args).await?.emit(json.as_deref())
+            http::run(args).await?.emit(json.as_deref())
         }
         BenchCommand::Services(args) => {
             let json = args.json.clone();
@@ -151,6 +145,14 @@ async fn run_one(cmd: BenchCommand) -> Result<()> {
         BenchCommand::LoginFlood(args) => {
             let json = args.json.clone();
             login_flood::run(args).await?.emit(json.as_deref())
+        }
+        BenchCommand::Orchestration(args) => {
+            let json = args.json.clone();
+            orchestration::run(args).await?.emit(json.as_deref())
+        }
+        BenchCommand::Tls(args) => {
+            let json = args.json.clone();
+            tls::run(args).await?.emit(json.as_deref())
         }
     }
 }
@@ -177,23 +179,25 @@ async fn all(args: AllBench) -> Result<()> {
         None => Vec::new(),
     };
     let mut reports = Vec::new();
-    for name in ["raft", "http", "services", "metrics", "login-flood"] {
+    for name in ["raft", "http", "services", "tls", "metrics", "login-flood", "orchestration"] {
         if args.skip.iter().any(|s| s == name) {
             continue;
         }
         eprintln!("== bench {name}");
         let mut extra = vec!["--seconds".to_string(), seconds.clone()];
-        if name == "metrics" || name == "login-flood" {
+        if matches!(name, "metrics" | "login-flood" | "orchestration") {
             extra.clear();
-        } else if name != "raft" {
+        } else if name != "raft" && name != "tls" {
             extra.extend(python.iter().cloned());
         }
         let report = match bench_args(name, &extra)? {
             BenchCommand::Raft(a) => raft(a).await?,
-            BenchCommand::Http(a) => http(a).await?,
+            BenchCommand::Http(a) => http::run(a).await?,
             BenchCommand::Services(a) => services(a).await?.0,
             BenchCommand::Metrics(a) => metrics::run(a).await?,
             BenchCommand::LoginFlood(a) => login_flood::run(a).await?,
+            BenchCommand::Orchestration(a) => orchestration::run(a).await?,
+            BenchCommand::Tls(a) => tls::run(a).await?,
             BenchCommand::All(_) => unreachable!("not requested"),
         };
         println!("\n{}", report.markdown());
@@ -404,105 +408,6 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-/// GETs `url` with `connections` in flight for `duration`.
-async fn http_load(system: &str, url: String, connections: usize, duration: Duration) -> LoadResult {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap_or_default();
-    load(system, connections, duration, move |_| {
-        let req = http.get(&url);
-        async move { matches!(req.send().await, Ok(r) if r.status().is_success()) }
-    })
-    .await
-}
-
-async fn http(args: HttpBench) -> Result<Report> {
-    let duration = Duration::from_secs(args.seconds);
-    let mut results: Vec<(LoadResult, Option<u64>)> = Vec::new();
-    for policy in ["local", "round-robin", "p2c"] {
-        let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
-        let mut config = LaunchConfig::base_port(dir.path(), args.base_port)?;
-        config.node_args = vec!["--balance".to_string(), policy.to_string()];
-        let mut cluster = LocalCluster::up(config, 3, 0).await?;
-        wait_for_mesh(&cluster.client()?, if policy == "local" { 1 } else { 3 }).await?;
-        let url = format!("{}/api/v1/auth/ping", cluster.nodes[0].api_url);
-        let r = http_load(&format!("panal {policy}"), url, args.connections, duration).await;
-        let rss = cluster.nodes.iter().filter_map(|n| n.pid().and_then(rss_bytes)).max();
-        eprintln!(
-            "panal {policy:<12} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
-            r.per_second, r.p50_ms, r.p99_ms, r.errors
-        );
-        results.push((r, rss));
-        cluster.stop().await;
-    }
-    if let Some(python) = &args.baseline_python {
-        let python = std::path::absolute(python).map_err(|e| Error::Fatal(format!("{}: {e}", python.display())))?;
-        let port = args.base_port + 400;
-        let dir = tempfile::tempdir().map_err(|e| Error::Fatal(e.to_string()))?;
-        let app_dir = std::env::current_dir().map_err(|e| Error::Fatal(e.to_string()))?.join("scripts/baseline");
-        let mut child = Command::new(&python)
-            .args([
-                "-m",
-                "uvicorn",
-                "fastapi_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--log-level",
-                "warning",
-            ])
-            .current_dir(&app_dir)
-            .env("BASELINE_DB", dir.path().join("baseline.db"))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::Fatal(format!("cannot start the FastAPI baseline: {e}")))?;
-        wait_for_mesh(&Client::new(&[format!("127.0.0.1:{port}")])?, 1).await?;
-        let url = format!("http://127.0.0.1:{port}/api/v1/auth/ping");
-        let r = http_load("fastapi+sqlite", url, args.connections, duration).await;
-        let rss = child.id().and_then(rss_bytes);
-        eprintln!(
-            "fastapi+sqlite {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
-            r.per_second, r.p50_ms, r.p99_ms, r.errors
-        );
-        results.push((r, rss));
-        let _ = child.kill().await;
-    }
-    let baseline = results.iter().find(|(r, _)| r.system == "fastapi+sqlite").map(|(r, _)| r.per_second);
-    let mut table =
-        Table::new(&["<system", "connections", "req/s", "p50 ms", "p99 ms", "errors", "max RSS MB", "× FastAPI"]);
-    for (r, rss) in &results {
-        table.row(vec![
-            r.system.clone(),
-            r.writers.to_string(),
-            num(Some(r.per_second), 0),
-            num(Some(r.p50_ms), 2),
-            num(Some(r.p99_ms), 2),
-            r.errors.to_string(),
-            num(rss.map(|b| b as f64 / 1_048_576.0), 1),
-            num(baseline.map(|b| r.per_second / b.max(1e-9)), 1),
-        ]);
-    }
-    let notes = if baseline.is_none() {
-        vec!["FastAPI baseline skipped: no --baseline-python (scripts/bench-http.sh makes one)".to_string()]
-    } else {
-        Vec::new()
-    };
-    let rows: Vec<_> =
-        results.iter().map(|(r, rss)| serde_json::json!({ "result": r, "max_rss_bytes": rss })).collect();
-    Ok(Report {
-        title: "HTTP through the gateway, per balancing policy".into(),
-        command: format!("scripts/bench-http.sh --seconds {} --connections {}", args.seconds, args.connections),
-        method: format!(
-            "`GET /api/v1/auth/ping` with {} connections through one node of a local 3-node cluster, once per \
-             balancing policy (a fresh cluster each), beside a single-process FastAPI + SQLite service answering \
-             the same route; max RSS is the largest node's resident memory under that load.",
-            args.connections
-        ),
-        tables: vec![table],
-        notes,
-        data: serde_json::json!({ "results": rows }),
-    })
 }
 
 /// Pings through the client's first node until workers on `nodes` distinct nodes answered

@@ -33,6 +33,9 @@ pub enum Command {
     /// Show or rotate the join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The cluster CA: fingerprint and expiry, or its certificate for clients.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Show the cluster's state as seen by one node.
     Status(AdminArgs),
     /// Live per-node CPU, memory, load and process counts of the whole cluster.
@@ -80,6 +83,22 @@ pub struct TopArgs {
     /// Print one screen and exit.
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// The CA's fingerprint (as in the join tokens) and expiry, and the answering node's
+    /// certificate expiry.
+    Show(AdminArgs),
+    /// Write the CA certificate (PEM trust bundle) to FILE, for clients.
+    Export {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace the CA without downtime: a new CA signs from now on, every node gets a new
+    /// certificate from it, and the old CA is no longer trusted once all have one.
+    Rotate(AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -39,7 +39,11 @@ use panal_actors::prediction::{ForecastQuery, ForecastResponse};
 pub use panal_raft::Consistency;
 use reqwest::Method;
 
-pub use crate::server::api::{JoinTokens, NodeMetrics, StateChecksum as Checksum};
+pub use crate::server::api::{
+    CaInfo, ClusterStatus, JoinTokens, LeaderRef, NodeMetrics, NodeRow, NodeSettingsView, NodeUpdate, RaftStatus,
+    ServiceUpdate, ServiceView, StateChecksum as Checksum,
+};
+pub use panal_actors::orchestration::TaskView;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +85,9 @@ pub enum ClientError {
     NoPassword,
     #[error("cannot read {path}: {reason}")]
     Io { path: String, reason: String },
+    /// The CAs given cannot make a TLS configuration.
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -150,12 +157,19 @@ impl ApiError {
 
 /// Turns `host:port`, `host` or a URL into a base URL (`http://host:port`, no trailing slash).
 pub fn normalize_address(address: &str) -> Result<String, ClientError> {
+    normalize_address_as(address, false)
+}
+
+/// [`normalize_address`], a bare `host[:port]` meaning `https://` when `https` (the client
+/// knows a CA to trust).
+pub fn normalize_address_as(address: &str, https: bool) -> Result<String, ClientError> {
     let bad = |reason: &str| ClientError::Address { address: address.into(), reason: reason.into() };
     let trimmed = address.trim().trim_end_matches('/');
     if trimmed.is_empty() {
         return Err(bad("empty"));
     }
-    let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let scheme = if https { "https" } else { "http" };
+    let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("{scheme}://{trimmed}") };
     let mut url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("only http:// and https:// are supported"));
@@ -207,6 +221,78 @@ pub struct AdminArgs {
     /// --password / --node are not given (and its other nodes are tried if one is down).
     #[arg(long, env = "PANAL_UP_DIR", default_value = "./.panal")]
     pub up_dir: Option<PathBuf>,
+    /// CA certificate(s) (PEM) to trust for https:// nodes: the cluster CA
+    /// (`<data-dir>/tls/ca.pem` of any node, or `panal ca export`) or the CA of your own
+    /// API certificate. Default: the cluster CA of the --up-dir cluster. With a CA, a bare
+    /// HOST:PORT in --node means https.
+    #[arg(long, env = "PANAL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The certificate authorities a client trusts for `https://` nodes. Empty: `https://`
+/// nodes are refused (plain `http://` ones work).
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Trust {
+    /// The CA certificates in the PEM file at `path` (a bundle may hold several: the old and
+    /// the new CA during a rotation).
+    pub fn from_pem_file(path: &Path) -> Result<Self, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        let io = |reason: String| ClientError::Io { path: path.display().to_string(), reason };
+        let roots: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| io(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(io("no certificate in it".into()));
+        }
+        Ok(Self { roots })
+    }
+
+    /// The cluster CA of a node's data directory, if it has one.
+    pub fn of_data_dir(dir: &Path) -> Result<Option<Self>, ClientError> {
+        let bundle = crate::server::api_tls::ca_bundle_path(dir);
+        if bundle.is_file() {
+            Self::from_pem_file(&bundle).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The cluster CA of a launcher's directory (`panal up`, tests): that of the first of
+    /// its nodes' data directories that has one.
+    pub fn of_launch_dir(dir: &Path) -> Result<Option<Self>, ClientError> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
+        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.is_dir()).collect();
+        dirs.sort();
+        for node_dir in dirs {
+            if let Some(trust) = Self::of_data_dir(&node_dir)? {
+                return Ok(Some(trust));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// An HTTP client trusting these CAs only.
+    pub fn http_client(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::Client, ClientError> {
+        let fail = ClientError::Tls;
+        let mut store = rustls::RootCertStore::empty();
+        for root in &self.roots {
+            store.add(root.clone()).map_err(|e| fail(format!("a CA certificate is not usable: {e}")))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(crate::server::tls::config::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(e.to_string()))?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        builder.use_preconfigured_tls(tls).build().map_err(|e| fail(e.to_string()))
+    }
 }
 
 /// The admin password a launcher stored in `dir`, if any.
@@ -240,6 +326,8 @@ pub struct Client {
     consistency: Option<Consistency>,
     /// Other nodes worth suggesting when every listed node is unreachable.
     hint_nodes: Arc<Vec<String>>,
+    /// A bare `host:port` means https (the client was given a CA).
+    https: bool,
 }
 
 impl Client {
@@ -250,15 +338,20 @@ impl Client {
 
     /// Like [`Client::new`] with a per-request timeout.
     pub fn with_timeout(addresses: &[impl AsRef<str>], timeout: Duration) -> Result<Self, ClientError> {
-        let nodes: Vec<String> = addresses.iter().map(|a| normalize_address(a.as_ref())).collect::<Result<_, _>>()?;
+        Self::with_trust(addresses, timeout, &Trust::default())
+    }
+
+    /// A client trusting `trust` for `https://` nodes; with a CA, bare `host:port`
+    /// addresses mean https.
+    pub fn with_trust(addresses: &[impl AsRef<str>], timeout: Duration, trust: &Trust) -> Result<Self, ClientError> {
+        let https = !trust.is_empty();
+        let nodes: Vec<String> =
+            addresses.iter().map(|a| normalize_address_as(a.as_ref(), https)).collect::<Result<_, _>>()?;
         if nodes.is_empty() {
             return Err(ClientError::Address { address: String::new(), reason: "no node address given".into() });
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .pool_max_idle_per_host(64)
-            .build()
-            .map_err(|e| ClientError::Address { address: nodes.join(","), reason: e.to_string() })?;
+        panal_raft::install_crypto_provider();
+        let http = trust.http_client(reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(64))?;
         Ok(Self {
             http,
             nodes: Arc::new(nodes),
@@ -266,6 +359,7 @@ impl Client {
             session: Arc::default(),
             consistency: None,
             hint_nodes: Arc::default(),
+            https,
         })
     }
 
@@ -274,6 +368,11 @@ impl Client {
     /// of that directory as a fallback and hint.
     pub async fn admin(args: &AdminArgs) -> Result<Self, ClientError> {
         let up_nodes = args.up_dir.as_deref().map(stored_api_urls).unwrap_or_default();
+        let trust = match (&args.ca_file, &args.up_dir) {
+            (Some(file), _) => Trust::from_pem_file(file)?,
+            (None, Some(dir)) => Trust::of_launch_dir(dir)?.unwrap_or_default(),
+            (None, None) => Trust::default(),
+        };
         let password = match &args.password {
             Some(p) => p.clone(),
             None => args.up_dir.as_deref().and_then(stored_password).ok_or(ClientError::NoPassword)?,
@@ -283,7 +382,19 @@ impl Client {
             None if up_nodes.is_empty() => vec![format!("127.0.0.1:{DEFAULT_API_PORT}")],
             None => Vec::new(),
         };
-        let given: Vec<String> = addresses.iter().filter_map(|a| normalize_address(a).ok()).collect();
+        // A bare address of a node the directory knows takes its scheme from there (a
+        // `panal up` cluster on loopback serves http even though its CA is known).
+        for address in &mut addresses {
+            let bare = !address.contains("://");
+            let known = normalize_address(address)
+                .ok()
+                .and_then(|url| up_nodes.iter().find(|u| same_host_port(u, &url)).filter(|_| bare).cloned());
+            if let Some(url) = known {
+                *address = url;
+            }
+        }
+        let https = !trust.is_empty();
+        let given: Vec<String> = addresses.iter().filter_map(|a| normalize_address_as(a, https).ok()).collect();
         // The other nodes of the local cluster are tried after the ones given, so
         // `panal node ls` still works with node1 down.
         for url in &up_nodes {
@@ -291,7 +402,7 @@ impl Client {
                 addresses.push(url.clone());
             }
         }
-        let mut client = Self::new(&addresses)?;
+        let mut client = Self::with_trust(&addresses, DEFAULT_TIMEOUT, &trust)?;
         client.hint_nodes = Arc::new(up_nodes);
         client.login(&args.user, &password).await?;
         Ok(client)
@@ -311,7 +422,8 @@ impl Client {
 
     /// The same session (and connection pool) on another list of nodes.
     pub fn with_nodes(&self, addresses: &[impl AsRef<str>]) -> Result<Self, ClientError> {
-        let nodes: Vec<String> = addresses.iter().map(|a| normalize_address(a.as_ref())).collect::<Result<_, _>>()?;
+        let nodes: Vec<String> =
+            addresses.iter().map(|a| normalize_address_as(a.as_ref(), self.https)).collect::<Result<_, _>>()?;
         if nodes.is_empty() {
             return Err(ClientError::Address { address: String::new(), reason: "no node address given".into() });
         }
@@ -439,6 +551,13 @@ impl Client {
     }
 
     fn unreachable_hint(&self, tried: &[(String, String)]) -> Option<String> {
+        if tried.iter().any(|(_, why)| why.contains("certificate")) {
+            return Some(
+                "the node's certificate is not trusted: pass --ca-file with the cluster CA (`<data-dir>/tls/ca.pem` of \
+                 any node, or `panal ca export`) or the CA of the node's own certificate"
+                    .into(),
+            );
+        }
         let others: Vec<&String> = self.hint_nodes.iter().filter(|n| !tried.iter().any(|(t, _)| t == *n)).collect();
         if !others.is_empty() {
             let list: Vec<&str> = others.iter().map(|s| s.as_str()).collect();
@@ -485,32 +604,28 @@ impl Client {
     // --- Orchestration (admin) ---------------------------------------------------------
 
     /// `GET /api/v1/services`: every service's spec and task counts.
-    pub async fn services(&self) -> Result<serde_json::Value, ClientError> {
+    pub async fn services(&self) -> Result<Vec<ServiceView>, ClientError> {
         self.get("/api/v1/services").await
     }
 
     /// `GET /api/v1/services/{name}`.
-    pub async fn service(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn service(&self, name: &str) -> Result<ServiceView, ClientError> {
         self.get(&format!("/api/v1/services/{name}")).await
     }
 
     /// `GET /api/v1/services/{name}/tasks`.
-    pub async fn service_tasks(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn service_tasks(&self, name: &str) -> Result<Vec<TaskView>, ClientError> {
         self.get(&format!("/api/v1/services/{name}/tasks")).await
     }
 
     /// `PATCH /api/v1/services/{name}` (scale, placement, restart, rebalance).
-    pub async fn update_service(
-        &self,
-        name: &str,
-        patch: &serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
-        self.patch(&format!("/api/v1/services/{name}"), patch).await
+    pub async fn update_service(&self, name: &str, update: &ServiceUpdate) -> Result<ServiceView, ClientError> {
+        self.patch(&format!("/api/v1/services/{name}"), update).await
     }
 
     /// `PATCH /api/v1/cluster/nodes/{id}` (availability, labels).
-    pub async fn update_node(&self, id: u64, patch: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
-        self.patch(&format!("/api/v1/cluster/nodes/{id}"), patch).await
+    pub async fn update_node(&self, id: u64, update: &NodeUpdate) -> Result<NodeSettingsView, ClientError> {
+        self.patch(&format!("/api/v1/cluster/nodes/{id}"), update).await
     }
 
     // --- Probes -----------------------------------------------------------------------
@@ -714,6 +829,16 @@ impl Client {
         self.get("/api/v1/cluster/tokens").await
     }
 
+    /// The cluster CA and the answering node's certificate.
+    pub async fn cluster_ca(&self) -> Result<CaInfo, ClientError> {
+        self.get("/api/v1/cluster/ca").await
+    }
+
+    /// Begins a CA rotation (see `panal ca rotate`).
+    pub async fn rotate_ca(&self) -> Result<crate::server::tls::CaRotated, ClientError> {
+        self.post_empty("/api/v1/cluster/ca/rotate").await
+    }
+
     /// Replaces the join token of `role` (`manager` or `worker`); returns the new token.
     pub async fn rotate_join_token(&self, role: &str) -> Result<String, ClientError> {
         #[derive(Deserialize)]
@@ -829,61 +954,18 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// The innermost error message (reqwest's outer one is only "error sending request").
+/// Whether two base URLs name the same host and port, whatever their schemes.
+fn same_host_port(a: &str, b: &str) -> bool {
+    let host_port = |u: &str| u.split_once("://").map_or(u, |(_, rest)| rest).to_ascii_lowercase();
+    host_port(a) == host_port(b)
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
     }
     cause.to_string()
-}
-
-/// A member as `GET /api/v1/cluster/nodes` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeRow {
-    pub id: u64,
-    pub name: String,
-    /// `manager` or `worker`.
-    pub role: String,
-    /// Raft state as the member reports it; absent when it did not answer.
-    pub state: Option<String>,
-    pub leader: Option<u64>,
-    pub api_addr: String,
-    pub reachable: bool,
-    pub applied_index: Option<u64>,
-    pub term: Option<u64>,
-    /// `active`, `pause` or `drain`.
-    #[serde(default)]
-    pub availability: Option<String>,
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-/// `GET /api/v1/cluster/status`: the answering node's view.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ClusterStatus {
-    pub node: NodeReport,
-    pub leader: Option<LeaderRef>,
-    #[serde(default)]
-    pub ready: bool,
-    /// Per service: `{"state": "running", "workers": N}` or `{"state": "failed", "reason": …}`.
-    #[serde(default)]
-    pub services: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct NodeReport {
-    pub id: u64,
-    pub name: String,
-    pub state: String,
-    pub term: u64,
-    #[serde(default)]
-    pub applied_index: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LeaderRef {
-    pub id: u64,
-    pub name: String,
 }
 
 /// The answer to a battery CSV upload.
@@ -907,6 +989,27 @@ mod tests {
         for bad in ["", "ftp://x:1", "http://x:1/api", "127.0.0.1:notaport"] {
             assert!(matches!(normalize_address(bad), Err(ClientError::Address { .. })), "{bad}");
         }
+    }
+
+    #[test]
+    fn with_a_ca_a_bare_address_means_https_and_urls_keep_their_scheme() {
+        assert_eq!(normalize_address_as("10.0.0.2:7700", true).unwrap(), "https://10.0.0.2:7700");
+        assert_eq!(normalize_address_as("panal.example", true).unwrap(), "https://panal.example:7700");
+        assert_eq!(normalize_address_as("http://127.0.0.1:7700", true).unwrap(), "http://127.0.0.1:7700");
+        assert!(same_host_port("http://127.0.0.1:7700", "https://127.0.0.1:7700"));
+        assert!(!same_host_port("http://127.0.0.1:7700", "http://127.0.0.1:7710"));
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_and_a_data_dir_without_tls_trusts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = Trust::from_pem_file(&empty).unwrap_err().to_string();
+        assert!(e.contains("no certificate"), "{e}");
+        assert!(Trust::from_pem_file(&dir.path().join("missing.pem")).is_err());
+        assert!(Trust::of_data_dir(dir.path()).unwrap().is_none());
+        assert!(Trust::of_launch_dir(dir.path()).unwrap().is_none());
     }
 
     #[test]

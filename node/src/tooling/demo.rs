@@ -1,8 +1,8 @@
 //! Demo data for `panal up --demo`, loaded through the public API of every node in turn (so
-//! loading it also exercises forwarding): three users, a bookshop with stock and one paid
-//! order, a home meter with 30 days of hourly readings, and a battery with a 48-hour CSV.
+//! loading it also exercises forwarding) with the one seeder (`seed.rs`): three users, a
+//! bookshop with stock and one paid order, a home meter with 30 days of hourly readings,
+//! and a battery with a 48-hour CSV.
 
-use panal_actors::auth::ops::RegisterRequest;
 use panal_actors::catalog::ops::NewOrder;
 use panal_actors::catalog::payment::CardPayment;
 use panal_actors::catalog::{BookQuery, NewBook};
@@ -12,6 +12,7 @@ use panal_actors::page::PageParams;
 
 use crate::error::Result;
 use crate::tooling::client::Client;
+use crate::tooling::seed;
 
 /// The demo accounts: (username, password, what they do).
 pub const USERS: [(&str, &str, &str); 3] = [
@@ -80,13 +81,7 @@ pub async fn load(api: &Client) -> Result<Loaded> {
     let mut last = api.clone();
     for (username, password, _) in USERS {
         let user = last.new_session();
-        let register = RegisterRequest {
-            username: username.into(),
-            password: password.into(),
-            email: Some(format!("{username}@example.com")),
-        };
-        turn.on(&user).register(&register).await?;
-        turn.on(&user).login(username, password).await?;
+        seed::account(&turn.on(&user), username, password, Some(format!("{username}@example.com"))).await?;
         last = user.clone();
         sessions.push(user);
     }
@@ -94,28 +89,30 @@ pub async fn load(api: &Client) -> Result<Loaded> {
     // Each session must also see the others' writes (bob buys alice's book).
     let sync = |c: &Client| c.observe_index(carol.last_index().max(alice.last_index()).max(bob.last_index()));
 
-    let mut first_book = 0;
-    for (title, author, price_cents, stock) in BOOKS {
-        let book = NewBook {
+    let books: Vec<NewBook> = BOOKS
+        .iter()
+        .map(|&(title, author, price_cents, stock)| NewBook {
             title: title.into(),
             author: author.into(),
             description: format!("{title} by {author}."),
             price_cents,
             currency: "EUR".into(),
             stock,
-        };
-        let created = turn.on(alice).create_book(&book).await?;
-        if first_book == 0 {
-            first_book = created.id;
-        }
-    }
+        })
+        .collect();
+    let first_book = seed::books(alice, &books, 1).await?[0];
     sync(bob);
     let order = turn.on(bob).place_order(&NewOrder { book_id: first_book, quantity: 1 }, None).await?;
     let card = CardPayment { card_number: "4242 4242 4242 4242".into(), expiry: "12/39".into(), cvc: "123".into() };
     turn.on(bob).pay_order(order.id, &card).await?;
 
     sync(carol);
-    let meter = turn.on(carol).create_device(&NewDevice { name: "home meter".into(), kind: DeviceKind::Meter }).await?;
+    let devices = [
+        NewDevice { name: "home meter".into(), kind: DeviceKind::Meter },
+        NewDevice { name: "powerwall".into(), kind: DeviceKind::Battery },
+    ];
+    let ids = seed::devices(carol, &devices, 1).await?;
+    let (meter_id, battery_id) = (ids[0], ids[1]);
     let hour_ms = 3_600_000;
     let now_hour = panal_actors::time::wall_ms() / hour_ms * hour_ms;
     let hours = 30 * 24;
@@ -130,13 +127,11 @@ pub async fn load(api: &Client) -> Result<Loaded> {
         })
         .collect();
     let count = readings.len();
-    turn.on(carol).add_readings(meter.id, &ReadingsInput::Batch { readings }).await?;
+    turn.on(carol).add_readings(meter_id, &ReadingsInput::Batch { readings }).await?;
 
-    let battery =
-        turn.on(carol).create_device(&NewDevice { name: "powerwall".into(), kind: DeviceKind::Battery }).await?;
     let csv = battery_csv(now_hour - 48 * hour_ms);
-    turn.on(carol).upload_battery_csv(battery.id, &csv).await?;
-    Ok(Loaded { books: BOOKS.len(), readings: count, meter_id: meter.id, battery_id: battery.id, fresh: true })
+    turn.on(carol).upload_battery_csv(battery_id, &csv).await?;
+    Ok(Loaded { books: BOOKS.len(), readings: count, meter_id, battery_id, fresh: true })
 }
 
 /// Household consumption in kWh for the hour starting at `ts_ms`: a morning and an evening

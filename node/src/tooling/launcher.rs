@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::tooling::client::{stored_password, Client};
+use crate::tooling::client::{stored_password, Client, Trust, DEFAULT_TIMEOUT};
 
 /// How the nodes of a local cluster are addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,20 @@ impl Addressing {
     }
 }
 
+/// How the nodes serve their API, and what their clients trust.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ApiTransport {
+    /// The node's default (plain HTTP on the loopback addresses the launcher uses).
+    #[default]
+    Plain,
+    /// `--api-tls auto`: HTTPS with a certificate from the cluster CA, which the clients
+    /// trust (read from the nodes' data dirs).
+    ClusterCa,
+    /// HTTPS with a certificate of your own (`--api-tls-cert/--api-tls-key` in
+    /// `node_args`), signed by the CA in this file.
+    OwnCa(PathBuf),
+}
+
 /// What to launch and where.
 #[derive(Debug, Clone)]
 pub struct LaunchConfig {
@@ -58,6 +72,7 @@ pub struct LaunchConfig {
     pub env: Vec<(String, String)>,
     /// How long a node may take to become ready.
     pub ready_timeout: Duration,
+    pub api: ApiTransport,
 }
 
 impl LaunchConfig {
@@ -72,6 +87,7 @@ impl LaunchConfig {
             node_args: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            api: ApiTransport::Plain,
         })
     }
 }
@@ -182,20 +198,15 @@ impl LocalCluster {
     /// Starts a node joining through node 0 with the `role` token; waits until it is ready
     /// (a manager: until it is a voter). Returns its index.
     pub async fn join(&mut self, role: &str) -> Result<usize> {
-        let admin = self.admin_client().await?;
-        let tokens = admin.join_tokens().await?;
-        let via = self.nodes[0].peer_addr.clone();
-        let i = self.add_slot()?;
-        // The token through the environment, not argv: `ps` shows every user the command line.
-        let token = [("PANAL_TOKEN", tokens.for_role(role))];
-        self.spawn_with_env(i, &["start"], &["--join", &via], &token)?;
+        let i = self.spawn_join(role).await?;
         self.wait_ready(i).await?;
         if role == "manager" {
+            let admin = self.admin_client().await?;
             let name = self.nodes[i].name.clone();
             let deadline = Instant::now() + self.config.ready_timeout;
             loop {
                 let rows = admin.cluster_nodes().await.unwrap_or_default();
-                if rows.iter().any(|r| r.name == name && r.role == "manager") {
+                if rows.iter().any(|r| r.name == name && r.role == panal_raft::MemberRole::Manager) {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -207,13 +218,28 @@ impl LocalCluster {
         Ok(i)
     }
 
+    /// Starts a node joining through node 0 with the `role` token, without waiting for it
+    /// (to watch a node while it joins). Returns its index.
+    pub async fn spawn_join(&mut self, role: &str) -> Result<usize> {
+        let tokens = self.admin_client().await?.join_tokens().await?;
+        let via = self.nodes[0].peer_addr.clone();
+        let i = self.add_slot()?;
+        // The token through the environment, not argv: `ps` shows every user the command line.
+        let token = [("PANAL_TOKEN", tokens.for_role(role))];
+        self.spawn_with_env(i, &["start"], &["--join", &via], &token)?;
+        Ok(i)
+    }
+
     /// Adds a node slot (name, addresses, data dir) without starting it; returns its index.
     pub fn add_slot(&mut self) -> Result<usize> {
         let i = self.nodes.len();
         let name = format!("{}{}", self.config.name_prefix, i + 1);
         let (api_addr, peer_addr, mesh_addr) = self.config.addressing.addresses(i);
         self.nodes.push(LocalNode {
-            api_url: format!("http://{api_addr}"),
+            api_url: match self.config.api {
+                ApiTransport::Plain => format!("http://{api_addr}"),
+                _ => format!("https://{api_addr}"),
+            },
             data_dir: self.config.dir.join(&name),
             log: self.config.dir.join(format!("{name}.log")),
             name,
@@ -269,6 +295,9 @@ impl LocalCluster {
         args.extend(["--data-dir".into(), node.data_dir.display().to_string(), "--name".into(), node.name.clone()]);
         args.extend(["--api-addr".into(), node.api_addr.clone(), "--peer-addr".into(), node.peer_addr.clone()]);
         args.extend(["--mesh-addr".into(), node.mesh_addr.clone()]);
+        if self.config.api == ApiTransport::ClusterCa {
+            args.extend(["--api-tls".into(), "auto".into()]);
+        }
         args.extend(self.config.node_args.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         args
@@ -285,9 +314,10 @@ impl LocalCluster {
     /// The one ready-wait loop: polls `/ready` of node `i` until 200, failing early (with
     /// the end of its log) if the process exits.
     pub async fn wait_ready(&mut self, i: usize) -> Result<()> {
-        let probe = Client::new(&[self.nodes[i].api_url.as_str()])?;
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {
+            // Built anew each time: a new cluster's CA appears once its first node started.
+            let probe = Client::with_trust(&[self.nodes[i].api_url.as_str()], DEFAULT_TIMEOUT, &self.trust()?)?;
             if let Some(status) = self.nodes[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.nodes[i].child = None;
                 return Err(Error::Fatal(format!(
@@ -313,8 +343,23 @@ impl LocalCluster {
 
     /// A client of every node (not logged in).
     pub fn client(&self) -> Result<Client> {
+        self.client_with_timeout(DEFAULT_TIMEOUT)
+    }
+
+    /// A client of every node (not logged in) with a per-request timeout.
+    pub fn client_with_timeout(&self, timeout: Duration) -> Result<Client> {
         let urls: Vec<&str> = self.nodes.iter().map(|n| n.api_url.as_str()).collect();
-        Ok(Client::new(&urls)?)
+        Ok(Client::with_trust(&urls, timeout, &self.trust()?)?)
+    }
+
+    /// What the clients of these nodes trust: the cluster CA once a node created it, or
+    /// the CA of the nodes' own certificate.
+    pub fn trust(&self) -> Result<Trust> {
+        Ok(match &self.config.api {
+            ApiTransport::Plain => Trust::default(),
+            ApiTransport::ClusterCa => Trust::of_launch_dir(&self.config.dir)?.unwrap_or_default(),
+            ApiTransport::OwnCa(file) => Trust::from_pem_file(file)?,
+        })
     }
 
     /// A client of every node, logged in as the admin.

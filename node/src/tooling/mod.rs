@@ -7,6 +7,7 @@
 //! - `admin`: `node`, `token`, `status`, `backup` commands.
 //! - `up`: `panal up`, a supervised local cluster.
 //! - `demo`: the demo data `panal up --demo` loads.
+//! - `seed`: the one data seeder (accounts, books, devices) of demo, drill and bench.
 //! - `top`: the live cluster view in a terminal.
 //! - `drill`: failure rehearsals under a recorded workload.
 //! - `bench`: benchmarks writing docs/benchmarks.md.
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod drill;
 pub mod health;
 pub mod launcher;
+pub mod seed;
 pub mod service;
 pub mod top;
 pub mod up;

@@ -1,12 +1,13 @@
 //! `panal service ls|ps|inspect|scale|update` and `panal node update`: orchestration from
 //! the command line, over the admin API of any node.
 
+use std::collections::BTreeMap;
+
 use clap::{Args, Subcommand};
-use serde_json::{json, Map, Value};
+use panal_actors::orchestration::{Availability, Constraint, Mode};
 
 use crate::error::{Error, Result};
-use crate::tooling::client::AdminArgs;
-use crate::tooling::client::Client;
+use crate::tooling::client::{AdminArgs, Client, NodeUpdate, ServiceUpdate, ServiceView, TaskView};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -110,118 +111,95 @@ pub async fn run(cmd: ServiceCommand) -> Result<()> {
             }
             let client = Client::admin(&admin).await?;
             for (service, n) in changes {
-                let body = json!({ "mode": "replicated", "replicas": n });
-                client.update_service(&service, &body).await?;
+                let update = ServiceUpdate { mode: Some(Mode::Replicated), replicas: Some(n), ..Default::default() };
+                client.update_service(&service, &update).await?;
                 println!("{service} scaled to {n}");
             }
         }
         ServiceCommand::Update(a) => {
-            let mut body = Map::new();
-            if let Some(m) = a.mode {
-                body.insert("mode".into(), json!(m));
-            }
-            if let Some(r) = a.replicas {
-                body.insert("replicas".into(), json!(r));
-            }
-            if !a.constraint_add.is_empty() {
-                body.insert("constraint_add".into(), json!(a.constraint_add));
-            }
-            if !a.constraint_rm.is_empty() {
-                body.insert("constraint_rm".into(), json!(a.constraint_rm));
-            }
-            if let Some(m) = a.max_per_node {
-                body.insert("max_per_node".into(), json!(m));
-            }
-            if let Some(w) = a.workers {
-                body.insert("workers".into(), json!(w));
-            }
-            if a.restart {
-                body.insert("restart".into(), json!(true));
-            }
-            if a.rebalance {
-                body.insert("rebalance".into(), json!(true));
-            }
-            if let Some(p) = a.update_parallelism {
-                body.insert("update_parallelism".into(), json!(p));
-            }
-            if let Some(ms) = a.update_delay {
-                body.insert("update_delay_ms".into(), json!(ms));
-            }
-            let view = Client::admin(&a.admin).await?.update_service(&a.service, &Value::Object(body)).await?;
-            print!("{}", service_table(&json!([view])));
+            let update = ServiceUpdate {
+                mode: a.mode.as_deref().map(|m| if m == "global" { Mode::Global } else { Mode::Replicated }),
+                replicas: a.replicas,
+                constraint_add: constraints("--constraint-add", a.constraint_add)?,
+                constraint_rm: constraints("--constraint-rm", a.constraint_rm)?,
+                max_per_node: a.max_per_node,
+                workers: a.workers,
+                restart: a.restart,
+                rebalance: a.rebalance,
+                update_parallelism: a.update_parallelism,
+                update_delay_ms: a.update_delay,
+            };
+            let view = Client::admin(&a.admin).await?.update_service(&a.service, &update).await?;
+            print!("{}", service_table(&[view]));
         }
     }
     Ok(())
 }
 
+/// Placement constraints as typed (`node.labels.cpu==big`), refused here when malformed.
+fn constraints(flag: &str, exprs: Vec<String>) -> Result<Vec<Constraint>> {
+    exprs.into_iter().map(|e| Constraint::try_from(e).map_err(|why| Error::Fatal(format!("{flag}: {why}")))).collect()
+}
+
 pub async fn node_update(a: NodeUpdateArgs) -> Result<()> {
-    let mut labels = Map::new();
+    let mut label_add = BTreeMap::new();
     for l in &a.label_add {
         let (k, v) = l.split_once('=').ok_or_else(|| Error::Fatal(format!("--label-add {l:?}: expected KEY=VALUE")))?;
-        labels.insert(k.to_string(), json!(v));
+        label_add.insert(k.to_string(), v.to_string());
     }
-    let mut body = json!({ "label_add": labels, "label_rm": a.label_rm });
-    if let Some(av) = a.availability {
-        body["availability"] = json!(av);
-    }
-    let out = Client::admin(&a.admin).await?.update_node(a.id, &body).await?;
-    let labels: Vec<String> = out["settings"]["labels"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
-        .unwrap_or_default();
+    let availability = a.availability.as_deref().map(str::parse::<Availability>).transpose().map_err(Error::Fatal)?;
+    let update = NodeUpdate { availability, label_add, label_rm: a.label_rm };
+    let out = Client::admin(&a.admin).await?.update_node(a.id, &update).await?;
+    let labels: Vec<String> = out.settings.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
         "node {} ({}): availability {}, labels [{}]",
         a.id,
-        out["name"].as_str().unwrap_or("?"),
-        out["settings"]["availability"].as_str().unwrap_or("?"),
+        out.name,
+        out.settings.availability,
         labels.join(", ")
     );
     Ok(())
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-/// `NAME MODE REPLICAS CONSTRAINTS`, replicas as running/desired.
-pub fn service_table(rows: &Value) -> String {
+pub fn service_table(rows: &[ServiceView]) -> String {
     let mut out = format!("{:<12} {:<11} {:<9} {:<8} {}\n", "NAME", "MODE", "REPLICAS", "PENDING", "CONSTRAINTS");
-    for r in rows.as_array().into_iter().flatten() {
-        let spec = &r["spec"];
-        let desired = if spec["mode"] == "global" { r["assigned"].clone() } else { spec["replicas"].clone() };
-        let constraints: Vec<String> = spec["constraints"].as_array().into_iter().flatten().map(text).collect();
+    for r in rows {
+        let (mode, desired) = match r.spec.mode {
+            Mode::Global => ("global", r.assigned),
+            Mode::Replicated => ("replicated", r.spec.replicas as usize),
+        };
+        let constraints: Vec<String> = r.spec.constraints.iter().map(ToString::to_string).collect();
         out.push_str(&format!(
             "{:<12} {:<11} {:<9} {:<8} {}\n",
-            text(&r["name"]),
-            text(&spec["mode"]),
-            format!("{}/{}", text(&r["running"]), text(&desired)),
-            text(&r["pending"]),
+            r.name,
+            mode,
+            format!("{}/{desired}", r.running),
+            r.pending,
             if constraints.is_empty() { "-".into() } else { constraints.join(", ") }
         ));
     }
     out
 }
 
-/// `SLOT NODE DESIRED CURRENT GEN SINCE ERROR` (GEN: the rolling restart the node is at).
-pub fn task_table(rows: &Value) -> String {
+pub fn task_table(rows: &[TaskView]) -> String {
     let mut out = format!(
         "{:<6} {:<6} {:<9} {:<9} {:<4} {:<25} {}\n",
         "SLOT", "NODE", "DESIRED", "CURRENT", "GEN", "SINCE", "ERROR"
     );
-    for r in rows.as_array().into_iter().flatten() {
+    for r in rows {
         out.push_str(&format!(
             "{:<6} {:<6} {:<9} {:<9} {:<4} {:<25} {}\n",
-            text(&r["slot"]),
-            text(&r["node_id"]),
-            text(&r["desired_state"]),
-            text(&r["current_state"]),
-            text(&r["generation"]),
-            text(&r["since"]),
-            text(&r["error"])
+            r.slot,
+            or_dash(r.node_id),
+            r.desired_state,
+            r.current_state,
+            or_dash(r.generation),
+            r.since,
+            or_dash(r.error.as_deref())
         ));
     }
     out
@@ -229,19 +207,33 @@ pub fn task_table(rows: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use panal_actors::orchestration::ServiceSpec;
+    use panal_actors::services::Service;
+
     use super::*;
 
     #[test]
     fn tables_show_running_over_desired_and_pending_reasons() {
-        let services = json!([{"name": "catalog", "spec": {"mode": "replicated", "replicas": 3, "constraints": ["node.labels.cpu==big"]},
-            "assigned": 2, "running": 2, "pending": 1}]);
+        let constraint = Constraint::try_from("node.labels.cpu==big".to_string()).unwrap();
+        let spec =
+            ServiceSpec { mode: Mode::Replicated, replicas: 3, constraints: vec![constraint], ..Default::default() };
+        let services = [ServiceView { name: "catalog".into(), spec, assigned: 2, running: 2, pending: 1 }];
         let table = service_table(&services);
         assert!(
             table.lines().nth(1).unwrap().contains("catalog      replicated  2/3       1        node.labels.cpu==big"),
             "{table}"
         );
-        let tasks = json!([{"slot": 0, "node_id": null, "desired_state": "pending", "current_state": "pending",
-            "since": "2026-01-01T00:00:00Z", "error": "no node satisfies node.labels.cpu==big"}]);
+        let tasks = [TaskView {
+            service: Service::Catalog,
+            slot: 0,
+            node_id: None,
+            desired_state: "pending".into(),
+            current_state: "pending".into(),
+            error: Some("no node satisfies node.labels.cpu==big".into()),
+            since: "2026-01-01T00:00:00Z".into(),
+            workers: None,
+            generation: None,
+        }];
         assert!(task_table(&tasks).contains("pending   pending   -    2026-01-01T00:00:00Z      no node satisfies"));
     }
 }

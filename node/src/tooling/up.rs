@@ -189,6 +189,7 @@ async fn print_banner(args: &UpArgs, dir: &Path, cluster: &LocalCluster, client:
         for (user, password, what) in crate::tooling::demo::USERS {
             println!("  user {user:<6} password {password:<16} {what}");
         }
+        println!("Web console: {url}/ui/ (the bookshop for any user; sign in as carol for the energy pages and the battery chart, as admin for the cluster)");
         println!("Try:");
         println!("  curl -s '{other}/api/v1/books?q=le+guin'");
         println!("  TOKEN=$({})", login("carol", crate::tooling::demo::USERS[2].1));
@@ -200,9 +201,10 @@ async fn print_banner(args: &UpArgs, dir: &Path, cluster: &LocalCluster, client:
             "  curl -s '{url}/api/v1/devices/{}/forecast?horizon=24h' -H \"authorization: Bearer $TOKEN\"",
             loaded.meter_id
         );
-        // A browser cannot send the bearer token: fetch the chart with it, then open the file.
+        // A browser cannot send the bearer token: the console (cookie session) shows the
+        // chart; from a shell, fetch it with the token.
         println!(
-            "  curl -s '{url}/api/v1/devices/{}/battery/chart.svg' -H \"authorization: Bearer $TOKEN\" -o battery.svg   # then open battery.svg in a browser",
+            "  curl -s '{url}/api/v1/devices/{}/battery/chart.svg' -H \"authorization: Bearer $TOKEN\" -o battery.svg   # or see it in the web console",
             loaded.battery_id
         );
         println!("  curl -s {url}/openapi.json");

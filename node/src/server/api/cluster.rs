@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use panal_actors::cluster::{ClusterCommand, JoinRole};
-use panal_actors::kv::{KvCommand, KvEntry};
-use panal_actors::{Command, Reply};
+use panal_actors::cluster::{self, JoinRole};
+use panal_actors::kv::{self, KvEntry};
+use panal_actors::Proposal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -25,11 +25,17 @@ const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
 /// Longest clock advance one request may ask for: a year.
 const MAX_ADVANCE_SECONDS: i64 = 365 * 24 * 3600;
 
-/// Proposes `command` and returns its reply, mapping rejections to 4xx. The deadline is
-/// the replica's own (the one write timeout of the node).
-pub async fn propose(s: &AppState, command: Command, idempotency_key: Option<String>) -> Result<(Reply, u64)> {
-    let out = s.replica.write(&command, idempotency_key, panal_actors::services::WRITE_TIMEOUT).await?;
-    Ok((out.response?, out.index))
+/// Proposes `proposal` and returns the reply its command declares with the entry's index,
+/// mapping rejections to 4xx. The deadline is the replica's own (the one write timeout of
+/// the node).
+pub async fn propose<P: Proposal>(
+    s: &AppState,
+    proposal: P,
+    idempotency_key: Option<String>,
+) -> Result<(P::Reply, u64)> {
+    let out =
+        panal_actors::propose(&s.replica, proposal, idempotency_key, panal_actors::services::WRITE_TIMEOUT).await?;
+    Ok((out.response, out.index))
 }
 
 /// Adds `X-Panal-Index` to a response.
@@ -40,7 +46,7 @@ pub fn with_index(index: u64, resp: impl IntoResponse) -> Response {
 }
 
 /// A member as the replicated membership lists it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     pub id: u64,
     pub name: String,
@@ -51,14 +57,14 @@ pub struct Member {
 }
 
 /// The leader this node knows.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LeaderRef {
     pub id: u64,
     pub name: String,
 }
 
 /// This node's own Raft state.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RaftStatus {
     pub id: u64,
     pub name: String,
@@ -89,7 +95,7 @@ impl From<panal_raft::MemberStatus> for RaftStatus {
 }
 
 /// The cluster as this node sees it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ClusterStatus {
     pub node: RaftStatus,
     pub members: Vec<Member>,
@@ -100,7 +106,7 @@ pub struct ClusterStatus {
     pub ready: bool,
     /// Each service's health on this node, by service name.
     #[schema(value_type = Object)]
-    pub services: serde_json::Value,
+    pub services: BTreeMap<panal_actors::services::Service, panal_actors::services::ServiceHealth>,
     /// The gateway's balancing policy.
     pub balance: String,
 }
@@ -123,27 +129,31 @@ pub async fn status(State(s): State<AppState>, _: Admin) -> Json<ClusterStatus> 
         leader: s.replica.leader().map(|(id, n)| LeaderRef { id, name: n.name }),
         replication,
         ready: s.caught_up.load(std::sync::atomic::Ordering::Acquire),
-        services: serde_json::to_value(s.services.health()).unwrap_or_default(),
+        services: s.services.health(),
         balance: format!("{:?}", s.gateway.policy),
     })
 }
 
 /// One member with its own report, when it answered.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeRow {
-    id: u64,
-    name: String,
+    pub id: u64,
+    pub name: String,
     #[schema(value_type = String, pattern = "^(manager|worker)$")]
-    role: panal_raft::MemberRole,
-    state: Option<String>,
-    leader: Option<u64>,
-    api_addr: String,
-    reachable: bool,
-    applied_index: Option<u64>,
-    term: Option<u64>,
+    pub role: panal_raft::MemberRole,
+    pub state: Option<String>,
+    pub leader: Option<u64>,
+    pub api_addr: String,
+    pub reachable: bool,
+    pub applied_index: Option<u64>,
+    pub term: Option<u64>,
     /// Orchestration: `active`, `pause` or `drain`, and the node's labels.
-    availability: panal_actors::orchestration::Availability,
-    labels: std::collections::BTreeMap<String, String>,
+    pub availability: panal_actors::orchestration::Availability,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Each service's supervisor on that node (`running` with its worker count, 0 once
+    /// stopped there, or `failed` with the reason), asked live; absent when it did not answer.
+    #[schema(value_type = Option<Object>)]
+    pub services: Option<BTreeMap<panal_actors::services::Service, panal_actors::services::ServiceHealth>>,
 }
 
 /// `GET /api/v1/cluster/nodes`: every member, each asked for its own state.
@@ -159,13 +169,19 @@ pub async fn nodes(State(s): State<AppState>, _: Admin) -> Result<Json<Vec<NodeR
         .await?;
     let settings = settings?;
     let rows = futures::future::join_all(members.into_iter().map(|(id, node, role)| {
-        let replica = s.replica.clone();
+        let s = s.clone();
         let node_settings = settings.get(&id).cloned().unwrap_or_default();
         async move {
-            let report = if id == replica.id() {
-                Some(replica.status())
+            let replica = &s.replica;
+            let (report, services) = if id == replica.id() {
+                (Some(replica.status()), Some(s.services.health()))
             } else {
-                replica.peer_status(&node, PEER_STATUS_TIMEOUT).await.ok()
+                let (report, services) = futures::future::join(
+                    replica.peer_status(&node, PEER_STATUS_TIMEOUT),
+                    super::cluster_view::ask_typed(&s, &node.name, panal_actors::metrics::ops::Health),
+                )
+                .await;
+                (report.ok(), services.ok())
             };
             NodeRow {
                 id,
@@ -179,11 +195,46 @@ pub async fn nodes(State(s): State<AppState>, _: Admin) -> Result<Json<Vec<NodeR
                 term: report.as_ref().map(|r| r.term),
                 availability: node_settings.availability,
                 labels: node_settings.labels,
+                services,
             }
         }
     }))
     .await;
     Ok(Json(rows))
+}
+
+/// How long a revocation after a removal waits for a leader: removing the leader causes
+/// an election, and the removal it follows has already been committed.
+const REVOKE_WAIT: Duration = Duration::from_secs(15);
+
+/// Records that node `id`'s certificates are refused from now on, retrying while the
+/// cluster has no leader (as a membership change does).
+async fn revoke_node(s: &AppState, id: u64) -> Result<()> {
+    let deadline = std::time::Instant::now() + REVOKE_WAIT;
+    let key = panal_raft::auto_idempotency_key();
+    loop {
+        let revoke = panal_actors::cluster::command::RevokeNode { node_id: id };
+        match panal_actors::propose(&s.replica, revoke, Some(key.clone()), panal_actors::services::WRITE_TIMEOUT).await
+        {
+            Ok(_) => {
+                tracing::info!(node = id, "the removed node's certificates are revoked");
+                return Ok(());
+            }
+            // This node removed itself: it can no longer write to the log.
+            Err(e) if e.code() == "node_removed" => {
+                tracing::warn!(
+                    node = id,
+                    "this node removed itself and cannot record the revocation of its certificates: remove \
+                     nodes through another member to revoke them"
+                );
+                return Ok(());
+            }
+            Err(e) if e.code() == "no_leader" && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A membership change requested through the API.
@@ -213,7 +264,16 @@ async fn change_member(s: &AppState, who: &str, id: u64, change: MemberChange) -
     let (role, removed) = match change {
         MemberChange::Promote => (s.replica.promote(id).await.map(|_| Some("manager"))?, false),
         MemberChange::Demote => (s.replica.demote(id).await.map(|_| Some("worker"))?, false),
-        MemberChange::Remove => (s.replica.remove(id).await.map(|_| None)?, true),
+        MemberChange::Remove => {
+            let removal = s.replica.remove(id).await;
+            // A removal retried across an election may fail after its first attempt was
+            // applied: the node is gone all the same, and revoked all the same.
+            if removal.is_ok() || !s.replica.members().iter().any(|(m, _, _)| *m == id) {
+                // Its certificates are refused from now on, wherever it connects from.
+                revoke_node(s, id).await?;
+            }
+            (removal.map(|_| None)?, true)
+        }
     };
     Ok(Json(MemberChanged { id, role: role.map(String::from), removed }))
 }
@@ -254,9 +314,9 @@ async fn cluster_config(s: &AppState) -> Result<panal_actors::cluster::ClusterCo
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct JoinTokens {
     pub cluster_id: String,
-    /// `PANAL-1-<cluster id>-<secret>-manager`
+    /// `PANAL-2-<CA fingerprint>-<cluster id>-<secret>-manager` (`PANAL-1-…` without peer TLS)
     pub manager: String,
-    /// `PANAL-1-<cluster id>-<secret>-worker`
+    /// `PANAL-2-<CA fingerprint>-<cluster id>-<secret>-worker`
     pub worker: String,
 }
 
@@ -269,6 +329,64 @@ impl JoinTokens {
             &self.worker
         }
     }
+}
+
+/// The cluster CA and this node's certificate (the typed client reads the same type).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct CaInfo {
+    /// SHA-256 of the CA's public key (hex), as in the join tokens; none without peer TLS.
+    pub fingerprint: Option<String>,
+    /// The trust bundle (PEM): the CA certificate(s) clients and nodes trust.
+    pub ca_pem: Option<String>,
+    /// When the current CA certificate expires (seconds since the epoch).
+    pub ca_not_after: Option<u64>,
+    /// The answering node's certificate subject (`CN=node-<id>`) and expiry.
+    pub node_subject: Option<String>,
+    pub node_not_after: Option<u64>,
+    /// During a CA rotation (`panal ca rotate`): the CA being replaced, still trusted.
+    #[serde(default)]
+    pub previous_fingerprint: Option<String>,
+    /// During a CA rotation: the members that hold no certificate from the new CA yet.
+    #[serde(default)]
+    pub pending_nodes: Vec<u64>,
+    /// The answering node's certificate was issued by the CA with this fingerprint.
+    #[serde(default)]
+    pub node_issuer_fingerprint: Option<String>,
+}
+
+/// The cluster CA: fingerprint, certificate and expiry, and the answering node's
+/// certificate expiry.
+#[utoipa::path(get, path = "/api/v1/cluster/ca", operation_id = "cluster_ca", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = CaInfo), AdminErrors))]
+pub async fn ca(State(s): State<AppState>, _: Admin) -> Result<Json<CaInfo>> {
+    let state = s.replica.state_machine().read(|db| panal_actors::cluster::trust_state(db)).await??;
+    let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let ca = state.bundle.as_deref().map(crate::server::tls::CertSummary::of_pem).transpose()?;
+    let node = s.tls.as_ref().map(|t| t.certificate()).transpose()?;
+    let issuer = s.tls.as_ref().map(|t| t.issuer_fingerprint()).transpose()?;
+    Ok(Json(CaInfo {
+        fingerprint: ca.as_ref().map(|c| c.fingerprint.clone()),
+        ca_not_after: ca.as_ref().map(|c| secs(c.not_after)),
+        previous_fingerprint: state.rotation.as_ref().map(|r| r.previous_fingerprint.clone()),
+        pending_nodes: crate::server::tls::pending_members(&state, &s.replica.members()),
+        ca_pem: state.bundle,
+        node_subject: node.as_ref().map(|n| n.subject.clone()),
+        node_not_after: node.as_ref().map(|n| secs(n.not_after)),
+        node_issuer_fingerprint: issuer,
+    }))
+}
+
+/// Begins a CA rotation: a manager makes a new CA, which signs from now on; every node
+/// re-issues its certificate from it while both CAs are trusted, and the old CA is dropped
+/// once every member holds a new certificate (see `ca` for the progress).
+#[utoipa::path(post, path = "/api/v1/cluster/ca/rotate", operation_id = "cluster_ca_rotate", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = crate::server::tls::CaRotated), AdminErrors))]
+pub async fn ca_rotate(State(s): State<AppState>, Admin(who): Admin) -> Result<Json<crate::server::tls::CaRotated>> {
+    let tls = s.tls.as_ref().ok_or_else(|| {
+        Error::BadRequest("no_ca", "this cluster runs without peer TLS (--peer-tls off): no CA to rotate".into())
+    })?;
+    tracing::info!(by = %who.username, "CA rotation requested");
+    Ok(Json(crate::server::tls::rotate(&s.replica, tls).await?))
 }
 
 /// The join tokens for new managers and workers.
@@ -297,7 +415,7 @@ pub struct RotatedToken {
         AdminErrors))]
 pub async fn rotate_token(State(s): State<AppState>, _: Admin, Path(role): Path<JoinRole>) -> Result<Response> {
     let secret = crate::server::identity::random_hex(16);
-    let (_, index) = propose(&s, Command::Cluster(ClusterCommand::RotateJoinSecret { role, secret }), None).await?;
+    let (_, index) = propose(&s, cluster::command::RotateJoinSecret { role, secret }, None).await?;
     let cfg = cluster_config(&s).await?;
     Ok(with_index(index, Json(RotatedToken { role, token: cfg.token(role).to_string() })))
 }
@@ -338,12 +456,7 @@ pub async fn advance_clock(
         }]));
     }
     tracing::warn!(by = %who.username, seconds = req.seconds, "advancing the application clock");
-    let (reply, index) =
-        propose(&s, Command::Cluster(ClusterCommand::AdvanceClock { ms: req.seconds * 1000 }), None).await?;
-    let offset_ms = match reply {
-        Reply::Count(ms) => ms,
-        other => return Err(Error::Internal(format!("unexpected reply to AdvanceClock: {other:?}"))),
-    };
+    let (offset_ms, index) = propose(&s, cluster::command::AdvanceClock { ms: req.seconds * 1000 }, None).await?;
     Ok(with_index(index, Json(ClockOffset { offset_ms })))
 }
 
@@ -363,12 +476,8 @@ pub async fn kv_put(
     TextBody(body): TextBody,
 ) -> Result<Response> {
     panal_actors::kv::validate(&key, &body)?;
-    let (reply, index) =
-        propose(&s, Command::Kv(KvCommand::Put { key, value: body }), Some(meta.idempotency_key)).await?;
-    match reply {
-        Reply::KvEntry(e) => Ok(with_index(index, Json(e))),
-        other => Err(Error::Internal(format!("unexpected reply to a kv put: {other:?}"))),
-    }
+    let (entry, index) = propose(&s, kv::command::Put { key, value: body }, Some(meta.idempotency_key)).await?;
+    Ok(with_index(index, Json(entry)))
 }
 
 /// Reads a debug key at the requested consistency.

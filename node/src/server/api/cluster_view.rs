@@ -46,7 +46,7 @@ async fn ask<Op: Operation>(s: &AppState, name: &str, op: Op) -> Result<ServiceR
 }
 
 /// Calls `op` on node `name` and decodes its answer.
-async fn ask_typed<Op>(s: &AppState, name: &str, op: Op) -> Result<Op::Output>
+pub(super) async fn ask_typed<Op>(s: &AppState, name: &str, op: Op) -> Result<Op::Output>
 where
     Op: Operation,
     Op::Output: DeserializeOwned,

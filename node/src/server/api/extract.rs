@@ -323,6 +323,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Checks a token against the replicated signing keys and the revocation list.
 async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller, Error> {
+    let arrived = std::time::Instant::now();
     {
         let kid = auth::key_id(&token)?;
         // A retired key stays retired: cached for good. The newest key is looked up again
@@ -334,13 +335,17 @@ async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller
         let key = match cached.filter(fresh) {
             Some((key, _)) => key,
             None => {
-                let lookup = kid.clone();
-                let key = state
-                    .replica
-                    .state_machine()
-                    .read(move |db| auth::signing_key(db, &lookup))
-                    .await??
-                    .ok_or_else(auth::unknown_key)?;
+                let lookup = |kid: String| async move {
+                    let found = state.replica.state_machine().read(move |db| auth::signing_key(db, &kid)).await??;
+                    Ok::<_, Error>(found)
+                };
+                let key = match lookup(kid.clone()).await? {
+                    Some(key) => key,
+                    None => {
+                        catch_up_for_unknown_key(state, arrived).await?;
+                        lookup(kid.clone()).await?.ok_or_else(auth::unknown_key)?
+                    }
+                };
                 state
                     .jwt_keys
                     .write()
@@ -373,6 +378,32 @@ async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller
         }
         Ok(Caller(identity))
     }
+}
+
+/// How long a token with an unknown key waits for this node to catch up with the leader.
+const UNKNOWN_KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A key this node does not know may be one it has not applied yet (a rotation on the
+/// leader, or this node still catching up), so before calling the token invalid, catch up
+/// with the leader's commit index. A node that has not caught up since it started cannot
+/// judge at all: 503 `catching_up`, never a 401 for a valid token. One catch-up at a
+/// time, shared by every request that arrived before it began, so tokens with made-up key
+/// ids cost the leader at most one read index at a time.
+async fn catch_up_for_unknown_key(state: &AppState, arrived: std::time::Instant) -> Result<(), Error> {
+    if !state.caught_up.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Error::Unavailable(
+            "catching_up",
+            "this node has not caught up with the cluster yet and cannot check this token: retry".into(),
+        ));
+    }
+    let mut last = state.key_barrier.lock().await;
+    if last.is_some_and(|began| began >= arrived) {
+        return Ok(());
+    }
+    let began = std::time::Instant::now();
+    state.replica.read_barrier(Consistency::Linearizable, 0, UNKNOWN_KEY_WAIT).await?;
+    *last = Some(began);
+    Ok(())
 }
 
 /// No `Authorization` header: no caller. A header with a bad token is still a 401.

@@ -28,9 +28,10 @@ use panal_actors::Replica;
 
 use crate::error::{error_response, REQUEST_ID};
 
-pub use cluster::{JoinTokens, StateChecksum};
+pub use cluster::{CaInfo, ClusterStatus, JoinTokens, LeaderRef, Member, NodeRow, RaftStatus, StateChecksum};
 pub use cluster_view::NodeMetrics;
 pub use extract::Admin;
+pub use services_admin::{NodeSettingsView, NodeUpdate, ServiceUpdate, ServiceView};
 
 /// Largest accepted API request body.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -47,6 +48,12 @@ pub struct AppState {
     /// Set once this node knows a leader and has caught up with the commit index the
     /// leader reported after start-up.
     pub caught_up: Arc<AtomicBool>,
+    /// This node started as a new member (its join not yet complete): its replica holds
+    /// nothing of the cluster until it has caught up, so it serves nothing before.
+    pub joining: bool,
+    /// When the last catch-up for a token signed with an unknown key began (see
+    /// `extract::catch_up_for_unknown_key`); the lock makes them one at a time.
+    pub key_barrier: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
     /// JWT signing keys by key id, loaded from the replica on first use. Keys never
     /// change once created, so entries never go stale.
     pub jwt_keys:
@@ -58,6 +65,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// For forwarding admin requests to other nodes.
     pub http: reqwest::Client,
+    /// This node's peer TLS (`--peer-tls on`), for `GET /api/v1/cluster/ca` and its rotation.
+    pub tls: Option<crate::server::tls::NodeTls>,
 }
 
 /// Every documented route and the OpenAPI document describing them, built together so
@@ -98,6 +107,8 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(cluster::promote))
         .routes(routes!(cluster::demote))
         .routes(routes!(cluster::tokens))
+        .routes(routes!(cluster::ca))
+        .routes(routes!(cluster::ca_rotate))
         .routes(routes!(cluster::rotate_token))
         .routes(routes!(cluster::kv_put, cluster::kv_get))
         .routes(routes!(cluster::checksum))
@@ -120,7 +131,7 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let node_header = HeaderValue::from_str(&state.node_name).unwrap_or(HeaderValue::from_static("unknown"));
-    let replica = state.replica.clone();
+    let gate = Gate { replica: state.replica.clone(), caught_up: state.caught_up.clone(), joining: state.joining };
     let (services, spec) = service_routes();
     let spec = Arc::new(spec.to_json().unwrap_or_default());
     Router::new()
@@ -135,11 +146,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(axum::middleware::from_fn(record_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.services.hub.clone(), record_metrics))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(request_limits))
-        .layer(axum::middleware::from_fn_with_state(replica, refuse_when_removed))
+        .layer(axum::middleware::from_fn_with_state(gate, refuse_unless_serving))
         .layer(axum::middleware::from_fn_with_state(node_header, per_request))
         .with_state(state)
 }
@@ -272,16 +283,22 @@ pub fn describe_metrics() {
     panal_actors::metrics::describe();
 }
 
-/// Counts requests by route pattern (not path: label values stay bounded) and status.
-async fn record_metrics(req: Request, next: Next) -> Response {
+/// Counts requests by route pattern (not path: label values stay bounded) and status, and
+/// in the node's samples (request rate and latency of the console's live metrics).
+async fn record_metrics(
+    State(hub): State<Arc<panal_actors::metrics::collector::MetricsHub>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = std::time::Instant::now();
     let route =
         req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
     metrics::counter!("panal_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("panal_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    metrics::histogram!("panal_http_request_duration_seconds", "route" => route).record(took.as_secs_f64());
+    hub.requests.record(took);
     resp
 }
 
@@ -363,17 +380,57 @@ async fn method_not_allowed() -> Response {
     error_response("method_not_allowed", "this route does not accept that method")
 }
 
-async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "node": &*s.node_name }))
+/// `/health`'s answer: the process is up (nothing more is checked).
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    node: Arc<str>,
 }
 
-/// A removed node answers nothing but `/health`, `/ready` and `/metrics`: anything else
-/// it served would be stale (it no longer receives the log).
-async fn refuse_when_removed(State(replica): State<Replica>, req: Request, next: Next) -> Response {
-    if replica.is_removed() && !matches!(req.uri().path(), "/health" | "/ready" | "/metrics") {
+async fn health(State(s): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", node: s.node_name.clone() })
+}
+
+/// `/ready`'s answer when the node may serve.
+#[derive(serde::Serialize)]
+struct Readiness {
+    ready: bool,
+    node: Arc<str>,
+    /// `leader` or `follower`.
+    role: &'static str,
+    leader: Option<u64>,
+    caught_up: bool,
+    applied_index: u64,
+    services: std::collections::BTreeMap<panal_actors::services::Service, panal_actors::services::ServiceHealth>,
+    mesh: crate::server::mesh::MeshReadiness,
+}
+
+/// What decides whether the API serves at all.
+#[derive(Clone)]
+struct Gate {
+    replica: Replica,
+    caught_up: Arc<AtomicBool>,
+    joining: bool,
+}
+
+/// A removed node, and a joining node that has not caught up yet, answer nothing but
+/// `/health`, `/ready` and `/metrics`: anything else they served would be stale (a removed
+/// node no longer receives the log; a joining one holds none of it yet, not even the users
+/// and signing keys, so it would refuse valid tokens and passwords with 401).
+async fn refuse_unless_serving(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    if matches!(req.uri().path(), "/health" | "/ready" | "/metrics") {
+        return next.run(req).await;
+    }
+    if gate.replica.is_removed() {
         return error_response(
             "node_removed",
             "this node was removed from the cluster: send requests to another member",
+        );
+    }
+    if gate.joining && !gate.caught_up.load(Ordering::Acquire) {
+        return error_response(
+            "catching_up",
+            "this node is joining the cluster and has not caught up yet: retry, or send requests to another member",
         );
     }
     next.run(req).await
@@ -417,16 +474,16 @@ async fn ready(State(s): State<AppState>) -> Response {
             &format!("the actor mesh is still connecting to {}", mesh.connecting.join(", ")),
         );
     }
-    let body = serde_json::json!({
-        "ready": true,
-        "node": &*s.node_name,
-        "role": role,
-        "leader": lease.leader(s.replica.id()),
-        "caught_up": caught_up,
-        "applied_index": s.replica.applied_index(),
-        "services": s.services.health(),
-        "mesh": mesh,
-    });
+    let body = Readiness {
+        ready: true,
+        node: s.node_name.clone(),
+        role,
+        leader: lease.leader(s.replica.id()),
+        caught_up,
+        applied_index: s.replica.applied_index(),
+        services: s.services.health(),
+        mesh,
+    };
     (StatusCode::OK, Json(body)).into_response()
 }
 

@@ -8,11 +8,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
 use panal_actors::orchestration::{
-    self, Availability, Constraint, Mode, NodePatch, NodeSettings, OrchestrationCommand, ServiceSpec, SpecPatch,
-    TaskView,
+    self, Availability, Constraint, Mode, NodePatch, NodeSettings, ServiceSpec, SpecPatch, TaskView,
 };
 use panal_actors::services::Service;
-use panal_actors::Command;
 use panal_raft::Consistency;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +22,7 @@ use crate::error::{Error, Result};
 use panal_actors::services::READ_TIMEOUT;
 
 /// A service, its spec and how many of its tasks run.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceView {
     pub name: String,
     pub spec: ServiceSpec,
@@ -37,7 +35,7 @@ pub struct ServiceView {
 }
 
 /// A change to a service's spec; absent fields stay as they are.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceUpdate {
     pub mode: Option<Mode>,
@@ -69,7 +67,7 @@ pub struct ServiceUpdate {
 }
 
 /// A change to a node's availability and labels.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeUpdate {
     pub availability: Option<Availability>,
@@ -82,7 +80,7 @@ pub struct NodeUpdate {
 }
 
 /// A node's orchestration settings after a change.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeSettingsView {
     pub id: u64,
     pub name: String,
@@ -161,8 +159,7 @@ pub async fn update_service(
     let current = view(&s, service).await?.0.spec;
     current.patched(service, &patch).map_err(|r| Error::BadRequest("validation_failed", r.message))?;
     tracing::info!(by = %who.username, service = service.name(), ?patch, "service update requested");
-    let (_, index) =
-        propose(&s, Command::Orchestration(OrchestrationCommand::UpdateService { service, patch }), None).await?;
+    let (_, index) = propose(&s, orchestration::command::UpdateService { service, patch }, None).await?;
     Ok(with_index(index, Json(view(&s, service).await?.0)))
 }
 
@@ -197,7 +194,6 @@ pub async fn update_node(
     let current = current?.remove(&id).unwrap_or_default();
     let settings = current.patched(&patch).map_err(|r| Error::BadRequest("validation_failed", r.message))?;
     tracing::info!(by = %who.username, node = id, ?patch, "node update requested");
-    let (_, index) =
-        propose(&s, Command::Orchestration(OrchestrationCommand::UpdateNode { node_id: id, patch }), None).await?;
+    let (_, index) = propose(&s, orchestration::command::UpdateNode { node_id: id, patch }, None).await?;
     Ok(with_index(index, Json(NodeSettingsView { id, name: node.name, settings })))
 }

@@ -35,9 +35,14 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Whether the browser reached us over HTTPS (directly or through a TLS-terminating proxy).
-pub fn over_https(headers: &HeaderMap) -> bool {
-    headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("https"))
+/// Whether the browser reached us over HTTPS: this node's own TLS (`served_over_tls`, the
+/// [`ServedOverTls`](crate::server::api_tls::ServedOverTls) mark), or a TLS-terminating proxy.
+pub fn over_https(headers: &HeaderMap, served_over_tls: bool) -> bool {
+    served_over_tls
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 /// A browser names the page that sent a request in `Origin`: it must be this server

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use panal_actors::auth::ops::{Login, LoginRequest, Logout, TokenResponse};
 
 use super::extract::{CallMeta, Caller, JsonBody};
@@ -16,6 +16,7 @@ use super::services::call;
 use super::session::{check_origin, csrf_token, over_https, CSRF_COOKIE, SESSION_COOKIE};
 use super::AppState;
 use crate::error::{Error, Result};
+use crate::server::api_tls::ServedOverTls;
 
 /// Largest login answer read back from the auth service.
 const MAX_TOKEN_BODY: usize = 64 * 1024;
@@ -26,13 +27,15 @@ struct Asset {
     body: &'static [u8],
 }
 
+const JS: &str = "text/javascript; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
     Asset { name: "", content_type: "text/html; charset=utf-8", body: include_bytes!("../../../ui/index.html") },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../ui/app.js"),
-    },
+    Asset { name: "app.js", content_type: JS, body: include_bytes!("../../../ui/app.js") },
+    Asset { name: "lib.js", content_type: JS, body: include_bytes!("../../../ui/lib.js") },
+    Asset { name: "shop.js", content_type: JS, body: include_bytes!("../../../ui/shop.js") },
+    Asset { name: "cluster.js", content_type: JS, body: include_bytes!("../../../ui/cluster.js") },
+    Asset { name: "energy.js", content_type: JS, body: include_bytes!("../../../ui/energy.js") },
     Asset { name: "app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../../ui/app.css") },
     Asset { name: "icon.svg", content_type: "image/svg+xml", body: include_bytes!("../../../ui/icon.svg") },
 ];
@@ -84,11 +87,18 @@ pub fn session_cookies(jwt: Option<&str>, max_age: i64, secure: bool) -> [String
     ]
 }
 
+/// `POST /ui/session`'s answer: the token itself stays in the HttpOnly cookie.
+#[derive(serde::Serialize)]
+struct SessionStarted {
+    expires_in: i64,
+}
+
 /// `POST /ui/session`: signs a browser in. The token goes into the cookies only; the body
 /// says when the session ends. A failed login answers the auth service's error as it is.
 async fn login(
     State(s): State<AppState>,
     headers: HeaderMap,
+    tls: Option<Extension<ServedOverTls>>,
     meta: CallMeta,
     JsonBody(credentials): JsonBody<LoginRequest>,
 ) -> Result<Response> {
@@ -103,8 +113,8 @@ async fn login(
         .map_err(|e| Error::Internal(format!("reading the login answer: {e}")))?;
     let token: TokenResponse =
         serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("decoding the login answer: {e}")))?;
-    let mut resp = Json(serde_json::json!({ "expires_in": token.expires_in })).into_response();
-    for c in session_cookies(Some(&token.access_token), token.expires_in, over_https(&headers)) {
+    let mut resp = Json(SessionStarted { expires_in: token.expires_in }).into_response();
+    for c in session_cookies(Some(&token.access_token), token.expires_in, over_https(&headers, tls.is_some())) {
         set_cookie(&mut resp, c);
     }
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -117,6 +127,7 @@ async fn login(
 async fn logout(
     State(s): State<AppState>,
     headers: HeaderMap,
+    tls: Option<Extension<ServedOverTls>>,
     caller: std::result::Result<Caller, Error>,
     meta: CallMeta,
 ) -> Result<Response> {
@@ -125,7 +136,7 @@ async fn logout(
         Err(e @ Error::InvalidToken(_)) => e.into_response(),
         Err(e) => return Err(e),
     };
-    for c in session_cookies(None, 0, over_https(&headers)) {
+    for c in session_cookies(None, 0, over_https(&headers, tls.is_some())) {
         set_cookie(&mut resp, c);
     }
     Ok(resp)
@@ -207,5 +218,18 @@ mod tests {
         assert_eq!(asset("../Cargo.toml").status(), StatusCode::NOT_FOUND);
         let total: usize = ASSETS.iter().map(|a| a.body.len()).sum();
         assert!(total < 200 * 1024, "the console must stay under 200 KB, it is {total} bytes");
+    }
+
+    #[test]
+    fn every_module_a_script_imports_is_served() {
+        for a in ASSETS.iter().filter(|a| a.content_type == JS) {
+            let text = std::str::from_utf8(a.body).unwrap();
+            // Static `from './x.js'` and dynamic `import('./x.js')` alike.
+            for (i, _) in text.match_indices("'./") {
+                let name = &text[i + 3..];
+                let name = &name[..name.find('\'').unwrap()];
+                assert!(ASSETS.iter().any(|b| b.name == name), "{} imports {name}, which is not served", a.name);
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! (`scripts/baseline/fastapi_services.py`; `scripts/bench-services.sh` runs both).
 
 use super::*;
-use panal_actors::auth::ops::RegisterRequest;
+use crate::tooling::seed;
 use panal_actors::catalog::NewBook;
 use panal_actors::energy::{DeviceKind, NewDevice};
 
@@ -91,12 +91,12 @@ pub struct MixResult {
     pub result: LoadResult,
 }
 
-/// What seeding created on one system, used by the mixes.
-struct Seed {
-    buyer_tokens: Vec<String>,
-    hot_books: Vec<i64>,
-    meter_token: String,
-    devices: Vec<i64>,
+/// What seeding created on one system, used by the mixes (and by `bench http`'s routes).
+pub(super) struct Seed {
+    pub(super) buyer_tokens: Vec<String>,
+    pub(super) hot_books: Vec<i64>,
+    pub(super) meter_token: String,
+    pub(super) devices: Vec<i64>,
 }
 
 /// The report, and the baseline's failure if it failed (panal's figures are still
@@ -382,7 +382,7 @@ async fn succeeded(req: reqwest::RequestBuilder, mix: Mix, shown: Arc<AtomicU64>
 /// `{"readings": [...]}` with `n` readings one second apart from second `first` of the ingest
 /// range (seconds, not hours: millions of readings must stay in the past, where readings are
 /// accepted).
-fn readings_body(first: i64, n: usize) -> String {
+pub(super) fn readings_body(first: i64, n: usize) -> String {
     use std::fmt::Write;
     let mut body = String::with_capacity(16 + n * 64);
     body.push_str("{\"readings\":[");
@@ -399,28 +399,17 @@ fn readings_body(first: i64, n: usize) -> String {
     body
 }
 
-/// Registers `username` and logs in on node `i` (the login waits for the registration
-/// there: the session carries its index); returns the access token.
+/// Registers `username` and logs in on node `i` with a session of its own; returns the
+/// access token.
 async fn account(api: &Client, i: usize, username: &str) -> Result<String> {
     let node = api.new_session().pinned(i % api.nodes().len());
-    let user = RegisterRequest { username: username.into(), password: BENCH_PASSWORD.into(), email: None };
-    // The answer is not decoded as a `User`: the baseline's differs in details.
-    node.post::<_, serde_json::Value>("/api/v1/auth/register", &user).await?;
-    Ok(node.login(username, BENCH_PASSWORD).await?.access_token)
-}
-
-/// Creates `body` at `path` on node `i` as the holder of `token`; returns the new id.
-async fn create(api: &Client, i: usize, token: &str, path: &str, body: &impl serde::Serialize) -> Result<i64> {
-    let node = api.new_session().pinned(i % api.nodes().len());
-    node.set_token(Some(token.to_string()));
-    let v: serde_json::Value = node.post(path, body).await?;
-    v["id"].as_i64().ok_or_else(|| Error::Fatal(format!("a created resource has no id: {v}")))
+    Ok(seed::account(&node, username, BENCH_PASSWORD, None).await?.token)
 }
 
 /// Creates the same data on any system through its HTTP API: a seller with `books` listings
 /// (the first few with huge stock), a few buyers, and a meter owner with one device per
 /// connection.
-async fn seed(api: &Client, books: usize, devices: usize) -> Result<Seed> {
+pub(super) async fn seed(api: &Client, books: usize, devices: usize) -> Result<Seed> {
     let seller = account(api, 0, "seller").await?;
     let mut buyer_tokens = Vec::new();
     for i in 0..BUYERS {
@@ -428,34 +417,23 @@ async fn seed(api: &Client, books: usize, devices: usize) -> Result<Seed> {
     }
     let meter_token = account(api, BUYERS + 1, "meter").await?;
     let currencies = ["EUR", "USD", "GBP"];
-    let book_ids: Vec<i64> = futures::stream::iter(0..books)
-        .map(|i| {
-            let book = NewBook {
-                title: format!("Book {i}: a field guide to distributed bookshops, volume {}", i % 7 + 1),
-                author: format!("Author {}", i % 100),
-                description: format!("Listing {i}. A well kept copy with a few notes in the margins; ships within two days from the seller's shelf."),
-                price_cents: 500 + (i as i64 * 37) % 5000,
-                currency: currencies[i % currencies.len()].into(),
-                stock: if i < HOT_BOOKS { HOT_STOCK } else { 1 + i as i64 % 50 },
-            };
-            let seller = seller.clone();
-            async move { create(api, i, &seller, "/api/v1/books", &book).await }
+    let listings: Vec<NewBook> = (0..books)
+        .map(|i| NewBook {
+            title: format!("Book {i}: a field guide to distributed bookshops, volume {}", i % 7 + 1),
+            author: format!("Author {}", i % 100),
+            description: format!("Listing {i}. A well kept copy with a few notes in the margins; ships within two days from the seller's shelf."),
+            price_cents: 500 + (i as i64 * 37) % 5000,
+            currency: currencies[i % currencies.len()].into(),
+            stock: if i < HOT_BOOKS { HOT_STOCK } else { 1 + i as i64 % 50 },
         })
-        .buffered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
-    let device_ids: Vec<i64> = futures::stream::iter(0..devices)
-        .map(|i| {
-            let device = NewDevice { name: format!("meter {i}"), kind: DeviceKind::Meter };
-            let meter_token = meter_token.clone();
-            async move { create(api, i, &meter_token, "/api/v1/devices", &device).await }
-        })
-        .buffered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
+        .collect();
+    let seller_session = api.new_session();
+    seller_session.set_token(Some(seller));
+    let book_ids = seed::books(&seller_session, &listings, 16).await?;
+    let meters: Vec<NewDevice> =
+        (0..devices).map(|i| NewDevice { name: format!("meter {i}"), kind: DeviceKind::Meter }).collect();
+    let owner = api.new_session();
+    owner.set_token(Some(meter_token.clone()));
+    let device_ids = seed::devices(&owner, &meters, 16).await?;
     Ok(Seed { buyer_tokens, hot_books: book_ids[..HOT_BOOKS].to_vec(), meter_token, devices: device_ids })
 }

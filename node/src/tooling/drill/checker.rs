@@ -90,6 +90,9 @@ pub fn check(h: &History, o: &Observed) -> Vec<Check> {
         stock_conserved(h, o),
         linearizable_reads(h),
         session_reads(h),
+        removed_nodes_silent(h),
+        isolated_leader_refused(h),
+        rolling_upgrade_without_failures(h),
     ]
 }
 
@@ -104,6 +107,31 @@ struct Purchase<'a> {
     book_id: i64,
     quantity: i64,
     order_id: Option<i64>,
+}
+
+/// The seller's restocks: each adds `units` to a sold-out book.
+struct Restock<'a> {
+    op: &'a Op,
+    book_id: i64,
+    units: i64,
+}
+
+fn restocks(h: &History) -> Vec<Restock<'_>> {
+    h.ops
+        .iter()
+        .filter_map(|op| match &op.kind {
+            OpKind::Restock { book_id, units } => Some(Restock { op, book_id: *book_id, units: *units }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Units restocked into `book_id`: (surely: acknowledged, at most: may have applied).
+fn restocked(all: &[Restock<'_>], book_id: i64) -> (i64, i64) {
+    let of_book = || all.iter().filter(move |r| r.book_id == book_id);
+    let acked = of_book().filter(|r| r.op.is_ok()).map(|r| r.units).sum();
+    let most = of_book().filter(|r| r.op.may_have_applied()).map(|r| r.units).sum();
+    (acked, most)
 }
 
 fn purchases(h: &History) -> Vec<Purchase<'_>> {
@@ -307,11 +335,14 @@ pub fn no_duplicate_apply(h: &History, o: &Observed) -> Check {
     c
 }
 
-/// Per book on every node: stock never negative, initial = remaining + units in live
-/// orders, and the units sold lie between what was acknowledged and what may have applied.
+/// Per book on every node: stock never negative, initial + restocked = remaining + units
+/// in live orders (a range when a restock may or may not have applied), and the units sold
+/// lie between what was acknowledged and what may have applied.
 pub fn stock_conserved(h: &History, o: &Observed) -> Check {
-    let mut c = Check::new("stock_conserved", "per book: initial stock = remaining + units sold, never negative");
+    let mut c =
+        Check::new("stock_conserved", "per book: initial stock + restocks = remaining + units sold, never negative");
     let all = purchases(h);
+    let supplies = restocks(h);
     for n in o.nodes.iter().filter(|n| n.error.is_none()) {
         for book in &h.books {
             c.checked += 1;
@@ -324,19 +355,25 @@ pub fn stock_conserved(h: &History, o: &Observed) -> Check {
             }
             let sold: i64 =
                 n.orders.iter().filter(|s| s.book_id == book.id && s.status != "expired").map(|s| s.quantity).sum();
-            if book.initial_stock != stock + sold {
+            let (surely, at_most) = restocked(&supplies, book.id);
+            let (least, most_supplied) = (book.initial_stock + surely, book.initial_stock + at_most);
+            if !(least..=most_supplied).contains(&(stock + sold)) {
+                let restocks = if surely == at_most {
+                    format!("restocked {surely}")
+                } else {
+                    format!("restocked {surely} to {at_most}")
+                };
                 c.violation(format!(
-                    "{}: book {}: initial {} ≠ remaining {stock} + sold {sold}",
+                    "{}: book {}: initial {} + {restocks} ≠ remaining {stock} + sold {sold}",
                     n.name, book.id, book.initial_stock
                 ));
             }
             let of_book = all.iter().filter(|p| p.book_id == book.id);
             let acked: i64 = of_book.clone().filter(|p| p.op.is_ok()).map(|p| p.quantity).sum();
             let most: i64 = of_book.filter(|p| p.op.may_have_applied()).map(|p| p.quantity).sum();
-            let taken = book.initial_stock - stock;
-            if taken < acked || taken > most {
+            if sold < acked || sold > most {
                 c.violation(format!(
-                    "{}: book {}: {taken} units left the stock, acknowledged purchases took {acked}, at most {most} may have applied",
+                    "{}: book {}: {sold} units sold, acknowledged purchases took {acked}, at most {most} may have applied",
                     n.name, book.id
                 ));
             }
@@ -345,15 +382,18 @@ pub fn stock_conserved(h: &History, o: &Observed) -> Check {
     c
 }
 
-/// Bounds on a stock read that ran from `start` to `end`: at most the initial stock minus
-/// every purchase acknowledged before it began (only `client`'s, when given), at least the
-/// initial stock minus every purchase that began before it ended and may have applied.
+/// Bounds on a stock read that ran from `start` to `end`. At most: the initial stock plus
+/// every restock begun before it ended that may have applied, minus every purchase
+/// acknowledged before it began. At least: the initial stock plus every restock
+/// acknowledged before it began, minus every purchase begun before it ended that may have
+/// applied. With `client` (a session read), only that client's acknowledged writes count
+/// as seen.
 fn stock_bounds(
     all: &[Purchase<'_>],
+    supplies: &[Restock<'_>],
     book_id: i64,
     initial: i64,
-    start: Ms,
-    end: Ms,
+    (start, end): (Ms, Ms),
     client: Option<usize>,
 ) -> (i64, i64) {
     let of_book = || all.iter().filter(move |p| p.book_id == book_id);
@@ -364,12 +404,22 @@ fn stock_bounds(
         .sum();
     let begun_before: i64 =
         of_book().filter(|p| p.op.may_have_applied() && p.op.start() < end).map(|p| p.quantity).sum();
-    (initial - begun_before, initial - acked_before)
+    let restocks = || supplies.iter().filter(move |r| r.book_id == book_id);
+    // A session read need not see another client's restock: only the restocks it must see.
+    let restocked_before: i64 = restocks()
+        .filter(|r| client.is_none_or(|c| r.op.client == c))
+        .filter(|r| r.op.acknowledged().is_some_and(|a| a.end < start))
+        .map(|r| r.units)
+        .sum();
+    let restock_begun: i64 =
+        restocks().filter(|r| r.op.may_have_applied() && r.op.start() < end).map(|r| r.units).sum();
+    (initial + restocked_before - begun_before, initial + restock_begun - acked_before)
 }
 
 fn check_reads(c: &mut Check, h: &History, level: Level, own_writes_only: bool) {
     let initial = initial_stock(h);
     let all = purchases(h);
+    let supplies = restocks(h);
     for op in &h.ops {
         let OpKind::ReadStock { book_id, level: l, stock } = &op.kind else { continue };
         if *l != level {
@@ -379,7 +429,7 @@ fn check_reads(c: &mut Check, h: &History, level: Level, own_writes_only: bool) 
         let Some(&init) = initial.get(book_id) else { continue };
         c.checked += 1;
         let client = own_writes_only.then_some(op.client);
-        let (low, high) = stock_bounds(&all, *book_id, init, read.start, read.end, client);
+        let (low, high) = stock_bounds(&all, &supplies, *book_id, init, (read.start, read.end), client);
         if *stock > high {
             c.violation(format!(
                 "stale {} read of book {book_id} on node {} at {:.0}–{:.0} ms: stock {stock}, but acknowledged purchases had left at most {high}",
@@ -390,7 +440,7 @@ fn check_reads(c: &mut Check, h: &History, level: Level, own_writes_only: bool) 
             ));
         } else if *stock < low {
             c.violation(format!(
-                "{} read of book {book_id} on node {} at {:.0}–{:.0} ms: stock {stock}, below {low} (more than every purchase begun by then)",
+                "{} read of book {book_id} on node {} at {:.0}–{:.0} ms: stock {stock}, below {low} (more than every purchase begun by then, or a restock missing)",
                 level.header(),
                 node_name(h, Some(read.node)),
                 read.start,
@@ -420,10 +470,88 @@ pub fn session_reads(h: &History) -> Check {
     c
 }
 
+/// No answer was served by a removed node between its removal being acknowledged and its
+/// joining again (`X-Panal-Node` names the node whose instance served each answer).
+pub fn removed_nodes_silent(h: &History) -> Check {
+    let mut c = Check::new(
+        "removed_nodes_silent",
+        "a removed node serves nothing once its removal is acknowledged (X-Panal-Node of every answer)",
+    );
+    for fault in &h.faults {
+        let Some(removed_at) = fault.removed_at else { continue };
+        let until = fault.healed.unwrap_or(h.end);
+        for op in &h.ops {
+            for a in op.attempts.iter().filter(|a| a.start >= removed_at && a.start < until) {
+                c.checked += 1;
+                let served = a.error.is_none() && (200..300).contains(&a.status);
+                if served && a.served_by.as_ref().is_some_and(|n| fault.nodes.contains(n)) {
+                    c.violation(format!(
+                        "{} of client {} at {:.0}–{:.0} ms was served by {}, removed at {removed_at:.0} ms",
+                        op.kind.name(),
+                        op.client,
+                        a.start,
+                        a.end,
+                        a.served_by.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Every isolated leader's side refused a write (503) and reported not ready while it was
+/// cut off (how soon is a figure; the aim is under a second).
+pub fn isolated_leader_refused(h: &History) -> Check {
+    let mut c = Check::new(
+        "isolated_leader_refused",
+        "an isolated leader answers writes 503 and /ready 503 while it is cut off",
+    );
+    for fault in h.faults.iter().filter(|f| f.kind == "isolate-leader") {
+        c.checked += 1;
+        let nodes = fault.nodes.join(",");
+        if fault.refused_after.is_none() {
+            c.violation(format!("{nodes}, isolated at {:.0} ms, never answered a write with 503", fault.start));
+        }
+        if fault.unready_after.is_none() {
+            c.violation(format!("{nodes}, isolated at {:.0} ms, never reported not ready", fault.start));
+        }
+    }
+    c
+}
+
+/// A rolling upgrade drains each node before stopping it: no request may fail for it.
+/// Only business rejections (a rule said no) are allowed.
+pub fn rolling_upgrade_without_failures(h: &History) -> Check {
+    let mut c = Check::new(
+        "rolling_upgrade_without_failures",
+        "rolling-upgrade: every (idempotent) request ends acknowledged or refused by a business rule",
+    );
+    if h.scenario != "rolling-upgrade" {
+        return c;
+    }
+    for op in &h.ops {
+        c.checked += 1;
+        let rejected = op.attempts.last().is_some_and(|a| super::figures::is_rejection(a.status));
+        if !op.is_ok() && !rejected {
+            c.violation(format!(
+                "{} of client {} at {:.0}–{:.0} ms ended {:?}",
+                op.kind.name(),
+                op.client,
+                op.start(),
+                op.end(),
+                op.outcome
+            ));
+        }
+    }
+    c
+}
+
 fn key_of(op: &Op) -> &str {
     match &op.kind {
         OpKind::Purchase { key, .. } | OpKind::Readings { key, .. } => key,
         OpKind::ReadStock { .. } => "read",
+        OpKind::Restock { .. } => "restock",
     }
 }
 

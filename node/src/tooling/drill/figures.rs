@@ -32,8 +32,45 @@ pub struct Failover {
     pub nodes: Vec<String>,
     pub hit_leader: bool,
     pub at_ms: Ms,
-    /// Fault → first acknowledged write whose request was sent after the fault began.
+    /// Fault → first acknowledged write whose request was sent after the fault began
+    /// ("writes resumed after").
     pub first_write_ms: Option<Ms>,
+    /// What the drill measured during the fault (see [`FaultEvent`](super::history::FaultEvent)).
+    pub new_leader_ms: Option<Ms>,
+    pub refused_ms: Option<Ms>,
+    pub unready_ms: Option<Ms>,
+    pub drained_ms: Option<Ms>,
+}
+
+/// Median and max of one figure over the faults of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Spread {
+    pub count: usize,
+    pub median_ms: Option<Ms>,
+    pub max_ms: Option<Ms>,
+}
+
+impl Spread {
+    fn of(xs: impl Iterator<Item = Option<Ms>>) -> Self {
+        let xs: Vec<Ms> = xs.flatten().collect();
+        Spread { count: xs.len(), max_ms: xs.iter().copied().max_by(|a, b| a.total_cmp(b)), median_ms: median(xs) }
+    }
+}
+
+/// The figures of one kind of fault.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FaultKindFigures {
+    pub faults: usize,
+    /// Fault → first acknowledged write sent after it began.
+    pub writes_resumed: Spread,
+    /// Fault → a new leader known to the others.
+    pub new_leader: Spread,
+    /// `isolate-leader`: → the isolated side answered a write 503 (aim < 1 s).
+    pub refused: Spread,
+    /// `isolate-leader`: → its `/ready` answered 503 (aim < 1 s).
+    pub unready: Spread,
+    /// `drain`, `rolling-upgrade`: → the node ran no task.
+    pub drained: Spread,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -64,6 +101,8 @@ pub struct Figures {
     pub rejections_by_kind: BTreeMap<String, u64>,
     pub retries: u64,
     pub failovers: Vec<Failover>,
+    /// Per kind of fault (`leader-pause`, `isolate-leader`…).
+    pub by_fault: BTreeMap<String, FaultKindFigures>,
     /// Median failover time over the faults that hit the leader.
     pub leader_failover_median_ms: Option<Ms>,
     pub leader_failover_max_ms: Option<Ms>,
@@ -151,7 +190,24 @@ pub fn figures(h: &History) -> Figures {
             hit_leader: fault.hit_leader,
             at_ms: fault.start,
             first_write_ms: first,
+            new_leader_ms: fault.new_leader_after,
+            refused_ms: fault.refused_after,
+            unready_ms: fault.unready_after,
+            drained_ms: fault.drained_after,
         });
+    }
+    let kinds: std::collections::BTreeSet<&str> = f.failovers.iter().map(|x| x.kind.as_str()).collect();
+    for kind in kinds {
+        let of = || f.failovers.iter().filter(move |x| x.kind == kind);
+        let figures = FaultKindFigures {
+            faults: of().count(),
+            writes_resumed: Spread::of(of().map(|x| x.first_write_ms)),
+            new_leader: Spread::of(of().map(|x| x.new_leader_ms)),
+            refused: Spread::of(of().map(|x| x.refused_ms)),
+            unready: Spread::of(of().map(|x| x.unready_ms)),
+            drained: Spread::of(of().map(|x| x.drained_ms)),
+        };
+        f.by_fault.insert(kind.to_string(), figures);
     }
     let leader: Vec<Ms> = f.failovers.iter().filter(|x| x.hit_leader).filter_map(|x| x.first_write_ms).collect();
     f.leader_failover_max_ms = leader.iter().copied().max_by(|a, b| a.total_cmp(b));
@@ -167,10 +223,24 @@ mod tests {
     fn write(start: Ms, end: Ms, outcome: Outcome, errors: &[&str]) -> Op {
         let mut attempts: Vec<Attempt> = errors
             .iter()
-            .map(|e| Attempt { node: 0, start, end: start + 1.0, status: 503, error: Some(e.to_string()) })
+            .map(|e| Attempt {
+                node: 0,
+                start,
+                end: start + 1.0,
+                status: 503,
+                error: Some(e.to_string()),
+                served_by: None,
+            })
             .collect();
         let status = if outcome == Outcome::Ok { 201 } else { 503 };
-        attempts.push(Attempt { node: 1, start, end, status, error: (outcome != Outcome::Ok).then(|| "x".into()) });
+        attempts.push(Attempt {
+            node: 1,
+            start,
+            end,
+            status,
+            error: (outcome != Outcome::Ok).then(|| "x".into()),
+            served_by: None,
+        });
         Op {
             client: 0,
             kind: OpKind::Readings { key: "k".into(), device_id: 1, timestamps: vec![1] },
@@ -195,12 +265,15 @@ mod tests {
                 start: 1000.0,
                 healed: Some(3000.0),
                 hit_leader: true,
+                ..Default::default()
             }],
             end: 4000.0,
             ..Default::default()
         };
         let f = figures(&h);
         assert_eq!(f.failovers[0].first_write_ms, Some(800.0));
+        let kind = &f.by_fault["leader-kill"];
+        assert_eq!((kind.faults, kind.writes_resumed.median_ms, kind.new_leader.count), (1, Some(800.0), 0));
         assert_eq!(f.leader_failover_median_ms, Some(800.0));
         // Acks at 200, 1800, 2500; the workload ended at 4000.
         assert_eq!(f.longest_write_gap_ms, 1600.0);
@@ -226,6 +299,7 @@ mod tests {
                 end: 20.0,
                 status: 409,
                 error: Some("out_of_stock".into()),
+                served_by: None,
             }],
             outcome: Outcome::Failed("out_of_stock".into()),
         };

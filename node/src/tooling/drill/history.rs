@@ -34,6 +34,10 @@ pub enum OpKind {
     ReadStock { book_id: i64, level: Level, stock: Option<i64> },
     /// `POST /api/v1/devices/{id}/readings` with readings at these timestamps (ms).
     Readings { key: String, device_id: i64, timestamps: Vec<i64> },
+    /// `PATCH /api/v1/books/{id}` `{"stock": units}` by the seller, sent only after a
+    /// linearizable read found the book sold out: nothing else raises the stock, so it
+    /// applies at 0 and adds exactly `units`.
+    Restock { book_id: i64, units: i64 },
 }
 
 impl OpKind {
@@ -43,6 +47,7 @@ impl OpKind {
             OpKind::ReadStock { level: Level::Session, .. } => "read_session",
             OpKind::ReadStock { level: Level::Linearizable, .. } => "read_linearizable",
             OpKind::Readings { .. } => "readings",
+            OpKind::Restock { .. } => "restock",
         }
     }
 
@@ -75,6 +80,9 @@ pub struct Attempt {
     pub status: u16,
     /// Error kind of a failed attempt: the JSON error code, `timeout` or `connection`.
     pub error: Option<String>,
+    /// `X-Panal-Node` of the answer: the node whose instance served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 /// One operation of one client, with its retries.
@@ -118,18 +126,35 @@ impl Op {
     }
 }
 
-/// A fault the drill injected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A fault the drill injected, with what was measured while it lasted (times in ms since
+/// the fault began, unless named `_at`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FaultEvent {
     /// `leader-kill`, `leader-pause`, …
     pub kind: String,
-    /// Names of the nodes it hit.
+    /// Names of the nodes it hit (`scale`: the service and its replicas, `catalog=1`).
     pub nodes: Vec<String>,
     pub start: Ms,
     /// When the drill undid it (restart, SIGCONT, isolation over), if it did.
     pub healed: Option<Ms>,
     /// Whether the node hit was the leader when the fault began.
     pub hit_leader: bool,
+    /// `remove-node`: when the removal was acknowledged (ms since the workload began); from
+    /// then until `healed` (the node rejoining afresh) it must serve nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<Ms>,
+    /// Until the survivors (or the majority) knew a new leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_leader_after: Option<Ms>,
+    /// `isolate-leader`: until the isolated side answered a write with 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_after: Option<Ms>,
+    /// `isolate-leader`: until the isolated side's `/ready` answered 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unready_after: Option<Ms>,
+    /// `drain`, `rolling-upgrade`: until the node ran no task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_after: Option<Ms>,
 }
 
 /// A book the drill listed, with the stock it was created with.

@@ -69,6 +69,10 @@ pub struct DrillArgs {
     /// Admin password of a remote cluster.
     #[arg(long, env = "PANAL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// PEM file of the CA(s) a remote cluster's HTTPS API certificates chain to (`panal ca
+    /// export`); with it, bare HOST:PORT in --cluster means https.
+    #[arg(long, env = "PANAL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Unpaid orders release their stock after 15 minutes; the stock checks assume none did.
@@ -100,6 +104,11 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     if !local && args.cluster.len() < 3 {
         return Err(Error::Fatal("--cluster needs the URL of every node (at least 3), or `local`".into()));
     }
+    if local && args.ca_file.is_some() {
+        return Err(Error::Fatal(
+            "--ca-file is for a remote --cluster; a local cluster's CA is trusted already".into(),
+        ));
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     eprintln!("drill {}: seed {seed} (reproduce the fault plan with --seed {seed})", args.scenario.name());
 
@@ -122,7 +131,11 @@ pub async fn run(args: DrillArgs) -> Result<()> {
             Error::Fatal("a remote drill needs the admin password: --password or PANAL_PASSWORD".into())
         })?;
         let urls = args.cluster.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
-        Target::remote(urls, &password).await?
+        let trust = match &args.ca_file {
+            Some(file) => crate::tooling::client::Trust::from_pem_file(file)?,
+            None => crate::tooling::client::Trust::default(),
+        };
+        Target::remote(urls, &password, &trust).await?
     };
     let outcome = tokio::select! {
         r = drill(&args, seed, &mut target) => r,
@@ -146,7 +159,7 @@ async fn drill(args: &DrillArgs, seed: u64, target: &mut Target) -> Result<bool>
     let clients = args.clients as usize;
     let run = crate::server::identity::random_hex(4);
     let expected_units = (args.rate as f64 * 0.4 * 2.0 * args.duration.as_secs_f64()) as i64;
-    let seeded = workload::seed(&target.http, &target.urls, &run, clients, expected_units).await?;
+    let seeded = workload::seed(&target.api, &run, clients, expected_units).await?;
     let t0 = Instant::now();
     let stop = t0 + args.duration;
     let w = Arc::new(Workload {
@@ -159,8 +172,9 @@ async fn drill(args: &DrillArgs, seed: u64, target: &mut Target) -> Result<bool>
         progress: Default::default(),
     });
     let interval = Duration::from_secs_f64(clients as f64 / args.rate as f64);
-    let tasks: Vec<_> =
+    let mut tasks: Vec<_> =
         (0..clients).map(|c| tokio::spawn(workload::client(w.clone(), c, seed, interval, stop))).collect();
+    tasks.push(tokio::spawn(workload::restocker(w.clone(), stop)));
     let log = FaultLog::new(t0);
     let progress = tokio::spawn(show_progress(w.clone(), log.clone(), args.duration));
     let mut rng = StdRng::seed_from_u64(seed);
@@ -173,10 +187,12 @@ async fn drill(args: &DrillArgs, seed: u64, target: &mut Target) -> Result<bool>
         let _ = t.await;
     }
     progress.abort();
-    let end = w.ms(Instant::now());
     eprintln!("workload stopped; healing the cluster");
     let unready = target.heal().await;
     let ops = std::mem::take(&mut *w.ops.lock().unwrap_or_else(|p| p.into_inner()));
+    // The workload ended at `stop`, or with its last operation; faults may go on after it
+    // (a rolling upgrade finishes its round), which is no window without writes.
+    let end = ops.iter().map(history::Op::end).fold(w.ms(stop), f64::max);
     let faults = std::mem::take(&mut *log.events.lock().unwrap_or_else(|p| p.into_inner()));
     let history = History {
         scenario: args.scenario.name().into(),

@@ -20,14 +20,16 @@ const LOCAL_TRIES: usize = 60;
 /// Reads everything back. `unready` lists the nodes that did not become ready when healed.
 pub async fn observe(target: &Target, seed: &Seed, unready: &[usize]) -> Observed {
     let healed = Instant::now();
-    let sums = converge(target).await;
-    let converged_after = sums.as_ref().map(|_| healed.elapsed().as_secs_f64() * 1000.0);
+    let (sums, agreed) = converge(target).await;
+    let converged_after = agreed.then(|| healed.elapsed().as_secs_f64() * 1000.0);
     let mut nodes = Vec::new();
-    for i in 0..target.urls.len() {
+    for (i, sum) in sums.into_iter().enumerate() {
+        // The sums of one round, taken together: the cluster may append entries of its own
+        // (timers, the reconciler) while the slower reads below run, node after node.
         let mut state = NodeState {
             name: target.names[i].clone(),
             ready: !unready.contains(&i) && target.is_ready(i).await,
-            checksum: checksum(target, i).await,
+            checksum: sum,
             ..Default::default()
         };
         if let Err(e) = read_node(target, seed, i, &mut state).await {
@@ -45,21 +47,17 @@ async fn checksum(target: &Target, i: usize) -> Option<(u64, String)> {
 }
 
 /// Polls every node's checksum until all agree (same applied index, same sum) or the
-/// bound passes.
-async fn converge(target: &Target) -> Option<(u64, String)> {
+/// bound passes. Returns the last round's sums and whether they agreed.
+async fn converge(target: &Target) -> (Vec<Option<(u64, String)>>, bool) {
     let deadline = Instant::now() + CONVERGENCE_BOUND;
     loop {
         let mut sums = Vec::new();
         for i in 0..target.urls.len() {
             sums.push(checksum(target, i).await);
         }
-        if let Some(Some(first)) = sums.first() {
-            if sums.iter().all(|s| s.as_ref() == Some(first)) {
-                return Some(first.clone());
-            }
-        }
-        if Instant::now() > deadline {
-            return None;
+        let agreed = matches!(sums.first(), Some(Some(first)) if sums.iter().all(|s| s.as_ref() == Some(first)));
+        if agreed || Instant::now() > deadline {
+            return (sums, agreed);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

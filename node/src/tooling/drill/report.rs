@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::checker::Check;
-use super::figures::Figures;
+use super::figures::{Figures, Spread};
 use super::history::History;
 use crate::error::{Error, Result};
 
@@ -20,6 +20,31 @@ fn verdict(c: &Check) -> &'static str {
 
 fn ms(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into())
+}
+
+fn spread(label: &str, x: &Spread) -> Option<String> {
+    (x.count > 0).then(|| format!("{label} median {} (max {})", ms(x.median_ms), ms(x.max_ms)))
+}
+
+/// One line per kind of fault with what was measured: writes resumed after, new leader,
+/// 503 and not-ready on an isolated leader's side, drain duration.
+fn fault_lines(f: &Figures) -> Vec<String> {
+    f.by_fault
+        .iter()
+        .map(|(kind, k)| {
+            let parts: Vec<String> = [
+                spread("writes resumed after", &k.writes_resumed),
+                spread("new leader after", &k.new_leader),
+                spread("isolated side 503 after", &k.refused),
+                spread("not ready after", &k.unready),
+                spread("drained in", &k.drained),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            format!("{kind} ×{}: {}", k.faults, if parts.is_empty() { "-".into() } else { parts.join(", ") })
+        })
+        .collect()
 }
 
 /// The summary printed at the end of a drill.
@@ -46,6 +71,9 @@ pub fn summary(h: &History, f: &Figures, checks: &[Check]) -> String {
         ms(f.leader_failover_max_ms),
         f.longest_write_gap_ms
     );
+    for line in fault_lines(f) {
+        let _ = writeln!(s, "  {line}");
+    }
     if !f.errors_by_kind.is_empty() {
         let errors: Vec<String> = f.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(s, "errors: {}", errors.join(", "));
@@ -121,6 +149,25 @@ fn markdown(h: &History, f: &Figures, checks: &[Check], command: &str) -> String
     for (k, n) in &f.rejections_by_kind {
         let _ = writeln!(s, "| {k} | {n} |");
     }
+    let _ = writeln!(
+        s,
+        "\n### Per kind of fault (median / max)\n\n| fault | count | writes resumed after | new leader after | isolated side 503 after | not ready after | drained in |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    let cell =
+        |x: &Spread| if x.count == 0 { "-".to_string() } else { format!("{} / {}", ms(x.median_ms), ms(x.max_ms)) };
+    for (kind, k) in &f.by_fault {
+        let _ = writeln!(
+            s,
+            "| {kind} | {} | {} | {} | {} | {} | {} |",
+            k.faults,
+            cell(&k.writes_resumed),
+            cell(&k.new_leader),
+            cell(&k.refused),
+            cell(&k.unready),
+            cell(&k.drained)
+        );
+    }
+    let _ = writeln!(s, "\nAims: writes resumed after a leader pause < 1 s; an isolated leader's side answers 503 and reports not ready < 1 s.");
     let _ = writeln!(
         s,
         "\n### Faults\n\n| at | fault | nodes | leader | healed | first write after |\n|---:|---|---|---|---:|---:|"

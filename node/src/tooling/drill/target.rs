@@ -5,10 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use panal_actors::orchestration::{Availability, Mode, TaskView};
+use panal_actors::services::Service;
+use panal_raft::MemberRole;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::tooling::client::Client;
+use crate::tooling::client::{Client, NodeUpdate, ServiceUpdate, Trust};
 use crate::tooling::launcher::LocalCluster;
 
 /// How long a restarted or resumed node may take to be ready again.
@@ -33,6 +36,11 @@ pub struct Target {
     pub down: Vec<bool>,
     /// Nodes the drill froze with SIGSTOP.
     pub paused: Vec<bool>,
+    /// Nodes the drill drained (or paused) and not yet activated again.
+    pub inactive: Vec<bool>,
+    /// Nodes the drill removed from the cluster and not yet joined again, with the role
+    /// they join again with.
+    pub removed: Vec<Option<&'static str>>,
     /// When the isolation the drill set on a node ends.
     pub isolated_until: Vec<Option<Instant>>,
 }
@@ -43,12 +51,13 @@ impl Target {
         let urls: Vec<String> = cluster.nodes.iter().map(|n| n.api_url.clone()).collect();
         let names = cluster.nodes.iter().map(|n| n.name.clone()).collect();
         let api = cluster.admin_client().await?;
-        Self::new(Nodes::Local(Box::new(cluster)), urls, names, api)
+        let trust = cluster.trust()?;
+        Self::new(Nodes::Local(Box::new(cluster)), urls, names, api, &trust)
     }
 
     /// Remote nodes, by API address; each must answer and have the chaos hooks on.
-    pub async fn remote(urls: Vec<String>, password: &str) -> Result<Self> {
-        let api = Client::new(&urls)?;
+    pub async fn remote(urls: Vec<String>, password: &str, trust: &Trust) -> Result<Self> {
+        let api = Client::with_trust(&urls, crate::tooling::client::DEFAULT_TIMEOUT, trust)?;
         let urls = api.nodes().to_vec();
         api.login("admin", password).await.map_err(|e| match e.status() {
             Some(401) => Error::Fatal("the admin password was refused (--password / PANAL_PASSWORD)".into()),
@@ -72,21 +81,23 @@ impl Target {
                 }
             }
         }
-        Self::new(Nodes::Remote, urls, names, api)
+        Self::new(Nodes::Remote, urls, names, api, trust)
     }
 
-    fn new(nodes: Nodes, urls: Vec<String>, names: Vec<String>, api: Client) -> Result<Self> {
+    fn new(nodes: Nodes, urls: Vec<String>, names: Vec<String>, api: Client, trust: &Trust) -> Result<Self> {
         let n = urls.len();
         let token = api.token().unwrap_or_default();
         Ok(Self {
             nodes,
             urls,
             names,
-            http: client()?,
+            http: client(trust)?,
             token,
             api,
             down: vec![false; n],
             paused: vec![false; n],
+            removed: vec![None; n],
+            inactive: vec![false; n],
             isolated_until: vec![None; n],
         })
     }
@@ -95,9 +106,9 @@ impl Target {
         matches!(self.nodes, Nodes::Local(_))
     }
 
-    /// Nodes neither down nor frozen.
+    /// Nodes neither down, frozen nor removed.
     pub fn running(&self) -> Vec<usize> {
-        (0..self.urls.len()).filter(|&i| !self.down[i] && !self.paused[i]).collect()
+        (0..self.urls.len()).filter(|&i| !self.down[i] && !self.paused[i] && self.removed[i].is_none()).collect()
     }
 
     /// The leader as the running nodes see it.
@@ -113,7 +124,7 @@ impl Target {
     }
 
     /// The leader's name as node `i` sees it (None: no leader, or `i` did not answer in 2 s).
-    async fn leader_seen_by(&self, i: usize) -> Option<String> {
+    pub async fn leader_seen_by(&self, i: usize) -> Option<String> {
         let status = tokio::time::timeout(Duration::from_secs(2), self.api.pinned(i).cluster_status()).await;
         status.ok()?.ok()?.leader.map(|l| l.name)
     }
@@ -137,7 +148,7 @@ impl Target {
         let Some(&i) = self.running().first() else { return Vec::new() };
         let Ok(rows) = self.api.pinned(i).cluster_nodes().await else { return Vec::new() };
         rows.iter()
-            .filter(|r| r.role == "worker")
+            .filter(|r| r.role == MemberRole::Worker)
             .filter_map(|r| self.names.iter().position(|n| *n == r.name))
             .collect()
     }
@@ -270,6 +281,147 @@ impl Target {
         self.api.is_ready(i, Duration::from_secs(1)).await
     }
 
+    /// Node `i`'s member id (it changes when the node joins again afresh).
+    pub async fn node_id(&self, i: usize) -> Result<u64> {
+        let rows = self.api.cluster_nodes().await?;
+        rows.iter()
+            .find(|r| r.name == self.names[i])
+            .map(|r| r.id)
+            .ok_or_else(|| Error::Fatal(format!("{} is not a member", self.names[i])))
+    }
+
+    /// Whether node `i` is a manager (a Raft voter).
+    pub async fn is_manager(&self, i: usize) -> Result<bool> {
+        let rows = self.api.cluster_nodes().await?;
+        Ok(rows.iter().any(|r| r.name == self.names[i] && r.role == MemberRole::Manager))
+    }
+
+    /// Sets node `i`'s availability, as `panal node update`.
+    pub async fn set_availability(&mut self, i: usize, availability: Availability) -> Result<()> {
+        let id = self.node_id(i).await?;
+        self.api.update_node(id, &NodeUpdate { availability: Some(availability), ..Default::default() }).await?;
+        self.inactive[i] = availability != Availability::Active;
+        Ok(())
+    }
+
+    /// Every task of every service.
+    async fn tasks(&self) -> Result<Vec<TaskView>> {
+        let mut all = Vec::new();
+        for service in Service::ALL {
+            all.extend(self.api.get::<Vec<TaskView>>(&format!("/api/v1/services/{}/tasks", service.name())).await?);
+        }
+        Ok(all)
+    }
+
+    /// Waits until no task is assigned to node `i` (a drain moved them all away) but its
+    /// own `metrics`, which reads that node's kernel statistics and stays.
+    pub async fn wait_drained(&self, i: usize) -> Result<()> {
+        let id = self.node_id(i).await?;
+        self.wait_tasks(&format!("{} to run no task", self.names[i]), |tasks| {
+            tasks.iter().all(|t| t.node_id != Some(id) || t.service == Service::Metrics)
+        })
+        .await
+    }
+
+    /// Waits until node `i` runs a task other than its metrics again (after an activation).
+    pub async fn wait_serving(&self, i: usize) -> Result<()> {
+        let id = self.node_id(i).await?;
+        self.wait_tasks(&format!("{} to run tasks again", self.names[i]), |tasks| {
+            tasks.iter().any(|t| t.node_id == Some(id) && t.service != Service::Metrics && t.current_state == "running")
+        })
+        .await
+    }
+
+    /// Waits until `service` runs exactly `replicas` tasks, all running.
+    pub async fn wait_replicas(&self, service: Service, replicas: usize) -> Result<()> {
+        self.wait_tasks(&format!("{} to run {replicas} tasks", service.name()), |tasks| {
+            let mine: Vec<&TaskView> = tasks.iter().filter(|t| t.service == service).collect();
+            mine.len() == replicas && mine.iter().all(|t| t.current_state == "running")
+        })
+        .await
+    }
+
+    async fn wait_tasks(&self, what: &str, done: impl Fn(&[TaskView]) -> bool) -> Result<()> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if self.tasks().await.is_ok_and(|t| done(&t)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Fatal(format!("timed out waiting for {what}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `service`'s spec as a patch that restores it (mode and replicas).
+    pub async fn service_scale(&self, service: Service) -> Result<ServiceUpdate> {
+        let spec = self.api.service(service.name()).await?.spec;
+        Ok(ServiceUpdate {
+            mode: Some(spec.mode),
+            replicas: (spec.mode == Mode::Replicated).then_some(spec.replicas),
+            ..Default::default()
+        })
+    }
+
+    /// Changes `service`'s spec, as `panal service scale` / `update`.
+    pub async fn update_service(&self, service: Service, patch: &ServiceUpdate) -> Result<()> {
+        self.api.update_service(service.name(), patch).await?;
+        Ok(())
+    }
+
+    /// Removes node `i` from the cluster through the admin API of another node (it keeps
+    /// running, and must stop serving at once).
+    pub async fn remove(&mut self, i: usize) -> Result<()> {
+        let id = self.node_id(i).await?;
+        let role = if self.is_manager(i).await? { "manager" } else { "worker" };
+        let via = self.running().into_iter().find(|&j| j != i).unwrap_or(0);
+        let admin = self.api.pinned(via);
+        if let Err(e) = admin.remove_node(id).await {
+            // The cluster answers a removal it committed with 200, even across an election;
+            // a 404 can only follow a retry of this request after a lost answer (the
+            // client's own), and then the node must be gone.
+            let listed = admin.cluster_nodes().await?.iter().any(|r| r.id == id);
+            if e.status() != Some(404) || listed {
+                return Err(e.into());
+            }
+        }
+        self.removed[i] = Some(role);
+        Ok(())
+    }
+
+    /// Brings removed node `i` back as a new member with its old role at the same address:
+    /// stops the old process, clears its data directory, joins through a running node with
+    /// that role's token, and waits until it is ready (a manager: a voter).
+    pub async fn rejoin(&mut self, i: usize) -> Result<()> {
+        let Some(role) = self.removed[i] else { return Ok(()) };
+        let via = self.running().into_iter().find(|&j| j != i).unwrap_or(0);
+        let tokens = self.api.pinned(via).join_tokens().await?;
+        let Nodes::Local(c) = &mut self.nodes else {
+            return Err(Error::Fatal(format!("joining {} again needs a local cluster", self.names[i])));
+        };
+        c.terminate(i).await;
+        let data = c.nodes[i].data_dir.clone();
+        std::fs::remove_dir_all(&data).map_err(|e| Error::Fatal(format!("cannot clear {}: {e}", data.display())))?;
+        let peer = c.nodes[via].peer_addr.clone();
+        c.spawn_with_env(i, &["start"], &["--join", &peer], &[("PANAL_TOKEN", tokens.for_role(role))])?;
+        self.removed[i] = None;
+        self.wait_ready(i).await?;
+        // Ready is the node's own view: wait until another member lists it with its role.
+        let deadline = Instant::now() + READY_DEADLINE;
+        let admin = self.api.pinned(via);
+        loop {
+            let rows = admin.cluster_nodes().await.unwrap_or_default();
+            if rows.iter().any(|r| r.name == self.names[i] && r.role.to_string() == role) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Fatal(format!("{} is not listed as a {role} again", self.names[i])));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Undoes everything: resumes frozen nodes, restarts stopped ones, waits out
     /// isolations. Returns the nodes that are not ready within the deadline.
     pub async fn heal(&mut self) -> Vec<usize> {
@@ -286,6 +438,26 @@ impl Target {
                     }
                 }
                 self.down[i] = false;
+            }
+        }
+        for i in 0..self.urls.len() {
+            if let Err(e) = self.rejoin(i).await {
+                eprintln!("drill: heal: {e}");
+            }
+        }
+        for i in 0..self.urls.len() {
+            if self.inactive[i] {
+                if let Err(e) = self.wait_ready(i).await {
+                    eprintln!("drill: heal: {e}");
+                }
+                match self.set_availability(i, Availability::Active).await {
+                    Ok(()) => {
+                        if let Err(e) = self.wait_serving(i).await {
+                            eprintln!("drill: heal: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("drill: heal: {e}"),
+                }
             }
         }
         if let Some(last) = self.isolated_until.iter().flatten().max() {
@@ -309,10 +481,8 @@ impl Target {
     }
 }
 
-fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .map_err(|e| Error::Fatal(e.to_string()))
+/// The raw HTTP client of the workload and the observers, trusting what the typed one does.
+fn client(trust: &Trust) -> Result<reqwest::Client> {
+    Ok(trust
+        .http_client(reqwest::Client::builder().pool_max_idle_per_host(64).connect_timeout(Duration::from_secs(1)))?)
 }

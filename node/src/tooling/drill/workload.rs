@@ -12,9 +12,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::history::{Attempt, Level, Ms, Op, OpKind, Outcome, SeededBook};
-use crate::error::{Error, Result};
-use crate::tooling::client::{Client, ClientError};
-use panal_actors::auth::ops::RegisterRequest;
+use crate::error::Result;
+use crate::tooling::client::{Client, ClientError, Consistency};
+use crate::tooling::seed;
+use panal_actors::catalog::{BookPatch, NewBook};
+use panal_actors::energy::{DeviceKind, NewDevice};
 
 /// One request's deadline: long enough for a write that waits out an election, short
 /// enough that a client stuck on a frozen or isolated node moves to another.
@@ -39,6 +41,8 @@ const READINGS_PER_OP: i64 = 10;
 /// First reading timestamp of the drill's devices: 2021-01-01T00:00:00Z.
 const READINGS_FROM_MS: i64 = 1_609_459_200_000;
 const PASSWORD: &str = "drill-password";
+/// How often the seller looks for sold-out books to restock.
+const RESTOCK_EVERY: Duration = Duration::from_millis(500);
 
 /// Counters the progress line reads.
 #[derive(Debug, Default)]
@@ -54,6 +58,8 @@ pub struct Progress {
 #[derive(Debug, Clone)]
 pub struct Seed {
     pub books: Vec<SeededBook>,
+    /// The seller's session (restocks go through it).
+    pub seller: Client,
     pub seller_token: String,
     /// (user id, token) per buyer.
     pub buyers: Vec<(i64, String)>,
@@ -108,100 +114,46 @@ fn retryable(result: &std::result::Result<Answer, reqwest::Error>) -> bool {
     }
 }
 
-/// A request that must succeed (seeding), retried across nodes for up to a minute.
-async fn must(urls: &[String], what: &str, build: impl Fn(&str) -> reqwest::RequestBuilder) -> Result<Answer> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut n = 0;
-    loop {
-        let url = &urls[n % urls.len()];
-        n += 1;
-        let result = send(build(url).timeout(Duration::from_secs(10))).await;
-        match result {
-            Ok(a) if (200..300).contains(&a.status) => return Ok(a),
-            ref r if retryable(r) && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok(a) => return Err(Error::Fatal(format!("{what}: {} {}", a.status, a.body))),
-            Err(e) => return Err(Error::Fatal(format!("{what}: {e}"))),
-        }
-    }
-}
-
-/// Registers `username` and logs in through the client (each step retried across nodes for
-/// up to a minute while the cluster answers 5xx); returns (user id, token).
-async fn account(urls: &[String], username: &str) -> Result<(i64, String)> {
-    let api = Client::with_timeout(urls, Duration::from_secs(10))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let retry = |e: &ClientError| {
-        let transient = match e.status() {
-            Some(status) => status >= 500 || status == 408 || status == 429,
-            None => !matches!(e, ClientError::Address { .. } | ClientError::Decode { .. }),
-        };
-        transient && Instant::now() < deadline
-    };
-    let user = RegisterRequest { username: username.into(), password: PASSWORD.into(), email: None };
-    let registered = loop {
-        match api.register(&user).await {
-            Ok(u) => break u,
-            Err(e) if retry(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => return Err(Error::Fatal(format!("register {username}: {e}"))),
-        }
-    };
-    loop {
-        match api.login(username, PASSWORD).await {
-            Ok(t) => return Ok((registered.id, t.access_token)),
-            Err(e) if retry(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => return Err(Error::Fatal(format!("login {username}: {e}"))),
-        }
-    }
-}
-
-/// Creates the drill's accounts, books and devices. `run` makes names unique per drill, so
-/// that drills can run one after another against the same cluster. `expected_units` is how
-/// many units the workload may try to buy at its target rate.
-pub async fn seed(
-    http: &reqwest::Client,
-    urls: &[String],
-    run: &str,
-    clients: usize,
-    expected_units: i64,
-) -> Result<Seed> {
-    let (_, seller_token) = account(urls, &format!("drill-{run}-seller")).await?;
+/// Creates the drill's accounts, books and devices with the one seeder, through `api` (a
+/// client of every node). `run` makes names unique per drill, so that drills can run one
+/// after another against the same cluster. `expected_units` is how many units the workload
+/// may try to buy at its target rate.
+pub async fn seed(api: &Client, run: &str, clients: usize, expected_units: i64) -> Result<Seed> {
+    let seller = api.new_session();
+    let seller_token = seed::account(&seller, &format!("drill-{run}-seller"), PASSWORD, None).await?.token;
     let mut buyers = Vec::new();
     for b in 0..clients.clamp(1, MAX_BUYERS) {
-        buyers.push(account(urls, &format!("drill-{run}-buyer{b}")).await?);
+        let buyer = seed::account(&api.new_session(), &format!("drill-{run}-buyer{b}"), PASSWORD, None).await?;
+        buyers.push((buyer.id, buyer.token));
     }
-    let (_, meter_token) = account(urls, &format!("drill-{run}-meter")).await?;
+    let meter = api.new_session();
+    let meter_token = seed::account(&meter, &format!("drill-{run}-meter"), PASSWORD, None).await?.token;
     let scarce = (expected_units / (BOOKS as i64 * 3)).clamp(20, 100_000);
-    let mut books = Vec::new();
-    for b in 0..BOOKS {
-        let stock = match b {
+    let stocks: Vec<i64> = (0..BOOKS)
+        .map(|b| match b {
             0 => TINY_STOCK,
             2 => scarce,
             _ => panal_actors::catalog::MAX_STOCK,
-        };
-        let body = json!({
-            "title": format!("Drill {run} book {b}"), "author": "Drill", "price_cents": 1000 + b as i64,
-            "currency": "EUR", "stock": stock,
-        });
-        let a = must(urls, "create a book", |u| {
-            http.post(format!("{u}/api/v1/books")).bearer_auth(&seller_token).json(&body)
         })
-        .await?;
-        let id = a.body["id"].as_i64().ok_or_else(|| Error::Fatal(format!("book created without id: {}", a.body)))?;
-        let initial_stock = a.body["stock"].as_i64().unwrap_or(stock);
-        books.push(SeededBook { id, initial_stock });
-    }
-    let mut devices = Vec::new();
-    for c in 0..clients {
-        let body = json!({ "name": format!("drill {run} meter {c}"), "kind": "meter" });
-        let a = must(urls, "create a device", |u| {
-            http.post(format!("{u}/api/v1/devices")).bearer_auth(&meter_token).json(&body)
+        .collect();
+    let listings: Vec<NewBook> = stocks
+        .iter()
+        .enumerate()
+        .map(|(b, &stock)| NewBook {
+            title: format!("Drill {run} book {b}"),
+            author: "Drill".into(),
+            description: String::new(),
+            price_cents: 1000 + b as i64,
+            currency: "EUR".into(),
+            stock,
         })
-        .await?;
-        devices.push(a.body["id"].as_i64().ok_or_else(|| Error::Fatal(format!("device without id: {}", a.body)))?);
-    }
-    Ok(Seed { books, seller_token, buyers, meter_token, devices })
+        .collect();
+    let ids = seed::books(&seller, &listings, 1).await?;
+    let books = ids.into_iter().zip(stocks).map(|(id, initial_stock)| SeededBook { id, initial_stock }).collect();
+    let meters: Vec<NewDevice> =
+        (0..clients).map(|c| NewDevice { name: format!("drill {run} meter {c}"), kind: DeviceKind::Meter }).collect();
+    let devices = seed::devices(&meter, &meters, 4).await?;
+    Ok(Seed { books, seller, seller_token, buyers, meter_token, devices })
 }
 
 /// Everything the clients share.
@@ -251,7 +203,8 @@ async fn attempts(w: &Workload, first_node: usize, build: &Build<'_>) -> (Vec<At
                 if super::figures::is_rejection(status) { &w.progress.rejections } else { &w.progress.errors };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        tries.push(Attempt { node, start: w.ms(start), end: w.ms(end), status, error });
+        let served_by = result.as_ref().ok().and_then(|a| a.node.clone());
+        tries.push(Attempt { node, start: w.ms(start), end: w.ms(end), status, error, served_by });
         if !failed || !retryable(&result) || Instant::now() >= deadline {
             maybe_applied |= failed && ambiguous(&result);
             return (tries, result.ok(), maybe_applied);
@@ -385,6 +338,73 @@ pub async fn client(w: Arc<Workload>, c: usize, seed: u64, interval: Duration, s
     }
 }
 
+/// The seller: until `stop`, every [`RESTOCK_EVERY`], reads each book with a finite
+/// initial stock linearizably and, when it is sold out, puts its initial stock back with
+/// `PATCH /api/v1/books/{id}`, so that purchases go on for the whole drill. Only a sold-out
+/// book is restocked and only the seller raises stock, so a restock applies at 0 and adds
+/// exactly its units (the checker counts them). A restock that may or may not have been
+/// applied ends the restocking of its book: applied late, it must still find the book at 0.
+pub async fn restocker(w: Arc<Workload>, stop: Instant) {
+    let mut books: Vec<SeededBook> = w.seed.books.iter().filter(|b| restockable(b.initial_stock)).cloned().collect();
+    let client = w.seed.devices.len();
+    let mut k = 0usize;
+    while Instant::now() < stop {
+        tokio::time::sleep(RESTOCK_EVERY).await;
+        let mut given_up = Vec::new();
+        for book in &books {
+            k += 1;
+            let node = k % w.urls.len();
+            let seller = w.seed.seller.pinned(node);
+            let linearizable = seller.clone().with_consistency(Consistency::Linearizable);
+            let read = tokio::time::timeout(ATTEMPT_TIMEOUT, linearizable.get_book(book.id)).await;
+            if !matches!(read, Ok(Ok(ref b)) if b.stock == 0) {
+                continue;
+            }
+            let patch = BookPatch { stock: Some(book.initial_stock), ..Default::default() };
+            let start = Instant::now();
+            let result = tokio::time::timeout(ATTEMPT_TIMEOUT, seller.update_book(book.id, &patch)).await;
+            let end = Instant::now();
+            let (status, outcome) = restock_outcome(result.as_ref().map(|r| r.as_ref().map(drop)).ok());
+            let error = match &outcome {
+                Outcome::Ok => None,
+                Outcome::Failed(e) | Outcome::Indeterminate(e) => Some(e.clone()),
+            };
+            if matches!(outcome, Outcome::Indeterminate(_)) {
+                given_up.push(book.id);
+            }
+            w.record(Op {
+                client,
+                kind: OpKind::Restock { book_id: book.id, units: book.initial_stock },
+                attempts: vec![Attempt { node, start: w.ms(start), end: w.ms(end), status, error, served_by: None }],
+                outcome,
+            });
+        }
+        books.retain(|b| !given_up.contains(&b.id));
+    }
+}
+
+/// Whether the seller restocks a book listed with `initial_stock` (the others never run out).
+fn restockable(initial_stock: i64) -> bool {
+    initial_stock < panal_actors::catalog::MAX_STOCK
+}
+
+/// The status and outcome of a restock from its answer (`None`: no answer in time).
+fn restock_outcome(result: Option<std::result::Result<(), &ClientError>>) -> (u16, Outcome) {
+    match result {
+        Some(Ok(())) => (200, Outcome::Ok),
+        None => (0, Outcome::Indeterminate("timeout".into())),
+        // No node accepted the connection: nothing was sent.
+        Some(Err(ClientError::Unreachable { .. })) => (0, Outcome::Failed("connection_refused".into())),
+        Some(Err(e)) => match e.status() {
+            Some(s) if s >= 500 || s == 408 || s == 429 => {
+                (s, Outcome::Indeterminate(e.code().unwrap_or("server_error").to_string()))
+            }
+            Some(s) => (s, Outcome::Failed(e.code().unwrap_or("client_error").to_string())),
+            None => (0, Outcome::Indeterminate("connection".into())),
+        },
+    }
+}
+
 /// The seed position of the book to buy: one with stock as far as this client knows,
 /// except a [`PROBE_SOLD_OUT`] share of purchases that try a book seen sold out.
 fn pick_book(rng: &mut StdRng, sold_out: &[bool]) -> usize {
@@ -411,5 +431,30 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         assert!((0..100).all(|_| pick_book(&mut rng, &[false, false]) < 2));
         assert!((0..100).all(|_| pick_book(&mut rng, &[true, true]) < 2), "all sold out: still a book");
+    }
+
+    #[test]
+    fn the_seller_restocks_the_books_that_run_out_and_counts_only_what_surely_applied() {
+        assert!(restockable(TINY_STOCK) && restockable(20));
+        assert!(!restockable(panal_actors::catalog::MAX_STOCK), "a book at the most stock never runs out");
+        assert_eq!(restock_outcome(Some(Ok(()))), (200, Outcome::Ok));
+        assert_eq!(restock_outcome(None), (0, Outcome::Indeterminate("timeout".into())));
+        let unreachable = ClientError::Unreachable { tried: vec![], hint: None };
+        assert_eq!(restock_outcome(Some(Err(&unreachable))), (0, Outcome::Failed("connection_refused".into())));
+        let api = |status: u16, code: &str| ClientError::Api {
+            method: "PATCH".into(),
+            path: "/api/v1/books/1".into(),
+            status,
+            error: Box::new(crate::tooling::client::ApiError::from_body(
+                status,
+                format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#).as_bytes(),
+            )),
+            retry_after: None,
+        };
+        assert_eq!(
+            restock_outcome(Some(Err(&api(503, "no_leader")))),
+            (503, Outcome::Indeterminate("no_leader".into()))
+        );
+        assert_eq!(restock_outcome(Some(Err(&api(404, "not_found")))), (404, Outcome::Failed("not_found".into())));
     }
 }
