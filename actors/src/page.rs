@@ -28,6 +28,16 @@ impl<T> Page<T> {
     }
 }
 
+/// The first `limit + 1` rows of a query in key order, for [`Page::from_rows`]. The query
+/// has no `LIMIT ?`: SQLite prepares a statement whose LIMIT is a parameter again at every
+/// run (its plan depends on the value), so the page stops stepping the rows instead.
+pub fn page_rows<T>(
+    rows: impl Iterator<Item = panal_raft::rusqlite::Result<T>>,
+    limit: u32,
+) -> panal_raft::rusqlite::Result<Vec<T>> {
+    rows.take(limit as usize + 1).collect()
+}
+
 /// `limit` and `cursor` as sent by the client.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

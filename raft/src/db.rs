@@ -1,6 +1,7 @@
 //! SQLite connection setup and the pool of read-only connections.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
@@ -45,97 +46,53 @@ pub(crate) fn open_ro(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// A read job: runs on a reader thread with its connection (or the error opening it).
-type ReadJob = Box<dyn FnOnce(rusqlite::Result<&mut Connection>) + Send>;
-
-/// Reader threads for the state database, each with its own read-only connection kept
-/// open for the life of the pool, so its page cache and prepared statements (the
-/// statement cache of `prepare_cached`) serve every read after the first. WAL lets them
-/// run alongside the applying writer, each seeing a committed state. A fixed number of
-/// threads also bounds the connections (and their memory) however many requests arrive:
-/// reads beyond them wait in the queue.
+/// Read-only connections to the state database, kept open for the life of the pool so
+/// their page caches and prepared statements (the statement cache of `prepare_cached`)
+/// serve every read after the first. WAL lets them run alongside the applying writer, each
+/// seeing a committed state.
+///
+/// A read runs on the thread that asks for it. The reads of a request are short (a page,
+/// a row, a day of readings: tens of microseconds) and a hand-off to a reader thread and
+/// back cost more than that in wake-ups. A read never waits for a connection: a thread
+/// holds at most one while it reads, so there are never more in use than threads reading;
+/// a few idle ones per core are kept.
 pub(crate) struct ReadPool {
-    jobs: std::sync::mpsc::Sender<ReadJob>,
-    /// Bumped when the database file was replaced: readers reopen their connection.
-    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// Reader threads: one per core, at least two, so a slow read leaves another reader free.
-fn reader_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+    /// Bumped when the database file was replaced: older connections are closed.
+    generation: AtomicU64,
 }
 
 impl ReadPool {
     pub(crate) fn new(path: PathBuf) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<ReadJob>();
-        let rx = std::sync::Arc::new(Mutex::new(rx));
-        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        for i in 0..reader_threads() {
-            let (rx, path, generation) = (rx.clone(), path.clone(), generation.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("sqlite-reader-{i}"))
-                .spawn(move || reader(&path, &rx, &generation));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a database reader thread");
-            }
-        }
-        Self { jobs: tx, generation }
+        let max_idle = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 2;
+        Self { path, idle: Mutex::new(Vec::new()), max_idle, generation: AtomicU64::new(0) }
     }
 
-    /// Runs `f` on a reader thread's connection. A panic in `f` is raised again here.
-    pub(crate) async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
-    ) -> rusqlite::Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let out = conn.map(|c| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c))));
-            let _ = tx.send(out);
-        });
-        if self.jobs.send(job).is_err() {
-            return Err(rusqlite::Error::InvalidPath("the database readers stopped".into()));
-        }
-        match rx.await {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(panic))) => std::panic::resume_unwind(panic),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(rusqlite::Error::InvalidPath("the database reader stopped during a read".into())),
-        }
-    }
-
-    /// Makes every reader reopen its connection (after the database file was replaced by a
-    /// snapshot).
-    pub(crate) fn clear(&self) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// One reader thread: takes jobs until the pool is dropped, (re)opening its connection
-/// when needed.
-fn reader(path: &Path, jobs: &Mutex<std::sync::mpsc::Receiver<ReadJob>>, generation: &std::sync::atomic::AtomicU64) {
-    let mut conn: Option<(Connection, u64)> = None;
-    loop {
-        // Only the waiting reader holds the lock; the others queue behind it.
-        let job = match jobs.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
+    /// Runs `f` with a read-only connection on this thread. A panic in `f` unwinds to the
+    /// caller; its connection is closed rather than reused.
+    pub(crate) fn run<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> rusqlite::Result<T> {
+        let current = self.generation.load(Ordering::Acquire);
+        // Only connections of the current generation are ever put back (see `clear`).
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => open_ro(&self.path)?,
         };
-        let current = generation.load(std::sync::atomic::Ordering::SeqCst);
-        if conn.as_ref().is_some_and(|(_, g)| *g != current) {
-            conn = None;
+        let out = f(&mut conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle && self.generation.load(Ordering::Acquire) == current {
+            idle.push(conn);
         }
-        if conn.is_none() {
-            match open_ro(path) {
-                Ok(c) => conn = Some((c, current)),
-                Err(e) => {
-                    job(Err(e));
-                    continue;
-                }
-            }
-        }
-        if let Some((c, _)) = conn.as_mut() {
-            job(Ok(c));
-        }
+        Ok(out)
+    }
+
+    /// Closes every connection opened before now (the database file was replaced by a
+    /// snapshot); reads in progress finish on the old file.
+    pub(crate) fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

@@ -780,7 +780,7 @@ impl<A: Application> Replica<A> {
         f: impl FnOnce(&mut Connection) -> T + Send + 'static,
     ) -> Result<(T, u64)> {
         let index = self.read_barrier(level, min_index, timeout).await?;
-        let value = self.inner.sm.read(f).await?;
+        let value = self.inner.sm.read(f)?;
         Ok((value, index))
     }
 

@@ -143,23 +143,29 @@ impl<A: Application> StateMachine<A> {
         Ok(())
     }
 
-    /// Runs a read on a reader thread's read-only connection, off the async runtime.
-    pub async fn read<T: Send + 'static>(
+    /// Runs a short read on a pooled read-only connection, on this thread (see [`ReadPool`]).
+    pub fn read<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> Result<T, crate::Error> {
+        Ok(self.shared.reads.run(f)?)
+    }
+
+    /// Runs a long read (every row of the state) on a pooled connection, off the async runtime.
+    async fn read_long<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> T + Send + 'static,
     ) -> Result<T, crate::Error> {
-        Ok(self.shared.reads.run(f).await?)
+        let this = self.clone();
+        blocking(move || this.read(f)).await
     }
 
     /// The last applied log id as recorded in the database.
     pub async fn last_applied(&self) -> Result<Option<LogId>, crate::Error> {
-        self.read(|c| applied_state_of(c).map(|(l, _)| l)).await?.map_err(Into::into)
+        self.read(|c| applied_state_of(c).map(|(l, _)| l))?.map_err(Into::into)
     }
 
     /// SHA-256 over every table's rows (in a stable order), with the applied index it was
     /// taken at. Equal on two replicas that applied the same index, or they have diverged.
     pub async fn checksum(&self) -> Result<(u64, String), crate::Error> {
-        self.read(|conn| -> rusqlite::Result<(u64, String)> {
+        self.read_long(|conn| -> rusqlite::Result<(u64, String)> {
             let tx = conn.transaction()?;
             let index = applied_state_of(&tx)?.0.map(|l| l.index).unwrap_or(0);
             let hash = checksum_tables(&tx)?;

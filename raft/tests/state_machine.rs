@@ -33,7 +33,7 @@ fn incr() -> KvCommand {
 }
 
 async fn value(sm: &StateMachine<Kv>, key: &'static str) -> Option<String> {
-    sm.read(move |c| get(c, key)).await.unwrap()
+    sm.read(move |c| get(c, key)).unwrap()
 }
 
 #[tokio::test]

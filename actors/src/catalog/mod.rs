@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{commands, Proposal};
 use crate::error::Validator;
-use crate::page::Page;
+use crate::page::{page_rows, Page};
 use crate::time::{self, HOUR_MS, MINUTE_MS};
 use crate::{Error, Rejection};
 
@@ -628,8 +628,7 @@ pub async fn drive_time(replica: crate::Replica) {
         if replica.leader().map(|(id, _)| id) != Some(replica.id()) {
             continue;
         }
-        let due =
-            replica.state_machine().read(|db| Ok::<_, rusqlite::Error>((next_due(db)?, time::app_now(db)?))).await;
+        let due = replica.state_machine().read(|db| Ok::<_, rusqlite::Error>((next_due(db)?, time::app_now(db)?)));
         let Ok(Ok((Some(due), now))) = due else { continue };
         if due > now {
             continue;
@@ -712,24 +711,33 @@ pub fn list_books(db: &Connection, q: &BookQuery, limit: u32, after: i64) -> rus
     let pattern = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(like_pattern);
     // `?author=` (empty) filters nothing, as `?q=` does.
     let author = q.author.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    // Only the filters in use are in the statement: SQLite prepares a statement whose LIKE
-    // takes a bound pattern again at every run (the pattern may change its plan), which
-    // the plain catalog page, the common request, must not pay.
-    let search = if pattern.is_some() {
-        "AND (b.title LIKE ?2 ESCAPE '\\' OR b.author LIKE ?2 ESCAPE '\\' OR b.description LIKE ?2 ESCAPE '\\')"
-    } else {
-        "AND ?2 IS NULL"
-    };
-    let rows = db
-        .prepare_cached(&format!(
-            "SELECT {BOOK_COLUMNS} FROM books b LEFT JOIN users u ON u.id = b.seller_id
-             WHERE b.deleted = 0 AND b.id > ?1 {search}
-               AND (?3 IS NULL OR b.author = ?3 COLLATE NOCASE)
-             ORDER BY b.id LIMIT ?4"
-        ))?
-        .query_map(params![after, pattern, author, limit + 1], book_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":after", &after)];
+    if let Some(pattern) = &pattern {
+        params.push((":pattern", pattern));
+    }
+    if let Some(author) = &author {
+        params.push((":author", author));
+    }
+    let mut stmt = db.prepare_cached(&list_books_sql(pattern.is_some(), author.is_some()))?;
+    let rows = page_rows(stmt.query_map(params.as_slice(), book_row)?, limit)?;
     Ok(Page::from_rows(rows, limit, |b| b.id.to_string()))
+}
+
+/// The book list's statement with only the filters in use. A parameter the planner looks
+/// at (a LIMIT, a LIKE pattern) makes SQLite prepare the statement again at every run (its
+/// plan depends on the value): the plain catalog page, the common request, has none.
+fn list_books_sql(search: bool, by_author: bool) -> String {
+    let search = if search {
+        "AND (b.title LIKE :pattern ESCAPE '\\' OR b.author LIKE :pattern ESCAPE '\\' OR b.description LIKE :pattern ESCAPE '\\')"
+    } else {
+        ""
+    };
+    let author = if by_author { "AND b.author = :author COLLATE NOCASE" } else { "" };
+    format!(
+        "SELECT {BOOK_COLUMNS} FROM books b LEFT JOIN users u ON u.id = b.seller_id
+         WHERE b.deleted = 0 AND b.id > :after {search} {author}
+         ORDER BY b.id"
+    )
 }
 
 const ORDER_COLUMNS: &str = "o.id, o.book_id, coalesce(b.title, ''), o.buyer_id, o.seller_id, o.quantity,
@@ -801,13 +809,11 @@ pub fn list_orders(db: &Connection, user_id: i64, side: Side, limit: u32, after:
         Side::Buyer => "buyer_id",
         Side::Seller => "seller_id",
     };
-    let rows = db
-        .prepare_cached(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders o LEFT JOIN books b ON b.id = o.book_id
-             WHERE o.{column} = ?1 AND o.id > ?2 ORDER BY o.id LIMIT ?3"
-        ))?
-        .query_map(params![user_id, after, limit + 1], order_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders o LEFT JOIN books b ON b.id = o.book_id
+         WHERE o.{column} = ?1 AND o.id > ?2 ORDER BY o.id"
+    ))?;
+    let rows = page_rows(stmt.query_map(params![user_id, after], order_row)?, limit)?;
     let rows = rows.into_iter().map(|o| with_history(db, o)).collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Page::from_rows(rows, limit, |o| o.id.to_string()))
 }

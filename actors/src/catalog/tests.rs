@@ -1,6 +1,6 @@
 //! Every catalog command applied to an in-memory database, without a network.
 
-use panal_raft::rusqlite::Connection;
+use panal_raft::rusqlite::{self, Connection};
 use panal_raft::{Application, ApplyContext};
 
 use super::payment::{DeclineCode, PaymentOutcome};
@@ -246,6 +246,17 @@ fn book_lists_filter_and_paginate() {
         let any = BookQuery { author: Some(empty.into()), ..Default::default() };
         assert_eq!(list_books(&db.db, &any, 10, 0).unwrap().items.len(), 6, "?author={empty:?} filters nothing");
     }
+}
+
+#[test]
+fn the_plain_book_list_is_never_prepared_again() {
+    let mut db = Db::new();
+    db.book(1);
+    for (after, limit) in [(0, 20), (1, 5), (0, 100)] {
+        list_books(&db.db, &BookQuery::default(), limit, after).unwrap();
+    }
+    let stmt = db.db.prepare_cached(&super::list_books_sql(false, false)).unwrap();
+    assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "SQLite prepared the catalog page again");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use panal_raft::ApplyContext;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{commands, Proposal};
-use crate::page::Page;
+use crate::page::{page_rows, Page};
 use crate::prediction::forecast::SlotReadings;
 use crate::time;
 use crate::Rejection;
@@ -397,13 +397,11 @@ pub fn device_by_id(db: &Connection, id: i64) -> rusqlite::Result<Option<Device>
 
 /// The caller's devices (every device for an admin), in id order.
 pub fn list_devices(db: &Connection, actor: Actor, limit: u32, after: i64) -> rusqlite::Result<Page<Device>> {
-    let rows = db
-        .prepare_cached(
-            "SELECT id, owner_id, name, kind, created_ms, updated_ms FROM devices
-             WHERE (?1 OR owner_id = ?2) AND id > ?3 ORDER BY id LIMIT ?4",
-        )?
-        .query_map(params![actor.admin, actor.user_id, after, limit + 1], device_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = db.prepare_cached(
+        "SELECT id, owner_id, name, kind, created_ms, updated_ms FROM devices
+         WHERE (?1 OR owner_id = ?2) AND id > ?3 ORDER BY id",
+    )?;
+    let rows = page_rows(stmt.query_map(params![actor.admin, actor.user_id, after], device_row)?, limit)?;
     Ok(Page::from_rows(rows, limit, |d| d.id.to_string()))
 }
 
@@ -464,19 +462,18 @@ pub fn readings(
         "SELECT {b} AS bucket, count(*), sum(consumption_kwh), min(consumption_kwh), max(consumption_kwh),
                 sum(generation_kwh), min(generation_kwh), max(generation_kwh)
          FROM readings WHERE device_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
-         GROUP BY bucket HAVING bucket > ?4 ORDER BY bucket LIMIT ?5"
+         GROUP BY bucket HAVING bucket > ?4 ORDER BY bucket"
     );
-    let rows = db
-        .prepare_cached(&sql)?
-        .query_map(params![device_id, from_ms, to_ms, after_ms.unwrap_or(i64::MIN), limit + 1], |r| {
-            Ok(Aggregate {
-                start_ms: r.get(0)?,
-                count: r.get(1)?,
-                consumption_kwh: stats(r.get(2)?, r.get(3)?, r.get(4)?),
-                generation_kwh: stats(r.get(5)?, r.get(6)?, r.get(7)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = db.prepare_cached(&sql)?;
+    let aggregates = stmt.query_map(params![device_id, from_ms, to_ms, after_ms.unwrap_or(i64::MIN)], |r| {
+        Ok(Aggregate {
+            start_ms: r.get(0)?,
+            count: r.get(1)?,
+            consumption_kwh: stats(r.get(2)?, r.get(3)?, r.get(4)?),
+            generation_kwh: stats(r.get(5)?, r.get(6)?, r.get(7)?),
+        })
+    })?;
+    let rows = page_rows(aggregates, limit)?;
     Ok(Page::from_rows(rows, limit, |a| a.start_ms.to_string()))
 }
 

@@ -136,6 +136,9 @@ pub struct ServiceContext {
     /// Artificial latency per service (ms), set by the chaos API; absent means none.
     delays: RwLock<HashMap<Service, u64>>,
     health: RwLock<BTreeMap<Service, ServiceHealth>>,
+    /// This node's live workers and the pool slot each fills, so that a gateway on this
+    /// node serves a call to one of them in its own task (see [`ServiceContext::serve_here`]).
+    slots: RwLock<HashMap<ractor::ActorId, usize>>,
 }
 
 impl std::fmt::Debug for ServiceContext {
@@ -152,7 +155,33 @@ impl ServiceContext {
             hub: Default::default(),
             delays: Default::default(),
             health: Default::default(),
+            slots: Default::default(),
         })
+    }
+
+    /// The pool slot of `worker` when it is a live worker of this node.
+    pub fn local_slot(&self, worker: ractor::ActorId) -> Option<usize> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner()).get(&worker).copied()
+    }
+
+    pub(crate) fn set_slot(&self, worker: ractor::ActorId, slot: Option<usize>) {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        match slot {
+            Some(slot) => slots.insert(worker, slot),
+            None => slots.remove(&worker),
+        };
+    }
+
+    /// Serves `req` as the worker in `slot` of its service would, in the caller's task: a
+    /// call from this node's gateway to a worker of this node needs no message, no task
+    /// and no reply channel. The worker serves calls from other nodes the same way.
+    pub async fn serve_here(self: &Arc<Self>, slot: usize, req: ServiceRequest) -> ServiceResponse {
+        let service = req.call.service();
+        let delay = self.delay_ms(service);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        worker::serve(self, service, slot, req).await
     }
 
     pub fn set_delay_ms(&self, service: Service, ms: u64) {

@@ -177,8 +177,7 @@ impl Operation for Ping {
             .ctx
             .replica
             .state_machine()
-            .read(|db| db.prepare_cached("SELECT count(*) FROM users")?.query_row([], |r| r.get(0)))
-            .await??;
+            .read(|db| db.prepare_cached("SELECT count(*) FROM users")?.query_row([], |r| r.get(0)))??;
         let ctx = &call.ctx;
         let name = self.service.name();
         Ok(PingReply {

@@ -221,6 +221,7 @@ impl Actor for ServiceSupervisor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
             _ => return Ok(()),
         };
+        state.args.ctx.set_slot(cell.get_id(), None);
         // Workers we stopped ourselves (service marked failed) are no longer tracked.
         let Some((slot, _)) = state.workers.remove(&cell.get_id()) else { return Ok(()) };
         let service = state.args.service;

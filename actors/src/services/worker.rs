@@ -3,7 +3,6 @@
 //! worker itself, which its supervisor restarts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -35,6 +34,7 @@ impl Actor for ServiceWorker {
     type Arguments = WorkerArgs;
 
     async fn pre_start(&self, myself: ActorRef<WorkerMsg>, args: WorkerArgs) -> Result<WorkerArgs, ActorProcessingErr> {
+        args.ctx.set_slot(myself.get_id(), Some(args.slot));
         ractor::pg::join(args.service.group(), vec![myself.get_cell()]);
         if args.service == Service::Metrics {
             // The cluster view asks each node about itself: one group per node.
@@ -54,14 +54,10 @@ impl Actor for ServiceWorker {
                 panic!("chaos panic in {} worker {}: {reason}", state.service.name(), state.slot)
             }
             WorkerMsg::Call(request, reply) => {
-                let (ctx, service, slot) = (state.ctx.clone(), state.service, state.slot);
+                let (ctx, slot) = (state.ctx.clone(), state.slot);
                 tokio::spawn(async move {
-                    let delay = ctx.delay_ms(service);
-                    if delay > 0 {
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                    }
                     let response = match request.open() {
-                        Ok(req) => serve(&ctx, service, slot, req).await,
+                        Ok(req) => ctx.serve_here(slot, req).await,
                         Err(e) => {
                             let e = Error::BadRequest("invalid_request", format!("undecodable service request: {e}"));
                             error(&ctx, &e, "")

@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use panal_actors::services::{Envelope, Service, ServiceRequest, ServiceResponse, WorkerMsg};
+use futures::FutureExt;
+use panal_actors::services::{Envelope, Service, ServiceContext, ServiceRequest, ServiceResponse, WorkerMsg};
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorId};
 
@@ -59,6 +60,16 @@ pub struct Gateway {
     /// Instances that died under a call, until when to avoid them. Process groups on
     /// other nodes learn of a death a moment later; meanwhile no request is sent there.
     suspects: Mutex<HashMap<ActorId, Instant>>,
+    /// This node's workers, served in the calling task when chosen.
+    services: Arc<ServiceContext>,
+    /// Per service (in [`Service::ALL`] order), the series every call touches, looked up
+    /// once instead of by name and labels on every call.
+    in_flight_gauges: Vec<metrics::Gauge>,
+    served_here: Vec<metrics::Counter>,
+}
+
+fn index_of(service: Service) -> usize {
+    Service::ALL.iter().position(|s| *s == service).unwrap_or(0)
 }
 
 /// HELP text of the series the gateway publishes.
@@ -90,7 +101,7 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        metrics::gauge!("panal_gateway_in_flight", "service" => self.service.name()).decrement(1.0);
+        self.gateway.in_flight_gauges[index_of(self.service)].decrement(1.0);
         let mut map = self.gateway.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.id) {
             *n = n.saturating_sub(1);
@@ -108,13 +119,24 @@ enum Attempt {
 }
 
 impl Gateway {
-    pub fn new(policy: Policy, timeout: Duration) -> Self {
+    /// Call once the metrics recorder is installed: the series are registered here.
+    pub fn new(policy: Policy, timeout: Duration, services: Arc<ServiceContext>) -> Self {
+        let node = services.node_name.clone();
         Self {
             policy,
             timeout,
             turn: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
+            in_flight_gauges: Service::ALL
+                .iter()
+                .map(|s| metrics::gauge!("panal_gateway_in_flight", "service" => s.name()))
+                .collect(),
+            served_here: Service::ALL
+                .iter()
+                .map(|s| metrics::counter!("panal_balance_decisions_total", "service" => s.name(), "target" => node.clone()))
+                .collect(),
+            services,
         }
     }
 
@@ -131,8 +153,12 @@ impl Gateway {
             tried.push(instance.get_id());
             match self.call_instance(service, &instance, req.clone()).await? {
                 Attempt::Done(resp) => {
-                    metrics::counter!("panal_balance_decisions_total", "service" => service.name(), "target" => resp.node.clone())
-                        .increment(1);
+                    if resp.node == self.services.node_name {
+                        self.served_here[index_of(service)].increment(1);
+                    } else {
+                        metrics::counter!("panal_balance_decisions_total", "service" => service.name(), "target" => resp.node.clone())
+                            .increment(1);
+                    }
                     return Ok(resp);
                 }
                 Attempt::Lost(why) => {
@@ -210,13 +236,28 @@ impl Gateway {
         Ok(candidates[i].clone())
     }
 
-    /// Calls one instance. The request is passed as it is to an instance on this node, and
-    /// as MessagePack to one across the mesh (see [`Envelope`]).
+    /// Calls one instance. An instance on this node is served in this task (as the worker
+    /// would: a message, a task and a reply channel would only add wake-ups); one across
+    /// the mesh gets the request as MessagePack (see [`Envelope`]).
     async fn call_instance(&self, service: Service, instance: &ActorCell, req: ServiceRequest) -> Result<Attempt> {
         let id = instance.get_id();
         *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += 1;
         let _guard = InFlight { gateway: self, id, service };
-        metrics::gauge!("panal_gateway_in_flight", "service" => service.name()).increment(1.0);
+        self.in_flight_gauges[index_of(service)].increment(1.0);
+        if let Some(slot) = self.services.local_slot(id) {
+            // A panic while serving loses the call as a dying worker would; it is retried.
+            // Boxed: every operation's future inlined here would make each handler's huge.
+            let served = std::panic::AssertUnwindSafe(Box::pin(self.services.serve_here(slot, req))).catch_unwind();
+            return match tokio::time::timeout(self.timeout, served).await {
+                Ok(Ok(resp)) => Ok(Attempt::Done(resp)),
+                Ok(Err(_)) => Ok(Attempt::Lost("the instance panicked while serving".into())),
+                Err(_) => Err(Error::GatewayTimeout(format!(
+                    "the {} instance did not answer within {:?}",
+                    service.name(),
+                    self.timeout
+                ))),
+            };
+        }
         let result = ractor::rpc::call::<WorkerMsg, Envelope<ServiceResponse>, _>(
             instance,
             |reply| WorkerMsg::Call(Envelope::new(req), reply),

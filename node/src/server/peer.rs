@@ -159,8 +159,7 @@ async fn admit_inner(replica: &Replica, tls: Option<&NodeTls>, req: JoinRequest)
     let token: JoinToken = req.token.parse().map_err(|e| Error::BadRequest("invalid_join_token", e))?;
     let config = replica
         .state_machine()
-        .read(|db| panal_actors::cluster::config(db))
-        .await??
+        .read(|db| panal_actors::cluster::config(db))??
         .ok_or(Error::Actors(panal_actors::Error::NotInitialized))?;
     let role = config.verify(&token).map_err(|r| Error::Unauthorized(r.message))?;
     if req.node.name.is_empty() || req.node.name.len() > 64 {

@@ -253,6 +253,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         gateway: Arc::new(crate::server::gateway::Gateway::new(
             args.balance,
             Duration::from_millis(args.call_timeout_ms),
+            services.clone(),
         )),
         services,
         chaos: args.chaos,

@@ -305,8 +305,7 @@ pub async fn remove(State(s): State<AppState>, Admin(who): Admin, Path(id): Path
 async fn cluster_config(s: &AppState) -> Result<panal_actors::cluster::ClusterConfig> {
     s.replica
         .state_machine()
-        .read(|db| panal_actors::cluster::config(db))
-        .await??
+        .read(|db| panal_actors::cluster::config(db))??
         .ok_or(Error::Actors(panal_actors::Error::NotInitialized))
 }
 
@@ -359,7 +358,7 @@ pub struct CaInfo {
 #[utoipa::path(get, path = "/api/v1/cluster/ca", operation_id = "cluster_ca", tag = "cluster", security(("bearer" = [])),
     responses((status = 200, body = CaInfo), AdminErrors))]
 pub async fn ca(State(s): State<AppState>, _: Admin) -> Result<Json<CaInfo>> {
-    let state = s.replica.state_machine().read(|db| panal_actors::cluster::trust_state(db)).await??;
+    let state = s.replica.state_machine().read(|db| panal_actors::cluster::trust_state(db))??;
     let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let ca = state.bundle.as_deref().map(crate::server::tls::CertSummary::of_pem).transpose()?;
     let node = s.tls.as_ref().map(|t| t.certificate()).transpose()?;

@@ -336,7 +336,7 @@ async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller
             Some((key, _)) => key,
             None => {
                 let lookup = |kid: String| async move {
-                    let found = state.replica.state_machine().read(move |db| auth::signing_key(db, &kid)).await??;
+                    let found = state.replica.state_machine().read(move |db| auth::signing_key(db, &kid))??;
                     Ok::<_, Error>(found)
                 };
                 let key = match lookup(kid.clone()).await? {
@@ -373,7 +373,7 @@ async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller
             catch_up_to(state, index).await?;
         }
         let jti = identity.jti.clone();
-        if state.replica.state_machine().read(move |db| auth::is_revoked(db, &jti)).await?? {
+        if state.replica.state_machine().read(move |db| auth::is_revoked(db, &jti))?? {
             return Err(Error::InvalidToken("token has been revoked (logged out)".into()));
         }
         Ok(Caller(identity))

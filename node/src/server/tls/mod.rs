@@ -536,7 +536,7 @@ fn is_manager(replica: &Replica, node_id: u64) -> bool {
 
 /// The replicated trust state (`no_ca_key` while this node's state has no bundle yet).
 async fn replicated_trust(replica: &Replica) -> Result<(String, TrustState)> {
-    let state = replica.state_machine().read(|db| cluster::trust_state(db)).await??;
+    let state = replica.state_machine().read(|db| cluster::trust_state(db))??;
     let bundle = state.bundle.clone().ok_or_else(no_ca_key)?;
     Ok((bundle, state))
 }
@@ -594,8 +594,7 @@ pub async fn rotate(replica: &Replica, tls: &NodeTls) -> Result<CaRotated> {
 async fn rotate_here(replica: &Replica, tls: &NodeTls) -> Result<CaRotated> {
     let config = replica
         .state_machine()
-        .read(|db| cluster::config(db))
-        .await??
+        .read(|db| cluster::config(db))??
         .ok_or(Error::Actors(panal_actors::Error::NotInitialized))?;
     let previous = config
         .ca_fingerprint
@@ -684,7 +683,7 @@ pub async fn upkeep(replica: Replica, tls: NodeTls) {
         if replica.is_removed() {
             return;
         }
-        let state = match replica.state_machine().read(|db| cluster::trust_state(db)).await {
+        let state = match replica.state_machine().read(|db| cluster::trust_state(db)) {
             Ok(Ok(state)) => state,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the cluster's trust state");
