@@ -31,7 +31,16 @@ pub(crate) fn open_rw(path: &Path, sync: SyncMode) -> rusqlite::Result<Connectio
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    stable_plans(&conn)?;
     Ok(conn)
+}
+
+/// One query plan per statement, whatever the values bound. Without it SQLite prepares a
+/// cached statement again at each run when its plan looked at a bound value (a join on a
+/// parameter's row, a LIMIT), and `prepare_cached` saves nothing.
+fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
 
 pub(crate) fn open_ro(path: &Path) -> rusqlite::Result<Connection> {
@@ -43,6 +52,7 @@ pub(crate) fn open_ro(path: &Path) -> rusqlite::Result<Connection> {
     // Reads are served from the OS page cache too; a small private cache per pooled
     // connection keeps the node's memory flat.
     conn.pragma_update(None, "cache_size", -1024)?;
+    stable_plans(&conn)?;
     Ok(conn)
 }
 
@@ -101,5 +111,36 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_join_on_a_parameter_is_prepared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = open_rw(&path, SyncMode::Normal).unwrap();
+        writer
+            .execute_batch(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+                 CREATE TABLE books (id INTEGER PRIMARY KEY, seller_id INTEGER, deleted INTEGER NOT NULL);
+                 INSERT INTO users VALUES (1, 'ana');
+                 INSERT INTO books VALUES (1, 1, 0), (2, 1, 0);",
+            )
+            .unwrap();
+        let sql =
+            "SELECT u.name FROM books b LEFT JOIN users u ON u.id = b.seller_id WHERE b.id = ?1 AND b.deleted = 0";
+        let reads = ReadPool::new(path);
+        let reprepared = |conn: &Connection| {
+            for id in [1, 2, 1] {
+                conn.prepare_cached(sql).unwrap().query_row([id], |r| r.get::<_, String>(0)).unwrap();
+            }
+            conn.prepare_cached(sql).unwrap().get_status(rusqlite::StatementStatus::RePrepare)
+        };
+        assert_eq!(reprepared(&writer), 0, "the writer prepared it again");
+        assert_eq!(reads.run(|conn| reprepared(conn)).unwrap(), 0, "a reader prepared it again");
     }
 }
