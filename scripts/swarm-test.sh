@@ -103,7 +103,7 @@ cleanup() {
 	if [[ ${KEEP_IMAGE:-0} != 1 ]]; then
 		for image in "${IMAGES_BUILT[@]}"; do docker image rm "$image" >/dev/null 2>&1; done
 	fi
-	rm -f "/tmp/$RUN-update.err"
+	rm -f "/tmp/$RUN-update.err" "/tmp/$RUN-ca.pem"
 	# What is left of this run (should be nothing).
 	local left
 	left=$(
@@ -190,7 +190,15 @@ PANAL_IMAGE=$IMAGE PANAL_PORT_PREFIX=$PREFIX PANAL_SECRET_PREFIX=$STACK \
 	docker stack deploy --resolve-image never -c "$REPO_ROOT/swarm/stack.yml" "$STACK" >&2 ||
 	fail "docker stack deploy failed"
 
-# --- HTTP helpers: through the routing mesh on 127.0.0.1 --------------------------------
+# --- HTTP helpers: HTTPS through the published ports on 127.0.0.1 -----------------------
+# The API serves HTTPS with a certificate from the cluster CA (its SANs include 127.0.0.1);
+# the CA certificate is read from manager1's volume, as stack.yml tells operators to.
+CA_FILE=/tmp/$RUN-ca.pem
+fetch_ca() {
+	local c
+	c=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_manager1" | head -n 1)
+	[[ -n $c ]] && docker cp "$c:/data/tls/ca.pem" "$CA_FILE" >/dev/null 2>&1 && [[ -s $CA_FILE ]]
+}
 # api PORT METHOD PATH [JSON] [curl args…] -> prints "STATUS BODY"
 api() {
 	local port=$1 method=$2 path=$3 body=${4:-}
@@ -198,7 +206,7 @@ api() {
 	local args=(-sS --max-time 20 -o - -w '\n%{http_code}' -X "$method" -H 'content-type: application/json')
 	[[ -n $body ]] && args+=(--data "$body")
 	local out
-	out=$(curl "${args[@]}" "$@" "http://127.0.0.1:$port$path" 2>/dev/null) || out=$'\n000'
+	out=$(curl --cacert "$CA_FILE" "${args[@]}" "$@" "https://127.0.0.1:$port$path" 2>/dev/null) || out=$'\n000'
 	printf '%s %s\n' "${out##*$'\n'}" "${out%$'\n'*}"
 }
 status_of() { echo "${1%% *}"; }
@@ -233,6 +241,7 @@ cluster_formed() { # every node a member, three managers, every task healthy
 	for s in "${SERVICES[@]}"; do ready "$(port_of "$s")" || return 1; done
 }
 
+wait_for 240 "the cluster CA certificate in manager1's volume" fetch_ca
 wait_for 240 "a ready cluster through the published port $API" ready "$API"
 wait_for 30 "the admin login" admin_login
 wait_for 120 "five members (three managers), each ready on its published port" cluster_formed

@@ -35,6 +35,9 @@ pub async fn propose<P: Proposal>(
 ) -> Result<(P::Reply, u64)> {
     let out =
         panal_actors::propose(&s.replica, proposal, idempotency_key, panal_actors::services::WRITE_TIMEOUT).await?;
+    // A write forwarded by a follower is answered once the leader applied it; admin routes
+    // read their answer back from this node's replica, so it must have applied it too.
+    s.replica.wait_applied(out.index, panal_actors::services::READ_TIMEOUT).await?;
     Ok((out.response, out.index))
 }
 
