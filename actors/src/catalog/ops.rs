@@ -59,6 +59,7 @@ pub struct ListBooks {
 
 impl Operation for ListBooks {
     type Output = Page<Book>;
+    const CACHED: bool = true;
 
     async fn handle(self, call: &Call) -> Result<Page<Book>, Error> {
         let q = self.query;
@@ -75,6 +76,7 @@ pub struct GetBook {
 
 impl Operation for GetBook {
     type Output = Book;
+    const CACHED: bool = true;
 
     async fn handle(self, call: &Call) -> Result<Book, Error> {
         let id = self.id;

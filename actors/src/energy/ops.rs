@@ -167,6 +167,7 @@ pub struct ListDevices {
 
 impl Operation for ListDevices {
     type Output = Page<Device>;
+    const CACHED: bool = true;
 
     async fn handle(self, call: &Call) -> Result<Page<Device>, Error> {
         let actor = actor(call.caller()?);
@@ -182,6 +183,7 @@ pub struct GetDevice {
 
 impl Operation for GetDevice {
     type Output = Device;
+    const CACHED: bool = true;
 
     async fn handle(self, call: &Call) -> Result<Device, Error> {
         let (actor, id) = (actor(call.caller()?), self.id);
@@ -257,6 +259,7 @@ pub struct QueryReadings {
 
 impl Operation for QueryReadings {
     type Output = Page<Aggregate>;
+    const CACHED: bool = true;
 
     async fn handle(self, call: &Call) -> Result<Page<Aggregate>, Error> {
         let actor = actor(call.caller()?);
@@ -307,6 +310,7 @@ pub struct Summary {
 
 impl Operation for Summary {
     type Output = EnergySummary;
+    const CACHED: bool = true;
 
     async fn handle(self, call: &Call) -> Result<EnergySummary, Error> {
         let who = call.caller()?.user_id;

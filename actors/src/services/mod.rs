@@ -2,6 +2,7 @@
 //! that join a cluster-wide process group, plus the bytes-only request/response envelopes
 //! the gateway sends them (locally or across the actor mesh).
 
+pub mod answers;
 mod call;
 mod op;
 mod supervisor;
@@ -139,6 +140,8 @@ pub struct ServiceContext {
     /// This node's live workers and the pool slot each fills, so that a gateway on this
     /// node serves a call to one of them in its own task (see [`ServiceContext::serve_here`]).
     slots: RwLock<HashMap<ractor::ActorId, usize>>,
+    /// Answers of cacheable reads at the current applied index.
+    answers: answers::AnswerCache,
 }
 
 impl std::fmt::Debug for ServiceContext {
@@ -156,6 +159,7 @@ impl ServiceContext {
             delays: Default::default(),
             health: Default::default(),
             slots: Default::default(),
+            answers: Default::default(),
         })
     }
 

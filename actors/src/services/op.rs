@@ -13,12 +13,17 @@ use super::{Call, Service};
 use crate::Error;
 
 /// One operation of a service: its input is `Self`, its answer `Output`.
-pub trait Operation: Into<ServiceCall> + Send + Sized + 'static {
+pub trait Operation: Into<ServiceCall> + Serialize + Send + Sized + 'static {
     /// What the operation answers on success.
     type Output: Serialize;
 
     /// HTTP status of a success (201 for operations that create something).
     const STATUS: u16 = 200;
+
+    /// A read whose answer depends on its input, its caller and the replicated state only
+    /// (no clock, nothing local to the node): its encoded answer is kept until the next
+    /// applied write (see [`super::answers`]).
+    const CACHED: bool = false;
 
     /// Serves the operation on a worker.
     fn handle(self, call: &Call) -> impl Future<Output = Result<Self::Output, Error>> + Send;

@@ -23,6 +23,7 @@ pub fn describe_metrics() {
         "panal_service_failures_total",
         "Times a service was marked failed on this node (past its restart-intensity limit)."
     );
+    super::answers::describe_metrics();
 }
 use super::{Service, ServiceContext, ServiceHealth, ServiceWorker};
 

@@ -30,6 +30,17 @@ async fn context(dir: &std::path::Path) -> Arc<ServiceContext> {
     ServiceContext::new("t1".into(), replica)
 }
 
+fn dune() -> NewBook {
+    NewBook {
+        title: "Dune".into(),
+        author: "Frank Herbert".into(),
+        description: String::new(),
+        price_cents: 999,
+        currency: "EUR".into(),
+        stock: 2,
+    }
+}
+
 fn identity(user: &User) -> Identity {
     Identity {
         user_id: user.id,
@@ -97,14 +108,7 @@ async fn typed_operations_are_served_end_to_end_without_a_network() {
     );
 
     // Catalog: create, read back, a validation failure naming every field, a 404.
-    let book = NewBook {
-        title: "Dune".into(),
-        author: "Frank Herbert".into(),
-        description: String::new(),
-        price_cents: 999,
-        currency: "EUR".into(),
-        stock: 2,
-    };
+    let book = dune();
     let created = send(&ctx, CreateBook { book: book.clone() }, Some(identity(&ada))).await;
     assert_eq!(created.status, 201);
     let created: Book = json(&created);
@@ -167,4 +171,42 @@ fn delays_are_kept_per_service_for_every_service() {
     assert_eq!(Service::ALL.map(|s| ctx.delay_ms(s)), [0, 10, 20, 30, 40]);
     ctx.set_delay_ms(Service::Energy, 0);
     assert_eq!(ctx.delay_ms(Service::Energy), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_answer_is_served_until_the_next_write_and_never_after() {
+    use crate::catalog::ops::{ListBooks, UpdateBook};
+    use crate::catalog::{BookPatch, BookQuery};
+    use crate::page::Page;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path()).await;
+    let account = RegisterRequest { username: "ada".into(), password: "correct horse".into(), email: None };
+    let ada: User = json(&send(&ctx, Register { account }, None).await);
+    let book = dune();
+    let dune: Book = json(&send(&ctx, CreateBook { book: book.clone() }, Some(identity(&ada))).await);
+    let list = || ListBooks { query: BookQuery::default() };
+
+    let first = send(&ctx, list(), None).await;
+    assert_eq!(ctx.answers.kept(), 1, "the list was kept");
+    let second = send(&ctx, list(), None).await;
+    assert_eq!((second.status, &second.body), (first.status, &first.body));
+    assert_eq!(ctx.answers.kept(), 1, "served from the kept answer");
+    // Another caller is another answer: nothing a caller sees is shown to another.
+    send(&ctx, list(), Some(identity(&ada))).await;
+    assert_eq!(ctx.answers.kept(), 2);
+
+    // A write moves the applied index: the list and the page are read again.
+    let patch = BookPatch { price_cents: Some(1299), ..Default::default() };
+    send(&ctx, UpdateBook { id: dune.id, patch }, Some(identity(&ada))).await;
+    let page: Page<Book> = json(&send(&ctx, list(), None).await);
+    assert_eq!(page.items.iter().map(|b| b.price_cents).collect::<Vec<_>>(), [1299]);
+    assert_eq!(json::<Book>(&send(&ctx, GetBook { id: dune.id }, None).await).price_cents, 1299);
+    let more = NewBook { title: "Emma".into(), ..book };
+    send(&ctx, CreateBook { book: more }, Some(identity(&ada))).await;
+    let page: Page<Book> = json(&send(&ctx, list(), None).await);
+    assert_eq!(page.items.len(), 2);
+    // Errors are not kept.
+    assert_eq!(send(&ctx, GetBook { id: 999 }, None).await.status, 404);
+    assert_eq!(ctx.answers.kept(), 1, "only the list read after the last write");
 }

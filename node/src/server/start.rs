@@ -250,6 +250,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         joining,
         key_barrier: Default::default(),
         jwt_keys: Default::default(),
+        tokens: Arc::new(panal_actors::services::answers::AtIndex::new("panal_token_cache_total")),
         gateway: Arc::new(crate::server::gateway::Gateway::new(
             args.balance,
             Duration::from_millis(args.call_timeout_ms),
@@ -294,6 +295,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
     tokio::spawn(track_readiness(replica.clone(), caught_up));
     tokio::spawn(remember_removal(replica.clone(), data_dir.clone()));
     tokio::spawn(panal_actors::catalog::drive_time(replica.clone()));
+    tokio::spawn(crate::server::memory::return_freed_memory());
     if let Some((config, password)) = fresh_init {
         print_init_banner(&config, &password, &node, &data_dir);
     }

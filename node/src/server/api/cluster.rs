@@ -27,7 +27,7 @@ const MAX_ADVANCE_SECONDS: i64 = 365 * 24 * 3600;
 
 /// Proposes `proposal` and returns the reply its command declares with the entry's index,
 /// mapping rejections to 4xx. The deadline is the replica's own (the one write timeout of
-/// the node).
+/// the node). A write forwarded by a follower is answered once the leader applied it.
 pub async fn propose<P: Proposal>(
     s: &AppState,
     proposal: P,
@@ -35,10 +35,15 @@ pub async fn propose<P: Proposal>(
 ) -> Result<(P::Reply, u64)> {
     let out =
         panal_actors::propose(&s.replica, proposal, idempotency_key, panal_actors::services::WRITE_TIMEOUT).await?;
-    // A write forwarded by a follower is answered once the leader applied it; admin routes
-    // read their answer back from this node's replica, so it must have applied it too.
-    s.replica.wait_applied(out.index, panal_actors::services::READ_TIMEOUT).await?;
     Ok((out.response, out.index))
+}
+
+/// [`propose`], answered once this node applied the write too: for routes that answer
+/// with state read back from this node's replica.
+pub async fn propose_and_apply<P: Proposal>(s: &AppState, proposal: P) -> Result<(P::Reply, u64)> {
+    let (reply, index) = propose(s, proposal, None).await?;
+    s.replica.wait_applied(index, panal_actors::services::READ_TIMEOUT).await?;
+    Ok((reply, index))
 }
 
 /// Adds `X-Panal-Index` to a response.
@@ -417,7 +422,7 @@ pub struct RotatedToken {
         AdminErrors))]
 pub async fn rotate_token(State(s): State<AppState>, _: Admin, Path(role): Path<JoinRole>) -> Result<Response> {
     let secret = crate::server::identity::random_hex(16);
-    let (_, index) = propose(&s, cluster::command::RotateJoinSecret { role, secret }, None).await?;
+    let (_, index) = propose_and_apply(&s, cluster::command::RotateJoinSecret { role, secret }).await?;
     let cfg = cluster_config(&s).await?;
     Ok(with_index(index, Json(RotatedToken { role, token: cfg.token(role).to_string() })))
 }

@@ -321,63 +321,84 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Checks a token against the replicated signing keys and the revocation list.
+/// Checks a token against the replicated signing keys and the revocation list. Both are
+/// replicated state: a token found valid and not revoked stays so until this node applies
+/// another entry or the token expires, so it is kept with the applied index it was checked
+/// at (`AppState::tokens`) and the signature, claims and revocation are not checked again
+/// while that index holds.
 async fn verify(token: String, parts: &Parts, state: &AppState) -> Result<Caller, Error> {
-    let arrived = std::time::Instant::now();
-    {
-        let kid = auth::key_id(&token)?;
-        // A retired key stays retired: cached for good. The newest key is looked up again
-        // after a second, so that a rotation starts its retirement clock here too.
-        let cached = state.jwt_keys.read().unwrap_or_else(|p| p.into_inner()).get(&kid).cloned();
-        let fresh = |(key, at): &(auth::SigningKey, std::time::Instant)| {
-            key.retired_ms.is_some() || at.elapsed() < std::time::Duration::from_secs(1)
-        };
-        let key = match cached.filter(fresh) {
-            Some((key, _)) => key,
-            None => {
-                let lookup = |kid: String| async move {
-                    let found = state.replica.state_machine().read(move |db| auth::signing_key(db, &kid))??;
-                    Ok::<_, Error>(found)
-                };
-                let key = match lookup(kid.clone()).await? {
-                    Some(key) => key,
-                    None => {
-                        catch_up_for_unknown_key(state, arrived).await?;
-                        lookup(kid.clone()).await?.ok_or_else(auth::unknown_key)?
-                    }
-                };
-                state
-                    .jwt_keys
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(kid, (key.clone(), std::time::Instant::now()));
-                key
-            }
-        };
-        let identity = auth::verify_with_key(&token, &key, panal_actors::time::wall_ms())?;
-        // A client that logged out on another node sends that write's index: wait for it,
-        // so its revocation is seen here too.
-        // Every route takes the read headers (the document says so); a route that does not
-        // use them still refuses malformed ones.
-        if let Some(v) = parts.headers.get("x-panal-consistency") {
-            v.to_str()
-                .map_err(|_| "X-Panal-Consistency is not text".to_string())
-                .and_then(Consistency::from_str)
-                .map_err(|m| Error::BadRequest("invalid_header", m))?;
-        }
-        idempotency_key(&parts.headers)?;
-        if let Some(v) = parts.headers.get("x-panal-index") {
-            let index = v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
-                Error::BadRequest("invalid_header", "X-Panal-Index must be a non-negative integer".into())
-            })?;
-            catch_up_to(state, index).await?;
-        }
+    let index = state.replica.applied_index();
+    let now_ms = panal_actors::time::wall_ms();
+    let known = state.tokens.get(&token, index).filter(|identity| now_ms < identity.expires_at.saturating_mul(1000));
+    let identity = match &known {
+        Some(identity) => identity.clone(),
+        None => verify_signature(&token, state).await?,
+    };
+    // Every route takes the read headers (the document says so); a route that does not
+    // use them still refuses malformed ones.
+    if let Some(v) = parts.headers.get("x-panal-consistency") {
+        v.to_str()
+            .map_err(|_| "X-Panal-Consistency is not text".to_string())
+            .and_then(Consistency::from_str)
+            .map_err(|m| Error::BadRequest("invalid_header", m))?;
+    }
+    idempotency_key(&parts.headers)?;
+    // A client that logged out on another node sends that write's index: wait for it,
+    // so its revocation is seen here too.
+    if let Some(v) = parts.headers.get("x-panal-index") {
+        let index = v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+            Error::BadRequest("invalid_header", "X-Panal-Index must be a non-negative integer".into())
+        })?;
+        catch_up_to(state, index).await?;
+    }
+    let checked_at = state.replica.applied_index();
+    if known.is_none() || checked_at != index {
         let jti = identity.jti.clone();
         if state.replica.state_machine().read(move |db| auth::is_revoked(db, &jti))?? {
             return Err(Error::InvalidToken("token has been revoked (logged out)".into()));
         }
-        Ok(Caller(identity))
+        if state.replica.applied_index() == checked_at {
+            let size = token.len() + identity.username.len() + identity.jti.len() + 64;
+            state.tokens.put(token, checked_at, identity.clone(), size);
+        }
     }
+    Ok(Caller(identity))
+}
+
+/// The token's identity, if one of the replicated signing keys signed it and its claims
+/// hold now.
+async fn verify_signature(token: &str, state: &AppState) -> Result<Identity, Error> {
+    let arrived = std::time::Instant::now();
+    let kid = auth::key_id(token)?;
+    // A retired key stays retired: cached for good. The newest key is looked up again
+    // after a second, so that a rotation starts its retirement clock here too.
+    let cached = state.jwt_keys.read().unwrap_or_else(|p| p.into_inner()).get(&kid).cloned();
+    let fresh = |(key, at): &(auth::SigningKey, std::time::Instant)| {
+        key.retired_ms.is_some() || at.elapsed() < std::time::Duration::from_secs(1)
+    };
+    let key = match cached.filter(fresh) {
+        Some((key, _)) => key,
+        None => {
+            let lookup = |kid: String| async move {
+                let found = state.replica.state_machine().read(move |db| auth::signing_key(db, &kid))??;
+                Ok::<_, Error>(found)
+            };
+            let key = match lookup(kid.clone()).await? {
+                Some(key) => key,
+                None => {
+                    catch_up_for_unknown_key(state, arrived).await?;
+                    lookup(kid.clone()).await?.ok_or_else(auth::unknown_key)?
+                }
+            };
+            state
+                .jwt_keys
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(kid, (key.clone(), std::time::Instant::now()));
+            key
+        }
+    };
+    Ok(auth::verify_with_key(token, &key, panal_actors::time::wall_ms())?)
 }
 
 /// How long a token with an unknown key waits for this node to catch up with the leader.

@@ -58,6 +58,9 @@ pub struct AppState {
     /// change once created, so entries never go stale.
     pub jwt_keys:
         Arc<std::sync::RwLock<std::collections::HashMap<String, (panal_actors::auth::SigningKey, std::time::Instant)>>>,
+    /// Bearer tokens verified and found not revoked, at the applied index they were
+    /// checked at (see `extract::verify`).
+    pub tokens: Arc<panal_actors::services::answers::AtIndex<String, panal_actors::auth::Identity>>,
     pub gateway: Arc<crate::server::gateway::Gateway>,
     pub services: Arc<panal_actors::services::ServiceContext>,
     /// Whether the chaos hooks answer (`--chaos`).

@@ -14,7 +14,7 @@ use panal_actors::services::Service;
 use panal_raft::Consistency;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{propose, with_index};
+use super::cluster::{propose, propose_and_apply, with_index};
 use super::extract::JsonBody;
 use super::openapi::ApiErrors;
 use super::{Admin, AppState};
@@ -159,7 +159,7 @@ pub async fn update_service(
     let current = view(&s, service).await?.0.spec;
     current.patched(service, &patch).map_err(|r| Error::BadRequest("validation_failed", r.message))?;
     tracing::info!(by = %who.username, service = service.name(), ?patch, "service update requested");
-    let (_, index) = propose(&s, orchestration::command::UpdateService { service, patch }, None).await?;
+    let (_, index) = propose_and_apply(&s, orchestration::command::UpdateService { service, patch }).await?;
     Ok(with_index(index, Json(view(&s, service).await?.0)))
 }
 
