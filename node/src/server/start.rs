@@ -243,7 +243,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         joining.then(|| caught_up.clone()),
     )
     .await?;
-    let state = AppState {
+    let state = AppState::new(api::ApiContext {
         replica: replica.clone(),
         node_name: name.clone().into(),
         caught_up: caught_up.clone(),
@@ -264,7 +264,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
             .build()
             .map_err(|e| Error::Fatal(e.to_string()))?,
         tls: node_tls.clone(),
-    };
+    });
     let shutdown = shutdown_signal();
     let mut api_router = api::cors::wrap(api::router(state), &args.cors_origins);
     // The `auto` certificate's issuer is the cluster CA.

@@ -40,9 +40,26 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADER_FIELDS: usize = 64;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`ApiContext`]. Axum clones the state for
+/// every request (and every layer that takes it), so it is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<ApiContext>);
+
+impl AppState {
+    pub fn new(context: ApiContext) -> Self {
+        Self(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = ApiContext;
+    fn deref(&self) -> &ApiContext {
+        &self.0
+    }
+}
+
+/// The node's handles the API routes use.
+pub struct ApiContext {
     pub replica: Replica,
     pub node_name: Arc<str>,
     /// Set once this node knows a leader and has caught up with the commit index the
