@@ -12,9 +12,13 @@
 //!   expected managers stay workers;
 //! - no member yet: once N candidates (this node included) answer, the one with the
 //!   smallest name initialises the cluster and the others join it on their next round.
-//!   Two nodes can only both initialise if each sees N candidates but not the other,
-//!   which needs more than N candidates and a peer that answers some nodes but not
-//!   others at that very moment; start exactly N managers with the same `--peers`.
+//!   With more than N peers listed, a peer that has not answered yet (still starting) may
+//!   have a smaller name: the node waits until every listed peer answered, or for
+//!   [`INIT_GRACE`] after it first could have initialised. Otherwise two nodes could both
+//!   initialise: the second smallest while the smallest was starting, and the smallest
+//!   once up, before the other's cluster showed in its hello (seen in the test suite).
+//!   Both can still happen if a peer stays silent past the grace and comes up at the very
+//!   moment another initialises; start exactly N managers with the same `--peers`.
 //!
 //! A node with data restarts from it as usual (and keeps answering hello, so late nodes
 //! find the cluster).
@@ -40,6 +44,8 @@ pub const DEFAULT_PEER_PORT: u16 = 7701;
 
 /// How long one hello may take; a peer slower than this counts as absent for a round.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node that could initialise waits for listed peers that have not answered.
+pub const INIT_GRACE: Duration = Duration::from_secs(5);
 
 /// What every node derives from the shared cluster token.
 #[derive(Debug, Clone)]
@@ -190,14 +196,30 @@ async fn resolve(peers: &[String]) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// Asks every peer, returning the answers of others (this node's own answer dropped).
-async fn round(client: &PeerClient, peers: &[String], me: &HelloState) -> Vec<(String, Hello)> {
+/// One round of hello: the answers of others (this node's own answer dropped) and how
+/// many resolved peer addresses did not answer.
+struct Round {
+    answers: Vec<(String, Hello)>,
+    silent: usize,
+}
+
+/// Asks every peer.
+async fn round(client: &PeerClient, peers: &[String], me: &HelloState) -> Round {
     let addrs = resolve(peers).await;
     let asks = addrs.iter().map(|addr| async move {
         let answer = client.call_json::<_, Hello>(addr, "/bootstrap/hello", &(), HELLO_TIMEOUT).await;
         answer.ok().map(|h| (addr.clone(), h))
     });
-    futures::future::join_all(asks).await.into_iter().flatten().filter(|(_, h)| h.nonce != me.nonce).collect()
+    let answered: Vec<(String, Hello)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+    let silent = addrs.len() - answered.len();
+    Round { answers: answered.into_iter().filter(|(_, h)| h.nonce != me.nonce).collect(), silent }
+}
+
+/// Whether a node allowed to initialise does so now: at once when every listed peer
+/// answered (none unseen can have a smaller name), else once it has been allowed for
+/// [`INIT_GRACE`].
+fn init_now(silent: usize, allowed_for: Duration) -> bool {
+    silent == 0 || allowed_for >= INIT_GRACE
 }
 
 /// Polls the peers until this node may initialise the cluster or has a member to join.
@@ -210,10 +232,22 @@ pub async fn await_decision(
 ) -> Result<Decision> {
     let client = PeerClient::with_tls(secrets.hello_key.clone(), tls);
     let mut last_report = Instant::now();
+    let mut init_allowed_since: Option<Instant> = None;
     loop {
-        let answers = round(&client, peers, me).await;
-        if let Some(decision) = decide(&me.name, expect, &secrets.config.cluster_id, &answers)? {
-            tracing::info!(?decision, peers = answers.len(), "bootstrap decided");
+        let Round { answers, silent } = round(&client, peers, me).await;
+        let decision = decide(&me.name, expect, &secrets.config.cluster_id, &answers)?;
+        let decision = match decision {
+            Some(Decision::Init) => {
+                let since = *init_allowed_since.get_or_insert_with(Instant::now);
+                init_now(silent, since.elapsed()).then_some(Decision::Init)
+            }
+            other => {
+                init_allowed_since = None;
+                other
+            }
+        };
+        if let Some(decision) = decision {
+            tracing::info!(?decision, peers = answers.len(), silent, "bootstrap decided");
             return Ok(decision);
         }
         if last_report.elapsed() > Duration::from_secs(10) {
@@ -277,6 +311,14 @@ mod tests {
         assert_eq!(decide("a", 3, id, &answers).unwrap(), Some(Decision::Join { via: "b:7701".into() }));
         assert!(decide("a", 3, id, &[hello("b", Some("c2"))]).is_err());
         assert!(decide("a", 3, id, &[hello("a", None)]).is_err());
+    }
+
+    #[test]
+    fn a_node_that_may_initialise_waits_for_silent_peers_up_to_the_grace() {
+        assert!(init_now(0, Duration::ZERO), "every listed peer answered");
+        assert!(!init_now(1, Duration::ZERO), "a silent peer may have a smaller name");
+        assert!(!init_now(1, INIT_GRACE - Duration::from_millis(1)));
+        assert!(init_now(1, INIT_GRACE), "a peer that stays down does not block the cluster");
     }
 
     #[test]
