@@ -7,9 +7,12 @@
 //! (`POST /bootstrap/hello` on the peer port, authenticated with a key derived from the
 //! token) who it is and whether it already belongs to the cluster:
 //!
-//! - a peer that is a member: join through it with the derived manager token; the leader
-//!   promotes the node only while fewer than N managers exist, so nodes beyond the
-//!   expected managers stay workers;
+//! - a peer that is a member: join through it. A node listed in `--peers` (a bootstrap
+//!   candidate: its own hello came back) joins with the derived manager token, and the
+//!   leader promotes it only while fewer than N managers exist, so candidates beyond the
+//!   expected managers stay workers; a node not listed (a worker pointing at a manager)
+//!   joins with the derived worker token and is never promoted, whatever the order of
+//!   the joins;
 //! - no member yet: once N candidates (this node included) answer, the one with the
 //!   smallest name initialises the cluster and the others join it on their next round.
 //!   With more than N peers listed, a peer that has not answered yet (still starting) may
@@ -103,6 +106,10 @@ impl SharedSecrets {
 
     pub fn manager_token(&self) -> JoinToken {
         self.config.token(JoinRole::Manager)
+    }
+
+    pub fn token(&self, role: JoinRole) -> JoinToken {
+        self.config.token(role)
     }
 }
 
@@ -201,6 +208,8 @@ async fn resolve(peers: &[String]) -> Vec<String> {
 struct Round {
     answers: Vec<(String, Hello)>,
     silent: usize,
+    /// This node's own hello came back: it is one of the listed peers.
+    listed: bool,
 }
 
 /// Asks every peer.
@@ -212,7 +221,8 @@ async fn round(client: &PeerClient, peers: &[String], me: &HelloState) -> Round 
     });
     let answered: Vec<(String, Hello)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
     let silent = addrs.len() - answered.len();
-    Round { answers: answered.into_iter().filter(|(_, h)| h.nonce != me.nonce).collect(), silent }
+    let listed = answered.iter().any(|(_, h)| h.nonce == me.nonce);
+    Round { answers: answered.into_iter().filter(|(_, h)| h.nonce != me.nonce).collect(), silent, listed }
 }
 
 /// Whether a node allowed to initialise does so now: at once when every listed peer
@@ -222,33 +232,43 @@ fn init_now(silent: usize, allowed_for: Duration) -> bool {
     silent == 0 || allowed_for >= INIT_GRACE
 }
 
-/// Polls the peers until this node may initialise the cluster or has a member to join.
+/// Rounds a node that never heard its own hello waits before joining as a worker: its
+/// own answer may only have been slow.
+const ROUNDS_BEFORE_WORKER: usize = 3;
+
+/// Polls the peers until this node may initialise the cluster or has a member to join;
+/// returns the decision and the role a join asks for (see the module's documentation).
 pub async fn await_decision(
     secrets: &SharedSecrets,
     peers: &[String],
     expect: usize,
     me: &HelloState,
     tls: Option<panal_raft::PeerTls>,
-) -> Result<Decision> {
+) -> Result<(Decision, JoinRole)> {
     let client = PeerClient::with_tls(secrets.hello_key.clone(), tls);
     let mut last_report = Instant::now();
     let mut init_allowed_since: Option<Instant> = None;
+    let (mut listed, mut rounds) = (false, 0);
     loop {
-        let Round { answers, silent } = round(&client, peers, me).await;
+        let Round { answers, silent, listed: heard_self } = round(&client, peers, me).await;
+        listed |= heard_self;
+        rounds += 1;
         let decision = decide(&me.name, expect, &secrets.config.cluster_id, &answers)?;
         let decision = match decision {
             Some(Decision::Init) => {
                 let since = *init_allowed_since.get_or_insert_with(Instant::now);
                 init_now(silent, since.elapsed()).then_some(Decision::Init)
             }
+            Some(Decision::Join { .. }) if !listed && rounds < ROUNDS_BEFORE_WORKER => None,
             other => {
                 init_allowed_since = None;
                 other
             }
         };
         if let Some(decision) = decision {
-            tracing::info!(?decision, peers = answers.len(), silent, "bootstrap decided");
-            return Ok(decision);
+            let role = if listed { JoinRole::Manager } else { JoinRole::Worker };
+            tracing::info!(?decision, ?role, peers = answers.len(), silent, "bootstrap decided");
+            return Ok((decision, role));
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             let seen: Vec<&str> = answers.iter().map(|(_, h)| h.name.as_str()).collect();

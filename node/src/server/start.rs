@@ -159,6 +159,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
                 d = bootstrap::await_decision(secrets, &args.peers, *expect, &hello, node_tls.as_ref().map(|t| t.client())) => d?,
                 _ = shutdown_signal() => return Ok(()),
             };
+            let (decision, role) = decision;
             match decision {
                 bootstrap::Decision::Init => {
                     let (identity, replica, config, password) = init(
@@ -173,8 +174,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
                 }
                 bootstrap::Decision::Join { via } => {
                     let (identity, replica) =
-                        join(&args, via, &secrets.manager_token(), node.clone(), Some(*expect), node_tls.as_ref())
-                            .await?;
+                        join(&args, via, &secrets.token(role), node.clone(), Some(*expect), node_tls.as_ref()).await?;
                     (identity, replica, None)
                 }
             }
