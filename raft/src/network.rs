@@ -227,28 +227,79 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<bytes::Bytes, CallError> {
+        let request = self
+            .request(reqwest::Method::POST, target, addr, path)?
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .timeout(timeout)
+            .body(body);
+        let resp = Self::refused(request.send().await.map_err(send_error)?, addr).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(CallError::Network(format!(
+                "peer answered HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        resp.bytes().await.map_err(|e| CallError::Network(e.to_string()))
+    }
+
+    /// Opens a long-lived byte stream to `path` on the node `target` at `addr`: an HTTP/1.1
+    /// upgrade to `protocol`, authenticated like every peer call. `timeout` bounds the
+    /// opening only.
+    pub async fn open_stream(
+        &self,
+        target: NodeId,
+        addr: &str,
+        path: &str,
+        protocol: &'static str,
+        timeout: Duration,
+    ) -> Result<reqwest::Upgraded, CallError> {
+        let request = self
+            .request(reqwest::Method::GET, Some(target), addr, path)?
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, protocol)
+            .timeout(timeout);
+        let resp = Self::refused(request.send().await.map_err(send_error)?, addr).await?;
+        if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(CallError::Network(format!(
+                "peer did not switch to {protocol}: HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        resp.upgrade().await.map_err(|e| CallError::Network(e.to_string()))
+    }
+
+    /// A request to a peer with the credentials and the names of the cluster and node it is for.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        target: Option<NodeId>,
+        addr: &str,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, CallError> {
         if self.isolation.is_isolated() {
             return Err(CallError::Unreachable("this node is isolated (chaos drill)".into()));
         }
         let mut request = self
             .transport
             .http()
-            .post(format!("{}://{addr}{path}", self.transport.scheme()))
-            .header(PEER_KEY_HEADER, &self.key)
-            .header(reqwest::header::CONTENT_TYPE, content_type);
+            .request(method, format!("{}://{addr}{path}", self.transport.scheme()))
+            .header(PEER_KEY_HEADER, &self.key);
         if !self.cluster_id.is_empty() {
             request = request.header(CLUSTER_HEADER, &self.cluster_id);
         }
         if let Some(target) = target {
             request = request.header(TARGET_NODE_HEADER, target.to_string());
         }
-        let resp = request.timeout(timeout).body(body).send().await.map_err(|e| {
-            if e.is_connect() {
-                CallError::Unreachable(e.to_string())
-            } else {
-                CallError::Network(e.to_string())
-            }
-        })?;
+        Ok(request)
+    }
+
+    /// The answer, unless the peer refused the call: wrong credentials, isolated, removed,
+    /// or not the node that was called.
+    async fn refused(resp: reqwest::Response, addr: &str) -> Result<reqwest::Response, CallError> {
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             return Err(CallError::Unauthorized);
         }
@@ -262,15 +313,15 @@ impl PeerClient {
             let text = resp.text().await.unwrap_or_default();
             return Err(CallError::WrongNode(format!("{addr}: {}", text.chars().take(300).collect::<String>())));
         }
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(CallError::Network(format!(
-                "peer answered HTTP {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
-        }
-        resp.bytes().await.map_err(|e| CallError::Network(e.to_string()))
+        Ok(resp)
+    }
+}
+
+fn send_error(e: reqwest::Error) -> CallError {
+    if e.is_connect() {
+        CallError::Unreachable(e.to_string())
+    } else {
+        CallError::Network(e.to_string())
     }
 }
 

@@ -24,8 +24,13 @@ async fn stream(c: &Cluster, i: usize, n: usize, concurrency: usize) -> (HashMap
     (by_node, failures)
 }
 
+/// The value of the series named exactly `series` in a Prometheus text exposition.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn round_robin_spreads_requests_evenly_over_all_nodes() {
+async fn round_robin_spreads_requests_evenly_over_all_nodes_and_calls_other_nodes_over_links() {
     let c = Cluster::start(3, 0, &["--balance", "round-robin"]).await;
     c.wait_mesh(0).await;
     let (by_node, failures) = stream(&c, 0, 3000, 8).await;
@@ -34,6 +39,20 @@ async fn round_robin_spreads_requests_evenly_over_all_nodes() {
     for (node, n) in &by_node {
         assert!((980..=1020).contains(n), "{node} served {n} of 3000, not a third ±2%: {by_node:?}");
     }
+    // The links opened on first use (calls went over the mesh meanwhile); now every call
+    // to another node takes its link.
+    let remote = |m: &str| {
+        let count = |t: &str| sample(m, &format!("panal_gateway_remote_calls_total{{transport=\"{t}\"}}"));
+        (count("link"), count("mesh"))
+    };
+    // (At least: waiting for the mesh asked the other nodes about themselves too.)
+    let before = remote(&c.metrics(0).await);
+    assert!(before.0 + before.1 >= (3000 - by_node["n1"]) as f64, "{before:?}");
+    let (by_node, failures) = stream(&c, 0, 600, 8).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let after = remote(&c.metrics(0).await);
+    assert_eq!(after.1, before.1, "no call over the mesh once the links are up");
+    assert!(after.0 - before.0 >= (600 - by_node["n1"]) as f64, "{before:?} {after:?} {by_node:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,13 +72,7 @@ async fn a_chaos_panic_during_a_request_stream_fails_no_request_and_is_counted()
     assert!(failures.is_empty(), "idempotent requests must survive worker panics: {failures:?}");
     assert_eq!(by_node.values().sum::<usize>(), 3000);
     panal_tests::poll("n2's two auth restarts to show in its /metrics", || async {
-        let metrics = c.metrics(1).await;
-        let restarts = metrics
-            .lines()
-            .find(|l| l.starts_with("panal_actor_restarts_total{service=\"auth\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        restarts >= 2.0
+        sample(&c.metrics(1).await, "panal_actor_restarts_total{service=\"auth\"}") >= 2.0
     })
     .await;
 }

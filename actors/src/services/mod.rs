@@ -13,6 +13,7 @@ mod worker;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 pub use call::{Answer, Call, READ_TIMEOUT, WRITE_TIMEOUT};
@@ -188,6 +189,34 @@ impl ServiceContext {
         worker::serve(self, service, slot, req).await
     }
 
+    /// Serves a request that came from another node as MessagePack bytes (over a service
+    /// link), as the worker `worker` of this node. `Err`: the call was lost (the worker
+    /// stopped, or panicked while serving) and may be retried elsewhere.
+    pub async fn serve_encoded(
+        self: &Arc<Self>,
+        worker: ractor::ActorId,
+        request: &[u8],
+    ) -> Result<ServiceResponse, String> {
+        let Some(slot) = self.local_slot(worker) else {
+            return Err("the instance stopped".into());
+        };
+        let req = match ServiceRequest::from_msgpack(request) {
+            Ok(req) => req,
+            Err(e) => return Ok(self.undecodable_request(&e)),
+        };
+        // Boxed: the operations' futures stay out of the caller's.
+        std::panic::AssertUnwindSafe(Box::pin(self.serve_here(slot, req)))
+            .catch_unwind()
+            .await
+            .map_err(|_| "the instance panicked while serving".to_string())
+    }
+
+    /// The answer to a request whose bytes did not decode (sent by a node of another version).
+    pub fn undecodable_request(&self, why: &str) -> ServiceResponse {
+        let e = crate::Error::BadRequest("invalid_request", format!("undecodable service request: {why}"));
+        worker::error(self, &e, "")
+    }
+
     pub fn set_delay_ms(&self, service: Service, ms: u64) {
         let mut delays = self.delays.write().unwrap_or_else(|p| p.into_inner());
         if ms == 0 {
@@ -237,6 +266,28 @@ impl<T: Serialize + serde::de::DeserializeOwned> ractor::BytesConvertable for En
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
         Self(decode(&bytes).map(Box::new).map_err(|e| e.to_string()))
+    }
+}
+
+impl ServiceRequest {
+    /// Appends the request as MessagePack (as across the mesh) to `buf`.
+    pub fn write_msgpack(&self, buf: &mut Vec<u8>) -> Result<(), String> {
+        rmp_serde::encode::write_named(buf, self).map_err(|e| e.to_string())
+    }
+
+    pub fn from_msgpack(bytes: &[u8]) -> Result<Self, String> {
+        decode(bytes).map_err(|e| e.to_string())
+    }
+}
+
+impl ServiceResponse {
+    /// Appends the answer as MessagePack (as across the mesh) to `buf`.
+    pub fn write_msgpack(&self, buf: &mut Vec<u8>) -> Result<(), String> {
+        rmp_serde::encode::write_named(buf, self).map_err(|e| e.to_string())
+    }
+
+    pub fn from_msgpack(bytes: &[u8]) -> Result<Self, String> {
+        decode(bytes).map_err(|e| e.to_string())
     }
 }
 

@@ -58,10 +58,7 @@ impl Actor for ServiceWorker {
                 tokio::spawn(async move {
                     let response = match request.open() {
                         Ok(req) => ctx.serve_here(slot, req).await,
-                        Err(e) => {
-                            let e = Error::BadRequest("invalid_request", format!("undecodable service request: {e}"));
-                            error(&ctx, &e, "")
-                        }
+                        Err(e) => ctx.undecodable_request(&e),
                     };
                     let _ = reply.send(Envelope::new(response));
                 });
@@ -71,7 +68,7 @@ impl Actor for ServiceWorker {
     }
 }
 
-fn error(ctx: &ServiceContext, e: &Error, request_id: &str) -> ServiceResponse {
+pub(super) fn error(ctx: &ServiceContext, e: &Error, request_id: &str) -> ServiceResponse {
     let (status, _, retry_after) = e.http();
     ServiceResponse {
         status,

@@ -15,6 +15,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorId};
 
 use crate::error::{Error, Result};
+use crate::server::link::{Links, Outcome};
 
 /// How the gateway picks an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,6 +63,10 @@ pub struct Gateway {
     suspects: Mutex<HashMap<ActorId, Instant>>,
     /// This node's workers, served in the calling task when chosen.
     services: Arc<ServiceContext>,
+    /// Links to the other nodes, for calls to their instances.
+    links: Arc<Links>,
+    /// Calls to other nodes that went over the mesh (no link up yet).
+    over_mesh: metrics::Counter,
     /// Per service (in [`Service::ALL`] order), the series every call touches, looked up
     /// once instead of by name and labels on every call.
     in_flight_gauges: Vec<metrics::Gauge>,
@@ -82,6 +87,10 @@ pub fn describe_metrics() {
     describe_counter!(
         "panal_balance_decisions_total",
         "Calls the gateway completed, by service and by the node whose instance served them."
+    );
+    describe_counter!(
+        "panal_gateway_remote_calls_total",
+        "Calls to another node's instances, by transport: its service link, or the actor mesh while no link is up."
     );
     describe_counter!(
         "panal_gateway_retries_total",
@@ -136,6 +145,8 @@ impl Gateway {
                 .iter()
                 .map(|s| metrics::counter!("panal_balance_decisions_total", "service" => s.name(), "target" => node.clone()))
                 .collect(),
+            links: Links::new(services.replica.clone()),
+            over_mesh: metrics::counter!("panal_gateway_remote_calls_total", "transport" => "mesh"),
             services,
         }
     }
@@ -237,13 +248,19 @@ impl Gateway {
     }
 
     /// Calls one instance. An instance on this node is served in this task (as the worker
-    /// would: a message, a task and a reply channel would only add wake-ups); one across
-    /// the mesh gets the request as MessagePack (see [`Envelope`]).
+    /// would: a message, a task and a reply channel would only add wake-ups); one on another
+    /// node gets the request over the link to that node (see [`crate::server::link`]), or
+    /// across the mesh as MessagePack (see [`Envelope`]) while no link is up.
     async fn call_instance(&self, service: Service, instance: &ActorCell, req: ServiceRequest) -> Result<Attempt> {
         let id = instance.get_id();
         *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += 1;
         let _guard = InFlight { gateway: self, id, service };
         self.in_flight_gauges[index_of(service)].increment(1.0);
+        let timed_out = || {
+            Error::GatewayTimeout(format!("the {} instance did not answer within {:?}", service.name(), self.timeout))
+        };
+        let undecodable =
+            |e: String| Error::Internal(format!("undecodable answer from a {} instance: {e}", service.name()));
         if let Some(slot) = self.services.local_slot(id) {
             // A panic while serving loses the call as a dying worker would; it is retried.
             // Boxed: every operation's future inlined here would make each handler's huge.
@@ -251,13 +268,18 @@ impl Gateway {
             return match tokio::time::timeout(self.timeout, served).await {
                 Ok(Ok(resp)) => Ok(Attempt::Done(resp)),
                 Ok(Err(_)) => Ok(Attempt::Lost("the instance panicked while serving".into())),
-                Err(_) => Err(Error::GatewayTimeout(format!(
-                    "the {} instance did not answer within {:?}",
-                    service.name(),
-                    self.timeout
-                ))),
+                Err(_) => Err(timed_out()),
             };
         }
+        if let Some(link) = self.links.get(id.node()) {
+            return match tokio::time::timeout(self.timeout, link.call(id.pid(), &req)).await {
+                Ok(Outcome::Answered(resp)) => Ok(Attempt::Done(resp)),
+                Ok(Outcome::Lost(why)) => Ok(Attempt::Lost(why)),
+                Ok(Outcome::Undecodable(e)) => Err(undecodable(e)),
+                Err(_) => Err(timed_out()),
+            };
+        }
+        self.over_mesh.increment(1);
         let result = ractor::rpc::call::<WorkerMsg, Envelope<ServiceResponse>, _>(
             instance,
             |reply| WorkerMsg::Call(Envelope::new(req), reply),
@@ -265,15 +287,8 @@ impl Gateway {
         )
         .await;
         match result {
-            Ok(CallResult::Success(reply)) => reply
-                .open()
-                .map(Attempt::Done)
-                .map_err(|e| Error::Internal(format!("undecodable answer from a {} instance: {e}", service.name()))),
-            Ok(CallResult::Timeout) => Err(Error::GatewayTimeout(format!(
-                "the {} instance did not answer within {:?}",
-                service.name(),
-                self.timeout
-            ))),
+            Ok(CallResult::Success(reply)) => reply.open().map(Attempt::Done).map_err(undecodable),
+            Ok(CallResult::Timeout) => Err(timed_out()),
             Ok(CallResult::SenderError) => Ok(Attempt::Lost("the instance stopped before answering".into())),
             Err(e) => Ok(Attempt::Lost(e.to_string())),
         }

@@ -200,7 +200,10 @@ pub async fn serve(
         }
     });
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Graceful shutdown: `draining` tells every connection to finish its request in
+    // flight and close; `alive` closes once every connection task has ended.
+    let (draining, _) = tokio::sync::watch::channel(false);
+    let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     loop {
@@ -241,7 +244,8 @@ pub async fn serve(
             }
         });
         let acceptor = tls.as_ref().map(|config| tokio_rustls::TlsAcceptor::from(config.borrow().clone()));
-        let (builder, watcher, connections) = (builder.clone(), graceful.watcher(), connections.clone());
+        let (builder, connections) = (builder.clone(), connections.clone());
+        let (watcher, alive) = (draining.subscribe(), alive.clone());
         tokio::spawn(async move {
             let served = async {
                 match acceptor {
@@ -267,20 +271,25 @@ pub async fn serve(
                 _ = slot.close.notified() => tracing::debug!(port, %remote, "closed an idle connection"),
             }
             connections.remove(id);
+            drop(alive);
         });
     }
     drop(listener);
     reaper.abort();
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+    let _ = draining.send(true);
+    drop(alive);
+    if tokio::time::timeout(Duration::from_secs(5), all_ended.recv()).await.is_err() {
         tracing::warn!(port, "requests still running after 5 s; closing their connections");
     }
 }
 
-/// Serves one connection (plain or TLS) until it ends. Header timeouts and client errors
-/// end up here; they are the client's.
+/// Serves one connection (plain or TLS) until it ends, or until `draining` asks it to
+/// finish the request in flight and close. A route may take the connection over with an
+/// HTTP upgrade (the peer port's service links); it then lives on outside this function.
+/// Header timeouts and client errors end up here; they are the client's.
 async fn serve_connection<S, F>(
     builder: &hyper::server::conn::http1::Builder,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut draining: tokio::sync::watch::Receiver<bool>,
     stream: S,
     service: F,
     port: &'static str,
@@ -292,7 +301,17 @@ async fn serve_connection<S, F>(
     <F::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F::Future: 'static,
 {
-    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
+    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        // The watch's read guard must not live across the await below (it is not Send).
+        _ = async { draining.wait_for(|d| *d).await.is_ok() } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(port, %remote, error = %e, "connection ended with an error");
     }
 }

@@ -61,6 +61,18 @@ pub struct MeshReadiness {
     pub unreachable: Vec<String>,
 }
 
+/// The node name behind each mesh session, by the session's id (the node part of the ids
+/// of that node's actors here).
+pub async fn session_names() -> HashMap<u64, String> {
+    let server = handle().lock().unwrap_or_else(|p| p.into_inner()).server.clone();
+    let Some(server) = server else { return HashMap::new() };
+    let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 500) else { return HashMap::new() };
+    sessions
+        .into_iter()
+        .filter_map(|(id, s)| s.peer_name.as_ref().map(|p| (id, node_name_of(&p.name).to_string())))
+        .collect()
+}
+
 /// Names of the nodes whose workers are in every service group (and the probe group) on
 /// this node: balancing sees all of their instances.
 async fn synced_peers() -> BTreeSet<String> {

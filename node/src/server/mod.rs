@@ -9,6 +9,7 @@
 //! - `api_tls`: HTTPS on the API port (`--api-tls`, bring-your-own certificates).
 //! - `gateway`: picks a service instance anywhere in the cluster and calls it.
 //! - `mesh`: the actor mesh between nodes.
+//! - `link`: service calls to another node's instances, over one stream per node pair.
 //! - `memory`: returns memory the allocator freed to the system.
 //! - `peer`: the peer port (Raft RPC, forwarded writes, joins).
 //! - `reconciler`: orchestration on the node (the leader's scheduler, the reconciler).
@@ -19,6 +20,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod gateway;
 pub mod identity;
+pub mod link;
 pub mod listen;
 pub mod memory;
 pub mod mesh;

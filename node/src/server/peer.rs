@@ -27,6 +27,7 @@ use panal_raft::NodeInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{error_response, Error};
+use crate::server::link::LinkServer;
 use crate::server::tls::{self, Issued, NodeTls};
 use panal_actors::services::WRITE_TIMEOUT;
 
@@ -61,17 +62,18 @@ pub struct ActivateRequest {
     pub max_managers: Option<usize>,
 }
 
-/// Peer-port routes: the replica's Raft RPC, the join protocol and (with peer TLS) the
-/// CA's routes. With TLS every route but `/join` needs a client certificate from the
-/// cluster CA as well as the peer key.
-pub fn router(replica: Replica, tls: Option<NodeTls>) -> Router {
+/// Peer-port routes: the replica's Raft RPC, the join protocol, the service links and
+/// (with peer TLS) the CA's routes. With TLS every route but `/join` needs a client
+/// certificate from the cluster CA as well as the peer key.
+pub fn router(replica: Replica, tls: Option<NodeTls>, links: &LinkServer) -> Router {
     let admission = Admission {
         replica: replica.clone(),
         tls: tls.clone(),
         throttle: Arc::new(Throttle::new(ThrottleConfig::default())),
     };
     let open = Router::new().route("/join", post(admit)).with_state(admission);
-    let mut own = Router::new().route("/join/activate", post(activate)).with_state(replica.clone());
+    let mut own =
+        Router::new().route("/join/activate", post(activate)).with_state(replica.clone()).merge(links.routes());
     if let Some(tls) = &tls {
         own = own.merge(tls::routes(replica.clone(), tls.clone()));
     }

@@ -187,7 +187,8 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         }
     };
     hello.set_member_of(&identity.cluster_id);
-    let _ = replica_routes.set(peer::router(replica.clone(), node_tls.clone()));
+    let links = crate::server::link::LinkServer::new(replica.clone());
+    let _ = replica_routes.set(peer::router(replica.clone(), node_tls.clone(), &links));
     if let Some(tls) = &node_tls {
         tokio::spawn(tls::upkeep(replica.clone(), tls.clone()));
     }
@@ -211,6 +212,7 @@ async fn run_seeded(args: StartArgs, seed: Option<PathBuf>) -> Result<()> {
         }
     });
     let services = panal_actors::services::ServiceContext::new(name.clone(), replica.clone());
+    links.serve_with(services.clone());
     let pool_size =
         args.pool_size.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let supervisor = panal_actors::services::start_services(services.clone(), pool_size, Default::default())
