@@ -136,6 +136,31 @@ async fn write_frames(
     w.flush().await
 }
 
+/// Writes queued frames, as many per write as are waiting, until the queue closes. Every
+/// `every`, `tick` may add a frame (a ping) or end the link (`Err`).
+async fn write_loop(
+    w: &mut (impl AsyncWrite + Unpin),
+    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    every: Duration,
+    mut tick: impl FnMut() -> io::Result<Option<Vec<u8>>>,
+) -> io::Result<()> {
+    let mut batch = Vec::new();
+    let mut interval = tokio::time::interval(every);
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => match first {
+                Some(first) => first,
+                None => return Ok(()),
+            },
+            _ = interval.tick() => match tick()? {
+                Some(frame) => frame,
+                None => continue,
+            },
+        };
+        write_frames(w, &mut batch, first, rx).await?;
+    }
+}
+
 /// How a call over a link ended.
 pub enum Outcome {
     Answered(ServiceResponse),
@@ -246,36 +271,23 @@ impl Link {
                 }
             }
         };
-        let writing = async {
-            let mut batch = Vec::new();
-            let mut tick = tokio::time::interval(PING_EVERY);
-            loop {
-                tokio::select! {
-                    first = rx.recv() => {
-                        let Some(first) = first else { return Ok(()) };
-                        write_frames(&mut w, &mut batch, first, &mut rx).await?;
-                    }
-                    _ = tick.tick() => {
-                        if self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-                            ping_sent.store(0, Ordering::Relaxed);
-                            continue;
-                        }
-                        let now = started.elapsed().as_millis() as u64 + 1;
-                        match ping_sent.load(Ordering::Relaxed) {
-                            0 => {
-                                ping_sent.store(now, Ordering::Relaxed);
-                                let ping = frame(PING, 0, empty).map_err(io::Error::other)?;
-                                write_frames(&mut w, &mut batch, ping, &mut rx).await?;
-                            }
-                            sent if now - sent > DEAD_AFTER.as_millis() as u64 => {
-                                return Err(io::Error::new(io::ErrorKind::TimedOut, "pings went unanswered"));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+        let writing = write_loop(&mut w, &mut rx, PING_EVERY, || {
+            if self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                ping_sent.store(0, Ordering::Relaxed);
+                return Ok(None);
             }
-        };
+            let now = started.elapsed().as_millis() as u64 + 1;
+            match ping_sent.load(Ordering::Relaxed) {
+                0 => {
+                    ping_sent.store(now, Ordering::Relaxed);
+                    frame(PING, 0, empty).map(Some).map_err(io::Error::other)
+                }
+                sent if now - sent > DEAD_AFTER.as_millis() as u64 => {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "pings went unanswered"))
+                }
+                _ => Ok(None),
+            }
+        });
         let ended: io::Result<()> = tokio::select! {
             ended = reading => ended,
             ended = writing => ended,
@@ -502,23 +514,10 @@ async fn serve(server: &LinkServer, services: Arc<ServiceContext>, from: NodeId,
             }
         }
     };
-    let writing = async {
-        let mut batch = Vec::new();
-        let mut tick = tokio::time::interval(CHECK_EVERY);
-        loop {
-            tokio::select! {
-                first = rx.recv() => {
-                    let Some(first) = first else { return Ok(()) };
-                    write_frames(&mut w, &mut batch, first, &mut rx).await?;
-                }
-                _ = tick.tick() => {
-                    if let Some(why) = server.refusal(from) {
-                        return Err(io::Error::other(why));
-                    }
-                }
-            }
-        }
-    };
+    let writing = write_loop(&mut w, &mut rx, CHECK_EVERY, || match server.refusal(from) {
+        Some(why) => Err(io::Error::other(why)),
+        None => Ok(None),
+    });
     let ended: io::Result<()> = tokio::select! {
         ended = reading => ended,
         ended = writing => ended,
