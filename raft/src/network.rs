@@ -235,11 +235,7 @@ impl PeerClient {
         let resp = Self::refused(request.send().await.map_err(send_error)?, addr).await?;
         if !resp.status().is_success() {
             let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(CallError::Network(format!(
-                "peer answered HTTP {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
+            return Err(CallError::Network(format!("peer answered HTTP {status}: {}", excerpt(resp).await)));
         }
         resp.bytes().await.map_err(|e| CallError::Network(e.to_string()))
     }
@@ -263,11 +259,8 @@ impl PeerClient {
         let resp = Self::refused(request.send().await.map_err(send_error)?, addr).await?;
         if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(CallError::Network(format!(
-                "peer did not switch to {protocol}: HTTP {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
+            let text = excerpt(resp).await;
+            return Err(CallError::Network(format!("peer did not switch to {protocol}: HTTP {status}: {text}")));
         }
         resp.upgrade().await.map_err(|e| CallError::Network(e.to_string()))
     }
@@ -310,11 +303,15 @@ impl PeerClient {
             return Err(CallError::Unreachable(format!("{addr} was removed from the cluster")));
         }
         if resp.status() == reqwest::StatusCode::CONFLICT && resp.headers().contains_key(TARGET_NODE_HEADER) {
-            let text = resp.text().await.unwrap_or_default();
-            return Err(CallError::WrongNode(format!("{addr}: {}", text.chars().take(300).collect::<String>())));
+            return Err(CallError::WrongNode(format!("{addr}: {}", excerpt(resp).await)));
         }
         Ok(resp)
     }
+}
+
+/// The start of an unexpected answer's body, for the error that reports it.
+async fn excerpt(resp: reqwest::Response) -> String {
+    resp.text().await.unwrap_or_default().chars().take(300).collect()
 }
 
 fn send_error(e: reqwest::Error) -> CallError {

@@ -75,6 +75,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a link failed to open, calls to that node use the mesh this long before the
 /// next attempt.
 const REOPEN_AFTER: Duration = Duration::from_secs(2);
+/// An id of a mesh session not known yet makes the node list the sessions' names again,
+/// at most this often.
+const ASK_NAMES_AFTER: Duration = Duration::from_secs(2);
 /// How often the serving side checks that the link may stay open.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -344,7 +347,7 @@ impl Links {
         }
         let Known { names, names_asked, links } = &mut *known;
         let Some(name) = names.get(&mesh_node) else {
-            if names_asked.is_none_or(|at| at.elapsed() >= REOPEN_AFTER) {
+            if names_asked.is_none_or(|at| at.elapsed() >= ASK_NAMES_AFTER) {
                 *names_asked = Some(Instant::now());
                 tokio::spawn(self.clone().learn_names());
             }
