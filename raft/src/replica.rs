@@ -155,6 +155,12 @@ fn removal_outcome(change: &MembershipChange, me: NodeId, attempts: u32, outcome
     }
 }
 
+/// Whether the config at log index `config` is applied (so committed) when the state
+/// machine is at `applied`; the initial config (no index) always is.
+fn config_applied(config: Option<u64>, applied: Option<u64>) -> bool {
+    config <= applied
+}
+
 /// Membership changes, executed on the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum MembershipChange {
@@ -394,20 +400,24 @@ impl<A: Application> Replica<A> {
     }
 
     /// Remembers that the membership lists this node (and at which config), or marks the
-    /// node removed when a newer config no longer does.
+    /// node removed when a newer config no longer does — once that config is applied: the
+    /// metrics show the latest config in the log, committed or not, and a leader removing
+    /// itself appends it before its quorum has it; stopping then would leave the change
+    /// half done.
     fn note_membership(&self) {
-        let (listed, index, empty) = {
+        let (listed, index, empty, applied) = {
             let rx = self.inner.raft.metrics();
             let m = rx.borrow();
             let membership = m.membership_config.membership();
             let listed = membership.nodes().any(|(id, _)| *id == self.inner.id);
             let empty = membership.nodes().next().is_none();
-            (listed, m.membership_config.log_id().map(|l| l.index), empty)
+            let index = m.membership_config.log_id().map(|l| l.index);
+            (listed, index, empty, config_applied(index, m.last_applied.map(|l| l.index)))
         };
         if listed {
             self.inner.seen_member.store(true, Ordering::Release);
             self.inner.listed_at.store(index.map(|i| i + 1).unwrap_or(1), Ordering::Release);
-        } else if !empty && self.inner.seen_member.load(Ordering::Acquire) {
+        } else if !empty && applied && self.inner.seen_member.load(Ordering::Acquire) {
             self.mark_removed("the membership no longer lists this node");
         }
     }
@@ -766,9 +776,14 @@ impl<A: Application> Replica<A> {
                         if managers <= 1 {
                             return Err(RemoteFailure::Membership("cannot remove the last manager".into()));
                         }
-                        raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                            .await
-                            .map_err(map_err)?;
+                        let removed =
+                            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await;
+                        // A leader removing itself may see its config applied, and stop, before
+                        // the answer reaches this call: that is the change done.
+                        if removed.is_err() && id == self.inner.id && self.is_removed() {
+                            return Ok(());
+                        }
+                        removed.map_err(map_err)?;
                     }
                     Some(MemberRole::Worker) => {
                         raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
@@ -893,6 +908,17 @@ fn server_state_name(s: ServerState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_counts_once_applied() {
+        assert!(config_applied(None, None));
+        assert!(config_applied(None, Some(3)));
+        assert!(config_applied(Some(41), Some(41)));
+        assert!(config_applied(Some(41), Some(50)));
+        // Appended, not yet committed: a leader removing itself has it in its log first.
+        assert!(!config_applied(Some(41), Some(40)));
+        assert!(!config_applied(Some(41), None));
+    }
 
     #[test]
     fn a_removal_whose_retry_finds_the_node_gone_succeeded() {
