@@ -149,17 +149,24 @@ pub fn service_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, spec)
 }
 
+/// The OpenAPI document as served. Built on the first request, not at start: it is about
+/// half a megabyte that most nodes are never asked for. Then every answer shares it (no
+/// copy per request, so many slow readers of the document cost no more memory than one).
+fn openapi_document() -> axum::body::Bytes {
+    static DOCUMENT: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| service_routes().1.to_json().unwrap_or_default().into()).clone()
+}
+
 pub fn router(state: AppState) -> Router {
     let node_header = HeaderValue::from_str(&state.node_name).unwrap_or(HeaderValue::from_static("unknown"));
     let gate = Gate { replica: state.replica.clone(), caught_up: state.caught_up.clone(), joining: state.joining };
-    let (services, spec) = service_routes();
-    let spec = Arc::new(spec.to_json().unwrap_or_default());
+    let (services, _) = service_routes();
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route(
             "/openapi.json",
-            get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*spec).clone()) }),
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_document()) }),
         )
         .merge(services)
         .merge(ui::routes())
