@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    panal::server::memory::limit_arenas();
     // SQLite work runs on the blocking pool; a bounded pool keeps memory flat under load
     // (each extra thread costs a stack and a malloc arena) without limiting throughput on
     // small machines.
