@@ -107,6 +107,10 @@ async fn peer_rpc_without_the_cluster_key_is_rejected() {
     assert_eq!(r.status().as_u16(), 401);
     let r = member.post(&url).header("x-panal-peer-key", "0".repeat(64)).body(vec![1, 2, 3]).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // In the one error shape, like every refusal.
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized", "{v}");
+    assert_eq!(v["error"]["message"], "missing or wrong cluster key", "{v}");
     let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
     assert!(log.contains("rejected peer request"), "rejections are logged");
     // The node is unaffected.

@@ -86,6 +86,8 @@ pub fn router(replica: Replica, tls: Option<NodeTls>, links: &LinkServer) -> Rou
         .merge(open)
         // Outermost: an isolated node (chaos drill) refuses all peer traffic, joins included.
         .layer(axum::middleware::from_fn_with_state(isolation, panal_raft::refuse_while_isolated))
+        // Refusals in the one error shape, whichever layer answered.
+        .layer(axum::middleware::from_fn(crate::server::api::json_errors))
 }
 
 /// `/join`'s state: wrong join tokens are throttled per client address (per node, like

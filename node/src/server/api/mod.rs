@@ -223,8 +223,9 @@ async fn request_limits(req: Request, next: Next) -> Response {
 
 /// The safety net of the one error shape: an error that some layer or extractor answered
 /// in plain text (axum's own rejections) is rewritten as a JSON error with the code of its
-/// status, keeping the text as the message. Errors already in JSON pass untouched.
-async fn json_errors(req: Request, next: Next) -> Response {
+/// status, keeping the text as the message. Errors already in JSON pass untouched. The
+/// peer port is wrapped in it too (the Raft crate's refusals are plain text).
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -239,6 +240,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
         return resp;
     }
     let code = match status.as_u16() {
+        401 => "unauthorized",
         404 => "not_found",
         405 => "method_not_allowed",
         413 => "payload_too_large",
